@@ -1,0 +1,301 @@
+//! The catalog: names users type (`medperf/fets/additional_files`, `images/x:1.0.sif`) bound to
+//! assets (URLs + pinned digest + kind). Entries come from the config file's `[[asset]]` tables
+//! and from `lazycas add` (kept in the store's `catalog` table, so a running mount sees them at
+//! once). A [`Catalog`] is an immutable snapshot; the daemon swaps in a new one when the
+//! database changes.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use rusqlite::{params, Connection};
+use url::Url;
+
+use crate::config::{check_name, AssetConfig, AssetKind, Config};
+use crate::digest::Digest;
+use crate::fetch::BlobSource;
+
+/// Where an entry was defined.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// The config file's `[[asset]]`.
+    Config,
+    /// `lazycas add`.
+    Added,
+}
+
+/// One catalog entry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Asset {
+    /// The entry's settings.
+    pub config: AssetConfig,
+    /// Where it was defined.
+    pub origin: Origin,
+    /// Seconds since the epoch it was added (config entries: 0).
+    pub added_at: i64,
+}
+
+impl Asset {
+    /// The catalog name.
+    pub fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    /// The pinned digest, if any.
+    pub fn digest(&self) -> Option<Digest> {
+        self.config.sha256
+    }
+
+    /// What to hand the fetcher.
+    pub fn source(&self) -> BlobSource {
+        let mut urls = vec![self.config.url.clone()];
+        urls.extend(self.config.mirrors.iter().cloned());
+        BlobSource {
+            label: self.config.name.clone(),
+            urls,
+            expected: self.config.sha256,
+        }
+    }
+}
+
+/// What a catalog path is.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Entry {
+    /// A directory made of name prefixes.
+    Dir,
+    /// An asset.
+    Asset(Arc<Asset>),
+}
+
+/// A catalog problem (bad `add`, database).
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    /// The name or reference is unusable.
+    #[error("{0}")]
+    Invalid(String),
+    /// The entry does not exist.
+    #[error("no catalog entry named {0:?}")]
+    NotFound(String),
+    /// The database failed.
+    #[error("catalog database: {0}")]
+    Db(#[from] rusqlite::Error),
+}
+
+/// An immutable snapshot of every catalog entry.
+#[derive(Debug, Default, Clone)]
+pub struct Catalog {
+    assets: BTreeMap<String, Arc<Asset>>,
+}
+
+impl Catalog {
+    /// Config entries plus entries added with `lazycas add` (a config entry wins on a clash).
+    pub fn load(config: &Config, conn: &Connection) -> Result<Catalog, CatalogError> {
+        let mut assets = BTreeMap::new();
+        for a in &config.assets {
+            let asset = Asset {
+                config: a.clone(),
+                origin: Origin::Config,
+                added_at: 0,
+            };
+            assets.insert(a.name.clone(), Arc::new(asset));
+        }
+        for asset in added_assets(conn)? {
+            if assets.contains_key(asset.name()) {
+                tracing::warn!(name = asset.name(), "catalog entry added with `lazycas add` is shadowed by the config file");
+                continue;
+            }
+            assets.insert(asset.config.name.clone(), Arc::new(asset));
+        }
+        let mut catalog = Catalog { assets };
+        catalog.drop_clashes();
+        Ok(catalog)
+    }
+
+    /// Removes entries that would be both a file and a directory (`a` and `a/b`): the deeper
+    /// one is kept, since it is the more specific name.
+    fn drop_clashes(&mut self) {
+        let names: Vec<String> = self.assets.keys().cloned().collect();
+        for name in &names {
+            let prefix = format!("{name}/");
+            if self.assets.range(prefix.clone()..).next().is_some_and(|(k, _)| k.starts_with(&prefix)) {
+                tracing::warn!(name = %name, "catalog entry ignored: it is also a directory of other entries");
+                self.assets.remove(name);
+            }
+        }
+    }
+
+    /// Every asset by name.
+    pub fn assets(&self) -> impl Iterator<Item = &Arc<Asset>> {
+        self.assets.values()
+    }
+
+    /// What `path` (no leading `/`; `""` is the root) is.
+    pub fn entry(&self, path: &str) -> Option<Entry> {
+        if path.is_empty() {
+            return Some(Entry::Dir);
+        }
+        if let Some(a) = self.assets.get(path) {
+            return Some(Entry::Asset(a.clone()));
+        }
+        let prefix = format!("{path}/");
+        self.assets
+            .range(prefix.clone()..)
+            .next()
+            .filter(|(k, _)| k.starts_with(&prefix))
+            .map(|_| Entry::Dir)
+    }
+
+    /// The names directly inside directory `path`, each once, sorted.
+    pub fn children(&self, path: &str) -> Vec<(String, Entry)> {
+        let prefix = if path.is_empty() {
+            String::new()
+        } else {
+            format!("{path}/")
+        };
+        let mut out: Vec<(String, Entry)> = Vec::new();
+        for (name, asset) in self.assets.range(prefix.clone()..) {
+            let Some(rest) = name.strip_prefix(&prefix) else {
+                break;
+            };
+            let (child, entry) = match rest.split_once('/') {
+                Some((dir, _)) => (dir, Entry::Dir),
+                None => (rest, Entry::Asset(asset.clone())),
+            };
+            if out.last().is_none_or(|(last, _)| last != child) {
+                out.push((child.to_string(), entry));
+            }
+        }
+        out
+    }
+
+    /// Assets pinned to `d`.
+    pub fn by_digest(&self, d: &Digest) -> Option<&Arc<Asset>> {
+        self.assets.values().find(|a| a.digest().as_ref() == Some(d))
+    }
+
+    /// Every pinned digest.
+    pub fn pinned_digests(&self) -> impl Iterator<Item = Digest> + '_ {
+        self.assets.values().filter_map(|a| a.digest())
+    }
+}
+
+/// Entries added with `lazycas add`.
+pub fn added_assets(conn: &Connection) -> Result<Vec<Asset>, CatalogError> {
+    let mut st = conn.prepare(
+        "SELECT name, url, sha256, kind, mirrors, index_sha256, size, added_at FROM catalog ORDER BY name",
+    )?;
+    let rows = st.query_map([], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, Option<String>>(2)?,
+            r.get::<_, String>(3)?,
+            r.get::<_, String>(4)?,
+            r.get::<_, Option<String>>(5)?,
+            r.get::<_, Option<i64>>(6)?,
+            r.get::<_, i64>(7)?,
+        ))
+    })?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (name, url, sha, kind, mirrors, index, size, added_at) = row?;
+        let parsed = (|| -> Option<AssetConfig> {
+            let mirrors: Vec<String> = serde_json::from_str(&mirrors).ok()?;
+            Some(AssetConfig {
+                url: Url::parse(&url).ok()?,
+                sha256: sha.map(|s| Digest::parse(&s)).transpose().ok()?,
+                kind: AssetKind::parse(&kind)?,
+                mirrors: mirrors.iter().filter_map(|m| Url::parse(m).ok()).collect(),
+                index_sha256: index.map(|s| Digest::parse(&s)).transpose().ok()?,
+                size: size.map(|s| s as u64),
+                name: name.clone(),
+            })
+        })();
+        match parsed {
+            Some(config) => out.push(Asset {
+                config,
+                origin: Origin::Added,
+                added_at,
+            }),
+            None => tracing::warn!(name = %name, "catalog row is unreadable; skipped"),
+        }
+    }
+    Ok(out)
+}
+
+/// Adds or replaces an entry (what `lazycas add` does).
+pub fn add(conn: &Connection, a: &AssetConfig, now: i64) -> Result<(), CatalogError> {
+    check_name(&a.name).map_err(CatalogError::Invalid)?;
+    let mirrors: Vec<&str> = a.mirrors.iter().map(Url::as_str).collect();
+    conn.execute(
+        "INSERT INTO catalog(name, url, sha256, kind, mirrors, index_sha256, size, added_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+         ON CONFLICT(name) DO UPDATE SET url = excluded.url, sha256 = excluded.sha256, kind = excluded.kind,
+             mirrors = excluded.mirrors, index_sha256 = excluded.index_sha256, size = excluded.size,
+             added_at = excluded.added_at",
+        params![
+            a.name,
+            a.url.as_str(),
+            a.sha256.map(|d| d.hex()),
+            a.kind.as_str(),
+            serde_json::to_string(&mirrors).unwrap_or_else(|_| "[]".into()),
+            a.index_sha256.map(|d| d.hex()),
+            a.size.map(|s| s as i64),
+            now
+        ],
+    )?;
+    Ok(())
+}
+
+/// Removes an entry added with `lazycas add`.
+pub fn remove(conn: &Connection, name: &str) -> Result<(), CatalogError> {
+    match conn.execute("DELETE FROM catalog WHERE name = ?1", [name])? {
+        0 => Err(CatalogError::NotFound(name.to_string())),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn asset(name: &str) -> AssetConfig {
+        AssetConfig {
+            name: name.into(),
+            url: Url::parse("http://127.0.0.1/x").unwrap(),
+            sha256: Some(Digest::of(name.as_bytes())),
+            kind: AssetKind::File,
+            mirrors: vec![],
+            index_sha256: None,
+            size: None,
+        }
+    }
+
+    #[test]
+    fn tree_from_names() {
+        let conn = Connection::open_in_memory().unwrap();
+        crate::store::db::init_schema(&conn).unwrap();
+        for n in ["images/a:1.sif", "images/b.sif", "medperf/fets/additional_files", "top"] {
+            add(&conn, &asset(n), 1).unwrap();
+        }
+        let c = Catalog::load(&Config::default(), &conn).unwrap();
+        let root: Vec<String> = c.children("").into_iter().map(|(n, _)| n).collect();
+        assert_eq!(root, ["images", "medperf", "top"]);
+        assert_eq!(c.entry("medperf/fets"), Some(Entry::Dir));
+        assert!(matches!(c.entry("images/a:1.sif"), Some(Entry::Asset(_))));
+        assert_eq!(c.entry("images/a"), None);
+        assert_eq!(c.entry("medperf/fe"), None);
+        assert_eq!(c.children("images").len(), 2);
+        remove(&conn, "top").unwrap();
+        assert!(matches!(remove(&conn, "top"), Err(CatalogError::NotFound(_))));
+    }
+
+    #[test]
+    fn file_and_dir_clash_keeps_the_deeper_name() {
+        let conn = Connection::open_in_memory().unwrap();
+        crate::store::db::init_schema(&conn).unwrap();
+        add(&conn, &asset("a"), 1).unwrap();
+        add(&conn, &asset("a/b"), 1).unwrap();
+        let c = Catalog::load(&Config::default(), &conn).unwrap();
+        assert_eq!(c.entry("a"), Some(Entry::Dir));
+    }
+}

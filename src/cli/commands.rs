@@ -1,0 +1,255 @@
+//! The subcommands other than `mount`: each opens the store itself (the daemon need not run)
+//! and works through the same store and catalog code the daemon uses.
+
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use serde_json::json;
+
+use super::Failure;
+use crate::catalog::{self, Catalog, Origin};
+use crate::config::{check_name, format_size, parse_url_with_digest, AssetConfig, AssetKind, Config};
+use crate::digest::Digest;
+use crate::fetch::{BlobSource, FetchSettings, Fetcher};
+use crate::store::{db, now_secs, Store};
+
+/// The arguments of `lazycas add`.
+#[derive(Debug)]
+pub struct AddArgs {
+    pub name: String,
+    pub reference: String,
+    pub sha256: Option<String>,
+    pub kind: Option<String>,
+    pub index_sha256: Option<String>,
+    pub mirrors: Vec<String>,
+    pub size: Option<u64>,
+}
+
+fn usage(msg: impl Into<String>) -> Failure {
+    Failure::Usage(msg.into())
+}
+
+fn open_store(config: &Config) -> Result<Store, Failure> {
+    Store::open(&config.store)
+        .with_context(|| format!("opening store {}", config.store.display()))
+        .map_err(Failure::Runtime)
+}
+
+fn parse_digest(what: &str, s: &str) -> Result<Digest, Failure> {
+    Digest::parse(s).map_err(|e| usage(format!("{what}: {e}")))
+}
+
+/// `lazycas add NAME URL …`
+pub fn add(config: &Config, a: AddArgs) -> Result<(), Failure> {
+    check_name(&a.name).map_err(|m| usage(format!("name: {m}")))?;
+    let (url, fragment) = parse_url_with_digest(&a.reference).map_err(|m| usage(format!("reference: {m}")))?;
+    let flag = a.sha256.as_deref().map(|s| parse_digest("--sha256", s)).transpose()?;
+    let sha256 = match (flag, fragment) {
+        (Some(f), Some(g)) if f != g => return Err(usage("--sha256 differs from the URL's #sha256=")),
+        (f, g) => f.or(g),
+    };
+    if sha256.is_none() && !config.allow_unpinned {
+        return Err(usage(format!(
+            "{}: no sha256 pinned (give --sha256 or #sha256=…, or set allow_unpinned = true)",
+            a.name
+        )));
+    }
+    let kind = match a.kind.as_deref() {
+        Some(k) => AssetKind::parse(k).ok_or_else(|| usage(format!("--kind: {k:?} is not file or archive")))?,
+        None => AssetKind::infer(url.path()),
+    };
+    let mirrors = a
+        .mirrors
+        .iter()
+        .map(|m| parse_url_with_digest(m).map(|(u, _)| u))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|m| usage(format!("--mirror: {m}")))?;
+    let index_sha256 = a
+        .index_sha256
+        .as_deref()
+        .map(|s| parse_digest("--index-sha256", s))
+        .transpose()?;
+    if config.assets.iter().any(|c| c.name == a.name) {
+        return Err(usage(format!(
+            "{}: already defined in the config file; change it there",
+            a.name
+        )));
+    }
+    let asset = AssetConfig {
+        name: a.name,
+        url,
+        sha256,
+        kind,
+        mirrors,
+        index_sha256,
+        size: a.size,
+    };
+    let store = open_store(config)?;
+    store
+        .with_db(|c| {
+            catalog::add(c, &asset, now_secs()).map_err(|e| match e {
+                catalog::CatalogError::Db(e) => e,
+                other => rusqlite::Error::InvalidParameterName(other.to_string()),
+            })
+        })
+        .map_err(|e| Failure::Runtime(e.into()))?;
+    println!("added {} ({})", asset.name, asset.kind.as_str());
+    Ok(())
+}
+
+/// `lazycas rm NAME`
+pub fn rm(config: &Config, name: &str) -> Result<(), Failure> {
+    if config.assets.iter().any(|c| c.name == name) {
+        return Err(usage(format!("{name}: defined in the config file; remove it there")));
+    }
+    let store = open_store(config)?;
+    let conn = store.connect_db().map_err(|e| Failure::Runtime(e.into()))?;
+    catalog::remove(&conn, name).map_err(|e| match e {
+        catalog::CatalogError::NotFound(_) => usage(e.to_string()),
+        other => Failure::Runtime(other.into()),
+    })?;
+    println!("removed {name}");
+    Ok(())
+}
+
+fn load_catalog(config: &Config, store: &Store) -> Result<Catalog, Failure> {
+    let conn = store.connect_db().map_err(|e| Failure::Runtime(e.into()))?;
+    Catalog::load(config, &conn).map_err(|e| Failure::Runtime(e.into()))
+}
+
+/// `lazycas ls`
+pub fn ls(config: &Config) -> Result<(), Failure> {
+    let store = open_store(config)?;
+    let catalog = load_catalog(config, &store)?;
+    println!("{:<40} {:<7} {:>9} {:>9} {:<8} DIGEST", "NAME", "KIND", "SIZE", "RESIDENT", "FROM");
+    for a in catalog.assets() {
+        let held = a
+            .digest()
+            .and_then(|d| store.blob(&d).ok().flatten());
+        let size = held.map(|h| h.size).or(a.config.size);
+        let from = match a.origin {
+            Origin::Config => "config",
+            Origin::Added => "added",
+        };
+        println!(
+            "{:<40} {:<7} {:>9} {:>9} {:<8} {}",
+            a.name(),
+            a.config.kind.as_str(),
+            size.map(format_size).unwrap_or_else(|| "?".into()),
+            format_size(held.map(|h| h.size).unwrap_or(0)),
+            from,
+            a.digest().map(|d| d.to_string()).unwrap_or_else(|| "(unpinned)".into()),
+        );
+    }
+    Ok(())
+}
+
+/// `lazycas pull NAME|URL#sha256=…`
+pub fn pull(config: &Config, target: &str) -> Result<(), Failure> {
+    let store = open_store(config)?;
+    let catalog = load_catalog(config, &store)?;
+    let src = match catalog.entry(target) {
+        Some(catalog::Entry::Asset(a)) => a.source(),
+        Some(catalog::Entry::Dir) => return Err(usage(format!("{target} is a directory of the catalog, not an entry"))),
+        None => {
+            let (url, digest) = parse_url_with_digest(target)
+                .map_err(|_| usage(format!("{target}: not a catalog name nor a URL")))?;
+            if digest.is_none() && !config.allow_unpinned {
+                return Err(usage(format!("{target}: no #sha256= pinned and allow_unpinned is off")));
+            }
+            BlobSource {
+                label: target.to_string(),
+                urls: vec![url],
+                expected: digest,
+            }
+        }
+    };
+    let fetcher = Fetcher::new(FetchSettings::from_config(config)).map_err(|e| Failure::Runtime(e.into()))?;
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{msg} {bytes} {bytes_per_sec} {elapsed}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar.set_message(src.label.clone());
+    let rt = crate::daemon::runtime()?;
+    let progress = {
+        let bar = bar.clone();
+        move |n: u64| bar.set_position(n)
+    };
+    let result = rt.block_on(store.ensure_blob(&fetcher, &src, None, &progress));
+    bar.finish_and_clear();
+    let info = result.map_err(|e| Failure::Runtime(anyhow::anyhow!(e.to_string())))?;
+    store
+        .with_db(|c| db::set_pinned(c, &info.digest, true))
+        .map_err(|e| Failure::Runtime(e.into()))?;
+    let _ = store.flush_stats();
+    println!("{} {} pinned ({})", src.label, info.digest, format_size(info.size));
+    Ok(())
+}
+
+/// `lazycas status [--json]`
+pub fn status(config: &Config, as_json: bool) -> Result<(), Failure> {
+    let store = open_store(config)?;
+    let blobs = store.blobs().map_err(|e| Failure::Runtime(e.into()))?;
+    let used: u64 = blobs.iter().map(|b| b.size).sum();
+    let pinned: u64 = blobs.iter().filter(|b| b.pinned).map(|b| b.size).sum();
+    let counters = store.with_db(db::counters).map_err(|e| Failure::Runtime(e.into()))?;
+    let catalog = load_catalog(config, &store)?;
+    let assets: Vec<_> = catalog
+        .assets()
+        .map(|a| {
+            let resident = a.digest().and_then(|d| store.blob(&d).ok().flatten()).map(|b| b.size).unwrap_or(0);
+            json!({"name": a.name(), "digest": a.digest().map(|d| d.to_string()), "resident": resident,
+                   "size": a.config.size})
+        })
+        .collect();
+    let counter = |name: &str| counters.iter().find(|(k, _)| k == name).map(|(_, v)| *v).unwrap_or(0);
+    if as_json {
+        let per_source: serde_json::Map<String, serde_json::Value> = counters
+            .iter()
+            .filter_map(|(k, v)| k.strip_prefix("bytes_from:").map(|s| (s.to_string(), json!(v))))
+            .collect();
+        let doc = json!({
+            "store": store.root(),
+            "used_bytes": used,
+            "pinned_bytes": pinned,
+            "blobs": blobs.len(),
+            "quota_bytes": config.quota,
+            "min_free_bytes": config.min_free,
+            "hits": counter("hits"),
+            "misses": counter("misses"),
+            "bytes_fetched": counter("bytes_fetched"),
+            "bytes_per_source": per_source,
+            "fetch_failures": counter("fetch_failures"),
+            "verification_failures": counter("verification_failures"),
+            "assets": assets,
+        });
+        println!("{}", serde_json::to_string_pretty(&doc).map_err(|e| Failure::Runtime(e.into()))?);
+        return Ok(());
+    }
+    println!("store:          {}", store.root().display());
+    println!(
+        "used:           {} in {} blobs ({} pinned)",
+        format_size(used),
+        blobs.len(),
+        format_size(pinned)
+    );
+    println!(
+        "quota:          {}",
+        config.quota.map(format_size).unwrap_or_else(|| "none".into())
+    );
+    println!("hits / misses:  {} / {}", counter("hits"), counter("misses"));
+    println!("bytes fetched:  {}", format_size(counter("bytes_fetched").max(0) as u64));
+    for (k, v) in &counters {
+        if let Some(src) = k.strip_prefix("bytes_from:") {
+            println!("  from {src}: {}", format_size((*v).max(0) as u64));
+        }
+    }
+    println!(
+        "failures:       {} fetch, {} verification",
+        counter("fetch_failures"),
+        counter("verification_failures")
+    );
+    let _ = Arc::new(());
+    Ok(())
+}

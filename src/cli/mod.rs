@@ -1,0 +1,189 @@
+//! The command line: parses arguments, loads the config, runs one subcommand, and turns the
+//! outcome into an exit code (0 success, 1 runtime failure, 2 usage or config error) with one
+//! clear line on stderr naming the thing at fault.
+
+mod commands;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::Config;
+
+/// lazycas: container images and archives as lazily fetched, verified, read-only files.
+#[derive(Debug, Parser)]
+#[command(name = "lazycas", version, about)]
+pub struct Cli {
+    /// Config file (TOML). Default: $LAZYCAS_CONFIG, else /etc/lazycas/lazycas.toml if present.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Store directory (overrides the config's `store`).
+    #[arg(long, global = true, value_name = "DIR")]
+    pub store: Option<PathBuf>,
+    /// The subcommand.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon in the foreground until SIGTERM or unmount.
+    Mount {
+        /// Where to mount (usually /containers).
+        mountpoint: PathBuf,
+    },
+    /// Add (or replace) a catalog entry; a running mount shows it at once.
+    Add {
+        /// Catalog name, e.g. `medperf/fets/additional_files` or `images/x:1.0.sif`.
+        name: String,
+        /// An http(s) URL, optionally ending in `#sha256=<hex>`.
+        reference: String,
+        /// The pinned sha256 (64 hex).
+        #[arg(long)]
+        sha256: Option<String>,
+        /// `file` or `archive` (default: inferred from .tar.gz/.tgz/.tar).
+        #[arg(long)]
+        kind: Option<String>,
+        /// Digest of a chunk index written by `lazycas index`.
+        #[arg(long = "index-sha256")]
+        index_sha256: Option<String>,
+        /// Another URL with the same bytes (repeatable).
+        #[arg(long = "mirror")]
+        mirrors: Vec<String>,
+        /// The blob's size in bytes, if known (lets `ls -l` show it before any fetch).
+        #[arg(long)]
+        size: Option<u64>,
+    },
+    /// Remove a catalog entry added with `add`.
+    Rm {
+        /// Catalog name.
+        name: String,
+    },
+    /// List catalog entries with size, digest and bytes resident.
+    Ls,
+    /// Fetch an entry (or URL#sha256=…) into the store now and pin it.
+    Pull {
+        /// Catalog name or reference.
+        target: String,
+    },
+    /// Store use, quota, hits, misses, bytes fetched per source.
+    Status {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// A failure, sorted by exit code.
+#[derive(Debug)]
+pub enum Failure {
+    /// Bad arguments or config: exit 2.
+    Usage(String),
+    /// Anything else: exit 1.
+    Runtime(anyhow::Error),
+}
+
+impl From<anyhow::Error> for Failure {
+    fn from(e: anyhow::Error) -> Failure {
+        Failure::Runtime(e)
+    }
+}
+
+/// Parses `std::env::args`, runs, and returns the exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Usage(msg)) => {
+            eprintln!("lazycas: {msg}");
+            ExitCode::from(2)
+        }
+        Err(Failure::Runtime(e)) => {
+            eprintln!("lazycas: {}", one_line(&e));
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn one_line(e: &anyhow::Error) -> String {
+    let parts: Vec<String> = e.chain().map(|c| c.to_string()).collect();
+    let mut out: Vec<String> = Vec::new();
+    for p in parts {
+        // Skip a cause already quoted in full by its parent.
+        if out.last().is_none_or(|prev| !prev.contains(&p)) {
+            out.push(p);
+        }
+    }
+    out.join(": ").replace('\n', " ")
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("LAZYCAS_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}
+
+/// The config the flags and environment point at, with `--store` applied.
+pub fn load_config(cli: &Cli) -> Result<(Config, Option<PathBuf>), Failure> {
+    let path = cli
+        .config
+        .clone()
+        .or_else(|| std::env::var_os("LAZYCAS_CONFIG").map(PathBuf::from))
+        .or_else(|| {
+            let p = PathBuf::from("/etc/lazycas/lazycas.toml");
+            p.exists().then_some(p)
+        });
+    let mut config = match &path {
+        Some(p) => Config::load(p).map_err(|e| Failure::Usage(e.to_string()))?,
+        None => Config::default(),
+    };
+    if let Some(s) = &cli.store {
+        config.store = s.clone();
+    }
+    Ok((config, path))
+}
+
+fn run(cli: Cli) -> Result<(), Failure> {
+    let (config, path) = load_config(&cli)?;
+    match cli.command {
+        Command::Mount { mountpoint } => {
+            let req = crate::daemon::MountRequest {
+                mountpoint,
+                config_path: path,
+                store_override: cli.store.clone(),
+            };
+            crate::daemon::run(&req, config).map_err(Failure::Runtime)
+        }
+        Command::Add {
+            name,
+            reference,
+            sha256,
+            kind,
+            index_sha256,
+            mirrors,
+            size,
+        } => commands::add(
+            &config,
+            commands::AddArgs {
+                name,
+                reference,
+                sha256,
+                kind,
+                index_sha256,
+                mirrors,
+                size,
+            },
+        ),
+        Command::Rm { name } => commands::rm(&config, &name),
+        Command::Ls => commands::ls(&config),
+        Command::Pull { target } => commands::pull(&config, &target),
+        Command::Status { json } => commands::status(&config, json),
+    }
+}

@@ -1,0 +1,558 @@
+//! The TOML configuration: every default built in (an empty file is a valid config), unknown keys
+//! refused, and every error one line naming the file and the key at fault.
+//!
+//! Parsing happens in two steps: serde reads the raw TOML shape ([`RawConfig`]), then
+//! [`Config::from_raw`] checks values and turns strings into typed values (sizes, digests, URLs,
+//! proxy groups). Nothing downstream re-validates.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use url::Url;
+
+use crate::digest::Digest;
+
+/// A configuration problem; `Display` is one line naming the file and the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("config {path}: {source}")]
+    Read {
+        /// The config file.
+        path: PathBuf,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// TOML syntax or shape (unknown key, wrong type).
+    #[error("config {path}: {message}")]
+    Syntax {
+        /// The config file.
+        path: PathBuf,
+        /// One-line description with the line number.
+        message: String,
+    },
+    /// A key has a value that does not make sense.
+    #[error("config {path}: {key}: {message}")]
+    Value {
+        /// The config file.
+        path: PathBuf,
+        /// The offending key, e.g. `asset[2].sha256`.
+        key: String,
+        /// What is wrong with it.
+        message: String,
+    },
+}
+
+/// What an asset is shown as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AssetKind {
+    /// A regular file holding the blob's bytes.
+    File,
+    /// A directory holding the archive's tree.
+    Archive,
+}
+
+impl AssetKind {
+    /// The kind a URL's file name suggests: `.tar.gz`, `.tgz`, `.tar` are archives.
+    pub fn infer(url: &str) -> AssetKind {
+        let path = url.split(['#', '?']).next().unwrap_or(url).to_ascii_lowercase();
+        if path.ends_with(".tar.gz") || path.ends_with(".tgz") || path.ends_with(".tar") {
+            AssetKind::Archive
+        } else {
+            AssetKind::File
+        }
+    }
+
+    /// `"file"` or `"archive"`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            AssetKind::File => "file",
+            AssetKind::Archive => "archive",
+        }
+    }
+
+    /// Parses `"file"` or `"archive"`.
+    pub fn parse(s: &str) -> Option<AssetKind> {
+        match s {
+            "file" => Some(AssetKind::File),
+            "archive" => Some(AssetKind::Archive),
+            _ => None,
+        }
+    }
+}
+
+/// One hop to reach an origin: straight, or through an HTTP proxy.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Route {
+    /// Connect to the origin directly.
+    Direct,
+    /// Go through this HTTP proxy.
+    Proxy(Url),
+}
+
+/// Proxy groups in the order they are tried; members of one group share the load (CVMFS style).
+pub type ProxyGroups = Vec<Vec<Route>>;
+
+/// One `[[asset]]` entry, checked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AssetConfig {
+    /// Catalog name (may contain `/` and `:`).
+    pub name: String,
+    /// Where the bytes come from.
+    pub url: Url,
+    /// The pinned digest; `None` only with `allow_unpinned`.
+    pub sha256: Option<Digest>,
+    /// File or archive.
+    pub kind: AssetKind,
+    /// Other URLs holding the same bytes, tried in order after `url`.
+    pub mirrors: Vec<Url>,
+    /// Digest of a chunk index (`lazycas index`), for range-lazy reads.
+    pub index_sha256: Option<Digest>,
+    /// The blob's size, when the publisher knows it (lets `ls -l` show it before any fetch).
+    pub size: Option<u64>,
+}
+
+/// One `[registries."host:port"]` table.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryConfig {
+    /// Plain HTTP instead of HTTPS.
+    #[serde(default)]
+    pub insecure: bool,
+    /// Basic-auth user name.
+    pub username: Option<String>,
+    /// Basic-auth password.
+    pub password: Option<String>,
+    /// A bearer token used as is.
+    pub token: Option<String>,
+}
+
+/// The whole configuration, checked and typed.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it came from (for messages), if any.
+    pub path: Option<PathBuf>,
+    /// Store directory.
+    pub store: PathBuf,
+    /// Upper bound on the bytes the store keeps (`None`: no quota).
+    pub quota: Option<u64>,
+    /// Free space to keep on the store's file system (`None`: no floor).
+    pub min_free: Option<u64>,
+    /// Accept URLs without a pinned digest, pinning the first download.
+    pub allow_unpinned: bool,
+    /// Proxy groups, tried in order.
+    pub proxies: ProxyGroups,
+    /// Connect and stall deadline.
+    pub timeout: Duration,
+    /// Size of one parallel range request.
+    pub fetch_chunk_size: u64,
+    /// Range requests in flight per blob.
+    pub fetch_parallel: usize,
+    /// Let other users (containers run as other uids) read the mount (root only).
+    pub allow_other: bool,
+    /// Bytes of decoded archive spans kept in memory.
+    pub archive_cache: u64,
+    /// Catalog assets from the file.
+    pub assets: Vec<AssetConfig>,
+    /// Registry settings by `host[:port]`.
+    pub registries: BTreeMap<String, RegistryConfig>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    store: Option<PathBuf>,
+    quota: Option<String>,
+    min_free: Option<String>,
+    #[serde(default)]
+    allow_unpinned: bool,
+    proxies: Option<Vec<String>>,
+    timeout_secs: Option<u64>,
+    fetch_chunk_size: Option<String>,
+    fetch_parallel: Option<usize>,
+    #[serde(default)]
+    allow_other: bool,
+    archive_cache: Option<String>,
+    #[serde(default)]
+    asset: Vec<RawAsset>,
+    #[serde(default)]
+    registries: BTreeMap<String, RegistryConfig>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAsset {
+    name: String,
+    url: String,
+    sha256: Option<String>,
+    kind: Option<AssetKind>,
+    #[serde(default)]
+    mirrors: Vec<String>,
+    index_sha256: Option<String>,
+    size: Option<u64>,
+}
+
+/// Names the mount keeps for itself at the top level.
+pub const RESERVED_TOP_LEVEL: &[&str] = &["sha256", "docker", "oras"];
+
+impl Default for Config {
+    fn default() -> Config {
+        Config::from_raw(RawConfig::default(), None).expect("built-in defaults are valid")
+    }
+}
+
+impl Config {
+    /// Reads and checks a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::parse(&text, Some(path))
+    }
+
+    /// Checks config text; `path` is only used in messages.
+    pub fn parse(text: &str, path: Option<&Path>) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Syntax {
+            path: path.map(Path::to_path_buf).unwrap_or_default(),
+            message: one_line_toml_error(text, &e),
+        })?;
+        Config::from_raw(raw, path)
+    }
+
+    fn from_raw(raw: RawConfig, path: Option<&Path>) -> Result<Config, ConfigError> {
+        let file = path.map(Path::to_path_buf).unwrap_or_default();
+        let bad = |key: &str, message: String| ConfigError::Value {
+            path: file.clone(),
+            key: key.to_string(),
+            message,
+        };
+        let size = |key: &str, v: &Option<String>| -> Result<Option<u64>, ConfigError> {
+            v.as_deref()
+                .map(|s| parse_size(s).map_err(|m| bad(key, m)))
+                .transpose()
+        };
+        let quota = size("quota", &raw.quota)?;
+        let min_free = size("min_free", &raw.min_free)?;
+        let fetch_chunk_size = size("fetch_chunk_size", &raw.fetch_chunk_size)?.unwrap_or(8 << 20);
+        if fetch_chunk_size < 64 * 1024 {
+            return Err(bad("fetch_chunk_size", "must be at least 64K".into()));
+        }
+        let archive_cache = size("archive_cache", &raw.archive_cache)?.unwrap_or(64 << 20);
+        let fetch_parallel = raw.fetch_parallel.unwrap_or(4);
+        if !(1..=64).contains(&fetch_parallel) {
+            return Err(bad("fetch_parallel", "must be between 1 and 64".into()));
+        }
+        let timeout_secs = raw.timeout_secs.unwrap_or(30);
+        if !(1..=3600).contains(&timeout_secs) {
+            return Err(bad("timeout_secs", "must be between 1 and 3600".into()));
+        }
+        let proxies = parse_proxies(raw.proxies.as_deref().unwrap_or(&["DIRECT".to_string()]))
+            .map_err(|m| bad("proxies", m))?;
+        let mut assets = Vec::with_capacity(raw.asset.len());
+        for (i, a) in raw.asset.into_iter().enumerate() {
+            let asset = check_asset(a, raw.allow_unpinned)
+                .map_err(|(field, m)| bad(&format!("asset[{i}].{field}"), m))?;
+            if assets.iter().any(|x: &AssetConfig| x.name == asset.name) {
+                return Err(bad(
+                    &format!("asset[{i}].name"),
+                    format!("{:?} is defined twice", asset.name),
+                ));
+            }
+            assets.push(asset);
+        }
+        Ok(Config {
+            path: path.map(Path::to_path_buf),
+            store: raw.store.unwrap_or_else(default_store_dir),
+            quota,
+            min_free,
+            allow_unpinned: raw.allow_unpinned,
+            proxies,
+            timeout: Duration::from_secs(timeout_secs),
+            fetch_chunk_size,
+            fetch_parallel,
+            allow_other: raw.allow_other,
+            archive_cache,
+            assets,
+            registries: raw.registries,
+        })
+    }
+}
+
+fn check_asset(a: RawAsset, allow_unpinned: bool) -> Result<AssetConfig, (&'static str, String)> {
+    check_name(&a.name).map_err(|m| ("name", m))?;
+    let (url, fragment_digest) = parse_url_with_digest(&a.url).map_err(|m| ("url", m))?;
+    let sha256 = match (&a.sha256, fragment_digest) {
+        (Some(s), frag) => {
+            let d = Digest::parse(s).map_err(|e| ("sha256", e.to_string()))?;
+            if frag.is_some_and(|f| f != d) {
+                return Err(("sha256", "differs from the #sha256= in the url".into()));
+            }
+            Some(d)
+        }
+        (None, frag) => frag,
+    };
+    if sha256.is_none() && !allow_unpinned {
+        return Err((
+            "sha256",
+            format!(
+                "missing for {:?}: pin a digest or set allow_unpinned = true",
+                a.name
+            ),
+        ));
+    }
+    let mirrors = a
+        .mirrors
+        .iter()
+        .map(|m| parse_url_with_digest(m).map(|(u, _)| u))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|m| ("mirrors", m))?;
+    let index_sha256 = a
+        .index_sha256
+        .as_deref()
+        .map(Digest::parse)
+        .transpose()
+        .map_err(|e| ("index_sha256", e.to_string()))?;
+    Ok(AssetConfig {
+        kind: a.kind.unwrap_or_else(|| AssetKind::infer(url.path())),
+        name: a.name,
+        url,
+        sha256,
+        mirrors,
+        index_sha256,
+        size: a.size,
+    })
+}
+
+/// Checks a catalog name: relative, `/`-separated, no empty, `.` or `..` component, and not
+/// under a top-level directory the mount reserves.
+pub fn check_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("empty name".into());
+    }
+    if name.len() > 4096 || name.contains('\0') {
+        return Err(format!("{name:?} is not a usable path"));
+    }
+    let mut parts = name.split('/');
+    if parts.clone().any(|p| p.is_empty() || p == "." || p == ".." || p.len() > 255) {
+        return Err(format!(
+            "{name:?}: components must be non-empty, not . or .., at most 255 bytes"
+        ));
+    }
+    if let Some(first) = parts.next() {
+        if RESERVED_TOP_LEVEL.contains(&first) {
+            return Err(format!("{name:?}: top-level {first:?} is reserved by the mount"));
+        }
+    }
+    Ok(())
+}
+
+/// Parses an http(s) URL, taking a `#sha256=<hex>` fragment off as the pinned digest.
+pub fn parse_url_with_digest(s: &str) -> Result<(Url, Option<Digest>), String> {
+    let mut url = Url::parse(s).map_err(|e| format!("{s:?}: {e}"))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(format!("{s:?}: only http:// and https:// URLs are fetched"));
+    }
+    let digest = match url.fragment() {
+        Some(f) => match f.strip_prefix("sha256=") {
+            Some(hex) => Some(Digest::parse(hex).map_err(|e| format!("{s:?}: {e}"))?),
+            None => return Err(format!("{s:?}: fragment must be #sha256=<64 hex>")),
+        },
+        None => None,
+    };
+    url.set_fragment(None);
+    Ok((url, digest))
+}
+
+/// Parses `proxies`: list items and `;` separate groups, `|` separates members of one group,
+/// `DIRECT` means no proxy.
+pub fn parse_proxies(items: &[String]) -> Result<ProxyGroups, String> {
+    let mut groups = Vec::new();
+    for group in items.iter().flat_map(|i| i.split(';')) {
+        let group = group.trim();
+        if group.is_empty() {
+            continue;
+        }
+        let members = group
+            .split('|')
+            .map(|m| parse_route(m.trim()))
+            .collect::<Result<Vec<_>, _>>()?;
+        groups.push(members);
+    }
+    if groups.is_empty() {
+        return Err("no proxy group (use [\"DIRECT\"] for none)".into());
+    }
+    Ok(groups)
+}
+
+fn parse_route(s: &str) -> Result<Route, String> {
+    if s.eq_ignore_ascii_case("DIRECT") {
+        return Ok(Route::Direct);
+    }
+    let url = Url::parse(s).map_err(|e| format!("{s:?}: {e}"))?;
+    if url.scheme() != "http" || url.host_str().is_none() {
+        return Err(format!("{s:?}: a proxy is http://host:port or DIRECT"));
+    }
+    Ok(Route::Proxy(url))
+}
+
+/// Parses `"50G"`, `"512M"`, `"1.5T"`, `"4096"` (binary units; `B`, `iB` suffixes accepted).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let t = t
+        .strip_suffix("iB")
+        .or_else(|| t.strip_suffix('B'))
+        .unwrap_or(t);
+    let (num, shift) = match t.chars().last() {
+        Some(c @ ('K' | 'k' | 'M' | 'm' | 'G' | 'g' | 'T' | 't')) => {
+            let shift = match c.to_ascii_uppercase() {
+                'K' => 10,
+                'M' => 20,
+                'G' => 30,
+                _ => 40,
+            };
+            (&t[..t.len() - 1], shift)
+        }
+        _ => (t, 0),
+    };
+    let value: f64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size (like 512M, 50G)"))?;
+    if !value.is_finite() || value < 0.0 {
+        return Err(format!("{s:?} is not a size"));
+    }
+    let bytes = value * (1u64 << shift) as f64;
+    if bytes > u64::MAX as f64 {
+        return Err(format!("{s:?} is too large"));
+    }
+    Ok(bytes as u64)
+}
+
+/// Prints a byte count the way [`parse_size`] reads it (`1.5G`).
+pub fn format_size(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "K", "M", "G", "T"];
+    let mut v = bytes as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit < UNITS.len() - 1 {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes}B")
+    } else {
+        format!("{v:.1}{}", UNITS[unit])
+    }
+}
+
+/// `/var/cache/lazycas` for root, `$XDG_CACHE_HOME/lazycas` (or `~/.cache/lazycas`) otherwise.
+pub fn default_store_dir() -> PathBuf {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } == 0 {
+        return PathBuf::from("/var/cache/lazycas");
+    }
+    if let Some(x) = std::env::var_os("XDG_CACHE_HOME").filter(|x| !x.is_empty()) {
+        return PathBuf::from(x).join("lazycas");
+    }
+    match std::env::var_os("HOME") {
+        Some(h) => PathBuf::from(h).join(".cache/lazycas"),
+        None => PathBuf::from("/tmp/lazycas"),
+    }
+}
+
+fn one_line_toml_error(text: &str, e: &toml::de::Error) -> String {
+    let msg = e.message().replace('\n', " ");
+    match e.span() {
+        Some(span) => {
+            let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+            format!("line {line}: {msg}")
+        }
+        None => msg,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HEX: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+
+    #[test]
+    fn empty_file_gives_defaults() {
+        let c = Config::parse("", None).unwrap();
+        assert_eq!(c.proxies, vec![vec![Route::Direct]]);
+        assert_eq!(c.timeout, Duration::from_secs(30));
+        assert!(c.assets.is_empty());
+        assert_eq!(c.quota, None);
+    }
+
+    #[test]
+    fn full_example_parses() {
+        let text = format!(
+            r#"
+store = "/tmp/s"
+quota = "50G"
+min_free = "5G"
+proxies = ["http://p1:3128|http://p2:3128;http://p3:3128", "DIRECT"]
+timeout_secs = 5
+
+[[asset]]
+name = "medperf/fets/additional_files"
+url = "https://example.org/fets/additional_files.tar.gz"
+sha256 = "{HEX}"
+mirrors = ["https://mirror.example.org/x.tar.gz"]
+
+[[asset]]
+name = "images/x:1.0.sif"
+url = "http://127.0.0.1/x.sif#sha256={HEX}"
+
+[registries."127.0.0.1:5000"]
+insecure = true
+"#
+        );
+        let c = Config::parse(&text, None).unwrap();
+        assert_eq!(c.quota, Some(50 << 30));
+        assert_eq!(c.proxies.len(), 3);
+        assert_eq!(c.proxies[0].len(), 2);
+        assert_eq!(c.assets[0].kind, AssetKind::Archive);
+        assert_eq!(c.assets[1].kind, AssetKind::File);
+        assert_eq!(c.assets[1].sha256, Some(Digest::parse(HEX).unwrap()));
+        assert!(c.registries["127.0.0.1:5000"].insecure);
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let e = Config::parse("quotaa = \"1G\"\n", None).unwrap_err().to_string();
+        assert!(e.contains("quotaa") && e.contains("line 1"), "{e}");
+        let e = Config::parse("quota = \"lots\"\n", None).unwrap_err().to_string();
+        assert!(e.contains("quota"), "{e}");
+        let text = "[[asset]]\nname = \"a\"\nurl = \"http://x/a\"\n";
+        let e = Config::parse(text, None).unwrap_err().to_string();
+        assert!(e.contains("asset[0].sha256"), "{e}");
+        let text = format!("[[asset]]\nname = \"sha256/x\"\nurl = \"http://x/a\"\nsha256 = \"{HEX}\"\n");
+        let e = Config::parse(&text, None).unwrap_err().to_string();
+        assert!(e.contains("asset[0].name"), "{e}");
+        assert!(!e.contains('\n'));
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("4096").unwrap(), 4096);
+        assert_eq!(parse_size("8M").unwrap(), 8 << 20);
+        assert_eq!(parse_size("1.5G").unwrap(), 3 << 29);
+        assert_eq!(parse_size("2GiB").unwrap(), 2 << 30);
+        assert!(parse_size("-1G").is_err());
+        assert!(parse_size("G").is_err());
+        assert_eq!(format_size(3 << 29), "1.5G");
+    }
+
+    #[test]
+    fn kind_inference() {
+        assert_eq!(AssetKind::infer("http://h/a.tar.gz"), AssetKind::Archive);
+        assert_eq!(AssetKind::infer("http://h/a.TGZ?x=1"), AssetKind::Archive);
+        assert_eq!(AssetKind::infer("http://h/a.sif"), AssetKind::File);
+    }
+}

@@ -1,0 +1,189 @@
+//! The mount's lifetime: builds the store, fetcher and filesystem, mounts, tells systemd it is
+//! ready, and runs until SIGTERM/SIGINT or an external unmount. SIGHUP reloads the config file
+//! and the catalog. A stale mount left by a killed daemon is cleared before mounting, and the
+//! mount is taken down (lazily if busy) on the way out, so none is left behind.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use fuser::{MountOption, SessionACL};
+use parking_lot::RwLock;
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::config::Config;
+use crate::fetch::{FetchSettings, Fetcher};
+use crate::fs::{Context, LazyFs};
+use crate::store::Store;
+
+/// How the daemon was asked to run.
+#[derive(Debug, Clone)]
+pub struct MountRequest {
+    /// Where to mount.
+    pub mountpoint: PathBuf,
+    /// The config file to reload on SIGHUP (None: built-in defaults only).
+    pub config_path: Option<PathBuf>,
+    /// `--store`, which wins over the file's `store` on reload too.
+    pub store_override: Option<PathBuf>,
+}
+
+/// A tokio runtime sized for a daemon that mostly waits on the network.
+pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .thread_name("lazycas-io")
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")
+}
+
+/// Mounts and serves until told to stop.
+pub fn run(req: &MountRequest, config: Config) -> anyhow::Result<()> {
+    let rt = runtime()?;
+    let store = Arc::new(Store::open(&config.store).with_context(|| format!("opening store {}", config.store.display()))?);
+    let fetcher = Arc::new(Fetcher::new(FetchSettings::from_config(&config))?);
+    let allow_other = config.allow_other;
+    let ctx = Arc::new(Context {
+        store: store.clone(),
+        fetcher,
+        runtime: rt.handle().clone(),
+        config: RwLock::new(Arc::new(config)),
+    });
+    let fs = LazyFs::new(ctx.clone())?;
+    let reloader = fs.reloader();
+
+    clear_stale_mount(&req.mountpoint);
+    let mut options = fuser::Config::default();
+    options.mount_options = vec![
+        MountOption::RO,
+        MountOption::FSName("lazycas".into()),
+        MountOption::Subtype("lazycas".into()),
+        MountOption::DefaultPermissions,
+        MountOption::NoDev,
+        MountOption::NoSuid,
+    ];
+    if allow_other {
+        options.acl = SessionACL::All;
+    }
+    options.n_threads = Some(4);
+    options.clone_fd = true;
+    let session = fuser::Session::new(fs, &req.mountpoint, &options)
+        .with_context(|| format!("mounting {}", req.mountpoint.display()))?;
+    let bg = session.spawn().context("starting the FUSE session")?;
+    tracing::info!(mountpoint = %req.mountpoint.display(), store = %store.root().display(), "mounted");
+    notify(&[sd_notify::NotifyState::Ready, sd_notify::NotifyState::Status("serving")]);
+
+    let stop = rt.block_on(wait_for_stop(&bg, req, &ctx, &reloader));
+    notify(&[sd_notify::NotifyState::Stopping]);
+    if let Err(e) = store.flush_stats() {
+        tracing::warn!("could not save counters: {e}");
+    }
+    let joined = if stop == Stop::Unmounted {
+        bg.join()
+    } else {
+        bg.umount_and_join()
+    };
+    if let Err(e) = joined {
+        // Busy (a reader still has files open): detach, so no stale mount remains.
+        tracing::warn!("unmount of {}: {e}; detaching it", req.mountpoint.display());
+        detach(&req.mountpoint);
+    }
+    rt.shutdown_timeout(Duration::from_secs(2));
+    tracing::info!("stopped ({stop:?})");
+    Ok(())
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Stop {
+    Signal,
+    Unmounted,
+}
+
+async fn wait_for_stop(
+    bg: &fuser::BackgroundSession,
+    req: &MountRequest,
+    ctx: &Context,
+    reloader: &crate::fs::Reloader,
+) -> Stop {
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
+    ) else {
+        tracing::error!("cannot install signal handlers");
+        return Stop::Signal;
+    };
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = term.recv() => return Stop::Signal,
+            _ = int.recv() => return Stop::Signal,
+            _ = hup.recv() => reload(req, ctx, reloader),
+            _ = tick.tick() => {
+                if bg.guard.is_finished() {
+                    return Stop::Unmounted;
+                }
+                if let Err(e) = ctx.store.flush_stats() {
+                    tracing::warn!("could not save counters: {e}");
+                }
+            }
+        }
+    }
+}
+
+fn reload(req: &MountRequest, ctx: &Context, reloader: &crate::fs::Reloader) {
+    notify(&[sd_notify::NotifyState::Reloading]);
+    if let Some(path) = &req.config_path {
+        match Config::load(path) {
+            Ok(mut c) => {
+                if let Some(s) = &req.store_override {
+                    c.store = s.clone();
+                }
+                if c.store != ctx.store.root() {
+                    tracing::warn!("SIGHUP: a new store path takes a restart; keeping {}", ctx.store.root().display());
+                }
+                *ctx.config.write() = Arc::new(c);
+                tracing::info!("SIGHUP: reloaded {}", path.display());
+            }
+            Err(e) => tracing::error!("SIGHUP: {e}; keeping the old config"),
+        }
+    }
+    reloader.reload();
+    notify(&[sd_notify::NotifyState::Ready, sd_notify::NotifyState::Status("serving")]);
+}
+
+fn notify(states: &[sd_notify::NotifyState<'_>]) {
+    if let Err(e) = sd_notify::notify(false, states) {
+        tracing::debug!("sd_notify: {e}");
+    }
+}
+
+/// A mountpoint whose FUSE daemon died answers ENOTCONN: detach it so we can mount again.
+fn clear_stale_mount(mountpoint: &Path) {
+    if let Err(e) = std::fs::metadata(mountpoint) {
+        if e.raw_os_error() == Some(libc::ENOTCONN) {
+            tracing::warn!("{} is a stale mount (its daemon died); detaching it", mountpoint.display());
+            detach(mountpoint);
+        }
+    }
+}
+
+/// Lazy unmount (MNT_DETACH) as root, `fusermount3 -uz` otherwise.
+fn detach(mountpoint: &Path) {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c) = std::ffi::CString::new(mountpoint.as_os_str().as_bytes()) else {
+        return;
+    };
+    // SAFETY: c is a valid NUL-terminated path.
+    if unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) } == 0 {
+        return;
+    }
+    let status = std::process::Command::new("fusermount3")
+        .arg("-uz")
+        .arg(mountpoint)
+        .status();
+    if !status.is_ok_and(|s| s.success()) {
+        tracing::error!("could not detach {}", mountpoint.display());
+    }
+}

@@ -1,0 +1,270 @@
+//! Bytes from the network: the only module that speaks HTTP.
+//!
+//! [`Fetcher::fetch_blob`] downloads one blob from a list of URLs (primary, then mirrors), each
+//! through the configured proxy groups in order, into a [`BlobSink`] that sees the bytes exactly
+//! once and in order, while hashing them. A direct download of a large blob runs as parallel
+//! range requests whose pieces are re-ordered before the sink (so hashing and, for archives,
+//! indexing overlap the transfer); a server that ignores `Range` gets one streamed GET. Through a
+//! proxy the blob is fetched with one plain GET, the request a stock squid caches and collapses.
+//!
+//! Every wait has a deadline (`timeout`: connect, response headers, and any stall of the body),
+//! so a dead origin turns into an error in bounded time. 5xx answers, resets and short bodies are
+//! retried with backoff; a digest mismatch discards the bytes and moves to the next source with
+//! `Cache-Control: no-cache`. It knows nothing of the store, inodes or catalogs.
+
+mod attempt;
+mod routes;
+
+use std::io;
+use std::time::{Duration, Instant};
+
+use url::Url;
+
+use crate::config::{ProxyGroups, Route};
+use crate::digest::Digest;
+
+pub use routes::Routes;
+
+/// Receives a blob's bytes in order. `restart` is called before every attempt, so a sink can
+/// throw away what a failed source delivered.
+pub trait BlobSink: Send + 'static {
+    /// Forget everything written so far (truncate).
+    fn restart(&mut self) -> io::Result<()>;
+    /// The next bytes of the blob.
+    fn write(&mut self, data: &[u8]) -> io::Result<()>;
+}
+
+/// How the fetcher behaves; built from the config.
+#[derive(Debug, Clone)]
+pub struct FetchSettings {
+    /// Connect, response and stall deadline.
+    pub timeout: Duration,
+    /// Bytes per range request.
+    pub chunk_size: u64,
+    /// Range requests in flight per blob.
+    pub parallel: usize,
+    /// Proxy groups in order.
+    pub proxies: ProxyGroups,
+    /// Retries of one request on 5xx, resets and short bodies.
+    pub retries: u32,
+    /// How long a failed proxy is skipped.
+    pub proxy_reset: Duration,
+}
+
+impl FetchSettings {
+    /// Settings from the checked config.
+    pub fn from_config(c: &crate::config::Config) -> FetchSettings {
+        FetchSettings {
+            timeout: c.timeout,
+            chunk_size: c.fetch_chunk_size,
+            parallel: c.fetch_parallel,
+            proxies: c.proxies.clone(),
+            retries: 3,
+            proxy_reset: Duration::from_secs(300),
+        }
+    }
+}
+
+/// What to fetch: where from, and what it must hash to.
+#[derive(Debug, Clone)]
+pub struct BlobSource {
+    /// The asset's name (or reference) for log lines and errors.
+    pub label: String,
+    /// URLs holding the same bytes, in the order to try them.
+    pub urls: Vec<Url>,
+    /// The pinned digest; `None` accepts whatever the first complete download hashes to.
+    pub expected: Option<Digest>,
+}
+
+/// A successful download.
+#[derive(Debug, Clone)]
+pub struct Fetched {
+    /// What the bytes hash to (equal to the expected digest when one was given).
+    pub digest: Digest,
+    /// Bytes delivered.
+    pub size: u64,
+    /// The URL that delivered them.
+    pub url: Url,
+    /// The hop used (`DIRECT` or a proxy).
+    pub route: Route,
+    /// Wall time of the successful attempt.
+    pub elapsed: Duration,
+}
+
+/// Why a download failed. `Display` names the asset and the URL.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    /// The bytes did not hash to the pinned digest.
+    #[error("sha256 mismatch for {label} from {url}: expected {expected}, got {actual}")]
+    Mismatch {
+        /// Asset name.
+        label: String,
+        /// Source URL.
+        url: Url,
+        /// Pinned digest.
+        expected: Digest,
+        /// What arrived.
+        actual: Digest,
+    },
+    /// The server answered with an error status.
+    #[error("{label}: {url} answered HTTP {status}")]
+    Status {
+        /// Asset name.
+        label: String,
+        /// Source URL.
+        url: Url,
+        /// HTTP status.
+        status: u16,
+    },
+    /// No answer, or the body stalled, for longer than the deadline.
+    #[error("{label}: {url} did not answer for {secs}s ({what})")]
+    Timeout {
+        /// Asset name.
+        label: String,
+        /// Source URL.
+        url: Url,
+        /// The deadline.
+        secs: u64,
+        /// Which wait ran out.
+        what: &'static str,
+    },
+    /// Connection refused or reset, bad TLS, malformed response.
+    #[error("{label}: {url}: {message}")]
+    Network {
+        /// Asset name.
+        label: String,
+        /// Source URL.
+        url: Url,
+        /// What went wrong.
+        message: String,
+    },
+    /// The sink (local disk) failed; not retried on other sources.
+    #[error("{label}: writing the download failed: {source}")]
+    Sink {
+        /// Asset name.
+        label: String,
+        /// The I/O error.
+        source: io::Error,
+    },
+    /// The asset has no URL to try.
+    #[error("{label}: no source to fetch from")]
+    NoSource {
+        /// Asset name.
+        label: String,
+    },
+}
+
+impl FetchError {
+    /// True when the data was wrong (as opposed to unreachable).
+    pub fn is_mismatch(&self) -> bool {
+        matches!(self, FetchError::Mismatch { .. })
+    }
+}
+
+/// The HTTP client side of lazycas: one per daemon or CLI run.
+#[derive(Debug)]
+pub struct Fetcher {
+    settings: FetchSettings,
+    routes: Routes,
+}
+
+impl Fetcher {
+    /// Builds the clients for every route (one per proxy, one direct).
+    pub fn new(settings: FetchSettings) -> Result<Fetcher, FetchError> {
+        let routes = Routes::new(&settings)?;
+        Ok(Fetcher { settings, routes })
+    }
+
+    /// The settings in force.
+    pub fn settings(&self) -> &FetchSettings {
+        &self.settings
+    }
+
+    /// Downloads `src` into `sink`, trying each URL through each proxy group until one source
+    /// delivers bytes with the right digest. Returns the sink with the complete, verified bytes
+    /// written, or the last error (a sink error ends the search at once).
+    pub async fn fetch_blob(
+        &self,
+        src: &BlobSource,
+        mut sink: Box<dyn BlobSink>,
+        progress: &(dyn Fn(u64) + Send + Sync),
+    ) -> Result<(Fetched, Box<dyn BlobSink>), FetchError> {
+        let mut last = FetchError::NoSource {
+            label: src.label.clone(),
+        };
+        let mut no_cache = false;
+        for url in &src.urls {
+            for group in 0..self.routes.group_count() {
+                let Some((route, client)) = self.routes.pick(group, url) else {
+                    continue;
+                };
+                let started = Instant::now();
+                let plan = attempt::Plan {
+                    label: &src.label,
+                    url,
+                    client: &client,
+                    settings: &self.settings,
+                    use_ranges: route == Route::Direct,
+                    no_cache,
+                    progress,
+                };
+                sink.restart().map_err(|source| FetchError::Sink {
+                    label: src.label.clone(),
+                    source,
+                })?;
+                let (returned, result) = attempt::run(plan, sink).await;
+                sink = match returned {
+                    Some(s) => s,
+                    None => return Err(result.err().unwrap_or(FetchError::NoSource {
+                        label: src.label.clone(),
+                    })),
+                };
+                match result.and_then(|(digest, size)| check(src, url, digest, size)) {
+                    Ok((digest, size)) => {
+                        let fetched = Fetched {
+                            digest,
+                            size,
+                            url: url.clone(),
+                            route,
+                            elapsed: started.elapsed(),
+                        };
+                        tracing::info!(
+                            asset = %src.label, source = %url, via = %routes::route_name(&fetched.route),
+                            bytes = size, ms = fetched.elapsed.as_millis() as u64,
+                            "fetched {}", digest.short()
+                        );
+                        return Ok((fetched, sink));
+                    }
+                    Err(e @ FetchError::Sink { .. }) => return Err(e),
+                    Err(e) => {
+                        if e.is_mismatch() {
+                            tracing::error!("{e}");
+                            no_cache = true;
+                        } else {
+                            tracing::warn!("{e}");
+                            if let Route::Proxy(_) = route {
+                                if !matches!(e, FetchError::Status { .. }) {
+                                    self.routes.mark_failed(&route);
+                                }
+                            }
+                        }
+                        last = e;
+                    }
+                }
+            }
+        }
+        Err(last)
+    }
+}
+
+fn check(src: &BlobSource, url: &Url, digest: Digest, size: u64) -> Result<(Digest, u64), FetchError> {
+    match src.expected {
+        Some(expected) if expected != digest => Err(FetchError::Mismatch {
+            label: src.label.clone(),
+            url: url.clone(),
+            expected,
+            actual: digest,
+        }),
+        _ => Ok((digest, size)),
+    }
+}

@@ -1,0 +1,139 @@
+//! Proxy groups and their health: which HTTP client to use for a URL (CVMFS-style failover).
+//!
+//! Groups are tried in order. Within a group the member is chosen by a hash of the URL among
+//! the healthy members, so every node asks the same proxy for the same blob (one cache fill per
+//! blob instead of one per proxy). A member that failed is skipped until `proxy_reset` passes.
+
+use std::collections::hash_map::DefaultHasher;
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::time::Instant;
+
+use parking_lot::Mutex;
+use url::Url;
+
+use super::{FetchError, FetchSettings};
+use crate::config::Route;
+
+/// The clients for every route and the failure marks of the proxies.
+#[derive(Debug)]
+pub struct Routes {
+    groups: Vec<Vec<Route>>,
+    clients: HashMap<Route, reqwest::Client>,
+    failed_until: Mutex<HashMap<Route, Instant>>,
+    reset: std::time::Duration,
+}
+
+/// `DIRECT` or the proxy URL, for logs and counters.
+pub fn route_name(r: &Route) -> String {
+    match r {
+        Route::Direct => "DIRECT".into(),
+        Route::Proxy(u) => u.as_str().trim_end_matches('/').to_string(),
+    }
+}
+
+impl Routes {
+    /// One client per distinct route.
+    pub fn new(settings: &FetchSettings) -> Result<Routes, FetchError> {
+        let mut clients = HashMap::new();
+        for route in settings.proxies.iter().flatten() {
+            if clients.contains_key(route) {
+                continue;
+            }
+            let mut b = reqwest::Client::builder()
+                .connect_timeout(settings.timeout)
+                .pool_idle_timeout(std::time::Duration::from_secs(60))
+                .tcp_nodelay(true)
+                .user_agent(concat!("lazycas/", env!("CARGO_PKG_VERSION")));
+            b = match route {
+                Route::Direct => b.no_proxy(),
+                Route::Proxy(p) => b.proxy(reqwest::Proxy::all(p.as_str()).map_err(|e| {
+                    FetchError::Network {
+                        label: "proxies".into(),
+                        url: p.clone(),
+                        message: e.to_string(),
+                    }
+                })?),
+            };
+            let client = b.build().map_err(|e| FetchError::Network {
+                label: "http client".into(),
+                url: Url::parse("http://localhost/").expect("static url"),
+                message: e.to_string(),
+            })?;
+            clients.insert(route.clone(), client);
+        }
+        Ok(Routes {
+            groups: settings.proxies.clone(),
+            clients,
+            failed_until: Mutex::new(HashMap::new()),
+            reset: settings.proxy_reset,
+        })
+    }
+
+    /// Number of proxy groups.
+    pub fn group_count(&self) -> usize {
+        self.groups.len()
+    }
+
+    /// The member of group `group` to use for `url`, skipping failed proxies (`None` when every
+    /// member of the group is marked failed).
+    pub fn pick(&self, group: usize, url: &Url) -> Option<(Route, reqwest::Client)> {
+        let members = self.groups.get(group)?;
+        let now = Instant::now();
+        let failed = self.failed_until.lock();
+        let healthy: Vec<&Route> = members
+            .iter()
+            .filter(|r| failed.get(*r).is_none_or(|until| *until <= now))
+            .collect();
+        if healthy.is_empty() {
+            return None;
+        }
+        let mut h = DefaultHasher::new();
+        url.as_str().hash(&mut h);
+        let route = healthy[(h.finish() % healthy.len() as u64) as usize].clone();
+        let client = self.clients.get(&route)?.clone();
+        Some((route, client))
+    }
+
+    /// Skips `route` for the reset interval.
+    pub fn mark_failed(&self, route: &Route) {
+        tracing::warn!(proxy = %route_name(route), "proxy failed; skipping it for {}s", self.reset.as_secs());
+        self.failed_until
+            .lock()
+            .insert(route.clone(), Instant::now() + self.reset);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn settings(proxies: &[&str]) -> FetchSettings {
+        FetchSettings {
+            timeout: Duration::from_secs(1),
+            chunk_size: 1 << 20,
+            parallel: 2,
+            proxies: crate::config::parse_proxies(
+                &proxies.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+            )
+            .unwrap(),
+            retries: 1,
+            proxy_reset: Duration::from_secs(60),
+        }
+    }
+
+    #[test]
+    fn failed_member_is_skipped_then_group_empties() {
+        let r = Routes::new(&settings(&["http://127.0.0.1:1|http://127.0.0.1:2", "DIRECT"])).unwrap();
+        let url = Url::parse("http://127.0.0.1/x").unwrap();
+        let (first, _) = r.pick(0, &url).unwrap();
+        assert_eq!(r.pick(0, &url).unwrap().0, first, "same URL, same proxy");
+        r.mark_failed(&first);
+        let (second, _) = r.pick(0, &url).unwrap();
+        assert_ne!(first, second);
+        r.mark_failed(&second);
+        assert!(r.pick(0, &url).is_none());
+        assert_eq!(r.pick(1, &url).unwrap().0, Route::Direct);
+    }
+}

@@ -1,0 +1,80 @@
+//! In-memory counters of one process (hits, misses, bytes per source, failures) and pending
+//! access times, flushed to the database in batches so the read path never writes SQLite.
+
+use std::collections::{HashMap, HashSet};
+
+use parking_lot::Mutex;
+
+use crate::digest::Digest;
+use crate::fetch::Fetched;
+
+/// Counters waiting to be flushed.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pending: Mutex<Pending>,
+}
+
+/// What [`Stats::take_pending`] hands over.
+#[derive(Debug, Default)]
+pub struct Pending {
+    /// Counter deltas by name.
+    pub counters: HashMap<String, i64>,
+    /// Blobs read since the last flush.
+    pub touched: HashSet<Digest>,
+}
+
+impl Pending {
+    /// Nothing to write.
+    pub fn is_empty(&self) -> bool {
+        self.counters.is_empty() && self.touched.is_empty()
+    }
+}
+
+/// Counter values as `lazycas status` shows them.
+pub type StatsSnapshot = Vec<(String, i64)>;
+
+impl Stats {
+    fn add(&self, name: &str, delta: i64) {
+        *self.pending.lock().counters.entry(name.to_string()).or_insert(0) += delta;
+    }
+
+    /// Content was already local.
+    pub fn hit(&self) {
+        self.add("hits", 1);
+    }
+
+    /// Content had to be fetched.
+    pub fn miss(&self) {
+        self.add("misses", 1);
+    }
+
+    /// A download succeeded.
+    pub fn fetched(&self, f: &Fetched) {
+        let source = match f.url.port_or_known_default() {
+            Some(p) => format!("{}:{p}", f.url.host_str().unwrap_or("?")),
+            None => f.url.host_str().unwrap_or("?").to_string(),
+        };
+        let mut p = self.pending.lock();
+        *p.counters.entry("bytes_fetched".into()).or_insert(0) += f.size as i64;
+        *p.counters.entry(format!("bytes_from:{source}")).or_insert(0) += f.size as i64;
+        *p.counters.entry("fetches".into()).or_insert(0) += 1;
+    }
+
+    /// A download failed on every source.
+    pub fn fetch_failed(&self, mismatch: bool) {
+        self.add("fetch_failures", 1);
+        if mismatch {
+            self.add("verification_failures", 1);
+        }
+    }
+
+    /// A blob was read.
+    pub fn touch(&self, d: &Digest) {
+        self.pending.lock().touched.insert(*d);
+    }
+
+    /// Takes what accumulated since the last call.
+    pub fn take_pending(&self) -> Pending {
+        std::mem::take(&mut *self.pending.lock())
+    }
+}
