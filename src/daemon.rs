@@ -42,6 +42,8 @@ pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 pub fn run(req: &MountRequest, config: Config) -> anyhow::Result<()> {
     let rt = runtime()?;
     let store = Arc::new(Store::open(&config.store).with_context(|| format!("opening store {}", config.store.display()))?);
+    store.set_limits(limits_of(&config));
+    store.reconcile().context("reconciling the store with its database")?;
     let fetcher = Arc::new(Fetcher::new(FetchSettings::from_config(&config))?);
     let allow_other = config.allow_other;
     let ctx = Arc::new(Context {
@@ -143,6 +145,7 @@ fn reload(req: &MountRequest, ctx: &Context, reloader: &crate::fs::Reloader) {
                 if c.store != ctx.store.root() {
                     tracing::warn!("SIGHUP: a new store path takes a restart; keeping {}", ctx.store.root().display());
                 }
+                ctx.store.set_limits(limits_of(&c));
                 *ctx.config.write() = Arc::new(c);
                 tracing::info!("SIGHUP: reloaded {}", path.display());
             }
@@ -151,6 +154,14 @@ fn reload(req: &MountRequest, ctx: &Context, reloader: &crate::fs::Reloader) {
     }
     reloader.reload();
     notify(&[sd_notify::NotifyState::Ready, sd_notify::NotifyState::Status("serving")]);
+}
+
+/// The store limits a config asks for.
+pub fn limits_of(c: &Config) -> crate::store::Limits {
+    crate::store::Limits {
+        quota: c.quota,
+        min_free: c.min_free,
+    }
 }
 
 fn notify(states: &[sd_notify::NotifyState<'_>]) {

@@ -10,6 +10,7 @@ pub mod catalog;
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod demo;
 pub mod digest;
 pub mod fetch;
 pub mod fs;

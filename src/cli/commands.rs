@@ -1,14 +1,12 @@
 //! The subcommands other than `mount`: each opens the store itself (the daemon need not run)
 //! and works through the same store and catalog code the daemon uses.
 
-use std::sync::Arc;
-
 use anyhow::Context as _;
 use serde_json::json;
 
 use super::Failure;
 use crate::catalog::{self, Catalog, Origin};
-use crate::config::{check_name, format_size, parse_url_with_digest, AssetConfig, AssetKind, Config};
+use crate::config::{check_name, format_size, parse_size, parse_url_with_digest, AssetConfig, AssetKind, Config};
 use crate::digest::Digest;
 use crate::fetch::{BlobSource, FetchSettings, Fetcher};
 use crate::store::{db, now_secs, Store};
@@ -250,6 +248,50 @@ pub fn status(config: &Config, as_json: bool) -> Result<(), Failure> {
         counter("fetch_failures"),
         counter("verification_failures")
     );
-    let _ = Arc::new(());
     Ok(())
+}
+
+/// `lazycas gc [--to SIZE]`
+pub fn gc(config: &Config, to: Option<&str>) -> Result<(), Failure> {
+    let target = match to {
+        Some(s) => parse_size(s).map_err(|m| usage(format!("--to: {m}")))?,
+        None => config.quota.map(|q| q / 10 * 9).unwrap_or(0),
+    };
+    let store = open_store(config)?;
+    let report = store.evict_to(target).map_err(|e| Failure::Runtime(e.into()))?;
+    println!(
+        "evicted {} blobs ({}); {} in use; {} skipped because open",
+        report.removed.len(),
+        format_size(report.freed()),
+        format_size(report.used_after),
+        report.skipped_open
+    );
+    Ok(())
+}
+
+/// `lazycas verify`
+pub fn verify(config: &Config) -> Result<(), Failure> {
+    let store = open_store(config)?;
+    store.reconcile().map_err(|e| Failure::Runtime(e.into()))?;
+    let total = store.used_bytes().map_err(|e| Failure::Runtime(e.into()))?;
+    let bar = indicatif::ProgressBar::new(total);
+    let report = store.verify(&|n| bar.set_position(n)).map_err(|e| Failure::Runtime(e.into()))?;
+    bar.finish_and_clear();
+    println!(
+        "{} blobs ok, {} quarantined, {} missing",
+        report.ok,
+        report.quarantined.len(),
+        report.missing
+    );
+    for (d, path) in &report.quarantined {
+        println!("quarantined {d} -> {}", path.display());
+    }
+    if report.quarantined.is_empty() {
+        Ok(())
+    } else {
+        Err(Failure::Runtime(anyhow::anyhow!(
+            "{} blob(s) failed verification and were quarantined",
+            report.quarantined.len()
+        )))
+    }
 }

@@ -68,6 +68,18 @@ pub enum Command {
         /// Catalog name or reference.
         target: String,
     },
+    /// Evict least-recently-used unpinned content now.
+    Gc {
+        /// Evict down to this size (e.g. `10G`; default: 90% of the quota, or everything
+        /// unpinned when there is no quota).
+        #[arg(long)]
+        to: Option<String>,
+    },
+    /// Rehash every blob in the store; quarantine what fails.
+    Verify,
+    /// Start a loopback origin with sample assets, mount them in a temp dir, show lazy fetch
+    /// and verified reads, clean up. Works offline.
+    Demo,
     /// Store use, quota, hits, misses, bytes fetched per source.
     Status {
         /// Machine-readable output.
@@ -185,5 +197,8 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Ls => commands::ls(&config),
         Command::Pull { target } => commands::pull(&config, &target),
         Command::Status { json } => commands::status(&config, json),
+        Command::Gc { to } => commands::gc(&config, to.as_deref()),
+        Command::Verify => commands::verify(&config),
+        Command::Demo => crate::demo::run(&config).map_err(Failure::Runtime),
     }
 }

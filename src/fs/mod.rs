@@ -519,7 +519,7 @@ impl Filesystem for LazyFs {
                     let _ = tokio::task::spawn_blocking(move || inner2.complete_open(info.digest, reply)).await;
                 }
                 Err(e) => {
-                    tracing::error!("{}: {e}", src.label);
+                    tracing::error!("open failed: {e}");
                     reply.error(errno::of_store(&e));
                 }
             }

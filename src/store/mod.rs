@@ -11,8 +11,10 @@
 //! (`archive`) nor for HTTP (`fetch`, which it drives).
 
 pub mod db;
+mod evict;
 mod sink;
 mod stats;
+mod verify;
 
 use std::collections::HashMap;
 use std::fs::{self, File};
@@ -28,8 +30,13 @@ use crate::digest::Digest;
 use crate::fetch::{BlobSource, FetchError, Fetcher};
 
 pub use db::BlobRow;
+pub use evict::{free_bytes, EvictReport, Limits};
 pub use sink::ByteObserver;
 pub use stats::{Stats, StatsSnapshot};
+pub use verify::{ReconcileReport, VerifyReport};
+
+/// Removes what an upper layer derived from a blob (an archive index) when the blob goes.
+pub type ForgetHook = Box<dyn Fn(&Connection, &Digest) -> rusqlite::Result<()> + Send + Sync>;
 
 /// A store failure; `Display` names the path or asset at fault.
 #[derive(Debug, thiserror::Error)]
@@ -83,6 +90,8 @@ pub struct Store {
     inflight: Mutex<HashMap<String, Flight>>,
     open_blobs: Mutex<HashMap<Digest, u32>>,
     stats: Stats,
+    limits: parking_lot::RwLock<Limits>,
+    forget_hooks: parking_lot::RwLock<Vec<ForgetHook>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -112,6 +121,8 @@ impl Store {
             inflight: Mutex::new(HashMap::new()),
             open_blobs: Mutex::new(HashMap::new()),
             stats: Stats::default(),
+            limits: parking_lot::RwLock::new(Limits::default()),
+            forget_hooks: parking_lot::RwLock::new(Vec::new()),
         };
         store.remove_stale_temp_files();
         Ok(store)
@@ -141,6 +152,21 @@ impl Store {
     pub fn blob_path(&self, d: &Digest) -> PathBuf {
         let hex = d.hex();
         self.root.join("blobs/sha256").join(&hex[..2]).join(hex)
+    }
+
+    /// Sets the quota and free-space floor enforced after each download.
+    pub fn set_limits(&self, limits: Limits) {
+        *self.limits.write() = limits;
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> Limits {
+        *self.limits.read()
+    }
+
+    /// Registers cleanup of data derived from blobs, run in the transaction that forgets one.
+    pub fn on_forget(&self, hook: ForgetHook) {
+        self.forget_hooks.write().push(hook);
     }
 
     /// Counters of this process (hits, misses, bytes per source).
@@ -177,6 +203,7 @@ impl Store {
             std::io::ErrorKind::NotFound => StoreError::Missing(*d),
             _ => StoreError::io(&path, e),
         })?;
+        evict::lock_shared(&file);
         *self.open_blobs.lock().entry(*d).or_insert(0) += 1;
         self.stats.touch(d);
         Ok(file)
@@ -255,9 +282,20 @@ impl Store {
         observer: Option<Box<dyn ByteObserver>>,
         progress: &(dyn Fn(u64) + Send + Sync),
     ) -> Result<BlobInfo, Arc<StoreError>> {
+        self.enforce_limits(&self.limits(), 0).map_err(Arc::new)?;
         let tmp = self.temp_file().map_err(Arc::new)?;
         let sink = sink::TempSink::new(&tmp, observer).map_err(|e| Arc::new(StoreError::io(tmp.path(), e)))?;
-        let outcome = fetcher.fetch_blob(src, Box::new(sink), progress).await;
+        let mut outcome = fetcher.fetch_blob(src, Box::new(sink), progress).await;
+        if let Err(FetchError::Sink { source, .. }) = &outcome {
+            if source.raw_os_error() == Some(libc::ENOSPC) {
+                // Disk full: make room once and start over; a second ENOSPC is final.
+                let used = self.used_bytes().map_err(Arc::new)?;
+                tracing::warn!(asset = %src.label, "disk full while downloading; evicting and retrying once");
+                self.evict_to(used / 2).map_err(Arc::new)?;
+                let sink = sink::TempSink::new(&tmp, None).map_err(|e| Arc::new(StoreError::io(tmp.path(), e)))?;
+                outcome = fetcher.fetch_blob(src, Box::new(sink), progress).await;
+            }
+        }
         let (fetched, sink) = match outcome {
             Ok(ok) => ok,
             Err(e) => {
@@ -279,6 +317,11 @@ impl Store {
                     .map_err(Arc::new)?;
             }
         }
+        // Keep the new blob out of this pass: its reader is about to open it.
+        *self.open_blobs.lock().entry(info.digest).or_insert(0) += 1;
+        let enforced = self.enforce_limits(&self.limits(), 0);
+        self.release_blob(&info.digest);
+        enforced.map_err(Arc::new)?;
         Ok(info)
     }
 
