@@ -12,6 +12,7 @@ use fuser::{MountOption, SessionACL};
 use parking_lot::RwLock;
 use tokio::signal::unix::{signal, SignalKind};
 
+use crate::archives::Archives;
 use crate::config::Config;
 use crate::fetch::{FetchSettings, Fetcher};
 use crate::fs::{Context, LazyFs};
@@ -45,10 +46,12 @@ pub fn run(req: &MountRequest, config: Config) -> anyhow::Result<()> {
     store.set_limits(limits_of(&config));
     store.reconcile().context("reconciling the store with its database")?;
     let fetcher = Arc::new(Fetcher::new(FetchSettings::from_config(&config))?);
+    let archives = Arc::new(Archives::new(store.clone(), fetcher.clone(), config.archive_cache)?);
     let allow_other = config.allow_other;
     let ctx = Arc::new(Context {
         store: store.clone(),
         fetcher,
+        archives,
         runtime: rt.handle().clone(),
         config: RwLock::new(Arc::new(config)),
     });

@@ -5,6 +5,7 @@ use anyhow::Context as _;
 use serde_json::json;
 
 use super::Failure;
+use crate::archives::Archives;
 use crate::catalog::{self, Catalog, Origin};
 use crate::config::{check_name, format_size, parse_size, parse_url_with_digest, AssetConfig, AssetKind, Config};
 use crate::digest::Digest;
@@ -146,8 +147,8 @@ pub fn ls(config: &Config) -> Result<(), Failure> {
 pub fn pull(config: &Config, target: &str) -> Result<(), Failure> {
     let store = open_store(config)?;
     let catalog = load_catalog(config, &store)?;
-    let src = match catalog.entry(target) {
-        Some(catalog::Entry::Asset(a)) => a.source(),
+    let (src, kind) = match catalog.entry(target) {
+        Some(catalog::Entry::Asset(a)) => (a.source(), a.config.kind),
         Some(catalog::Entry::Dir) => return Err(usage(format!("{target} is a directory of the catalog, not an entry"))),
         None => {
             let (url, digest) = parse_url_with_digest(target)
@@ -155,11 +156,13 @@ pub fn pull(config: &Config, target: &str) -> Result<(), Failure> {
             if digest.is_none() && !config.allow_unpinned {
                 return Err(usage(format!("{target}: no #sha256= pinned and allow_unpinned is off")));
             }
-            BlobSource {
+            let kind = AssetKind::infer(url.path());
+            let src = BlobSource {
                 label: target.to_string(),
                 urls: vec![url],
                 expected: digest,
-            }
+            };
+            (src, kind)
         }
     };
     let fetcher = Fetcher::new(FetchSettings::from_config(config)).map_err(|e| Failure::Runtime(e.into()))?;
@@ -177,11 +180,24 @@ pub fn pull(config: &Config, target: &str) -> Result<(), Failure> {
     let result = rt.block_on(store.ensure_blob(&fetcher, &src, None, &progress));
     bar.finish_and_clear();
     let info = result.map_err(|e| Failure::Runtime(anyhow::anyhow!(e.to_string())))?;
+    if kind == AssetKind::Archive {
+        // Build (or find) the seek index now too, so the first `ls` on a node is instant.
+        let store = std::sync::Arc::new(store);
+        let archives = Archives::new(store.clone(), std::sync::Arc::new(fetcher), config.archive_cache)
+            .map_err(|e| Failure::Runtime(e.into()))?;
+        rt.block_on(archives.open(&src))
+            .map_err(|e| Failure::Runtime(anyhow::anyhow!(e.to_string())))?;
+        return finish_pull(&store, &src.label, &info);
+    }
+    finish_pull(&store, &src.label, &info)
+}
+
+fn finish_pull(store: &Store, label: &str, info: &crate::store::BlobInfo) -> Result<(), Failure> {
     store
         .with_db(|c| db::set_pinned(c, &info.digest, true))
         .map_err(|e| Failure::Runtime(e.into()))?;
     let _ = store.flush_stats();
-    println!("{} {} pinned ({})", src.label, info.digest, format_size(info.size));
+    println!("{label} {} pinned ({})", info.digest, format_size(info.size));
     Ok(())
 }
 

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 
 use parking_lot::RwLock;
 
+use crate::archive::MemberId;
 use crate::digest::Digest;
 
 /// What an inode stands for.
@@ -22,7 +23,7 @@ pub enum Node {
     /// `sha256/<hex>`.
     Blob(Digest),
     /// A member of an archive (never the archive root, which is its [`Node::Asset`]).
-    Member(Digest, u64),
+    Member(Digest, MemberId),
 }
 
 /// The two-way map between inode numbers and nodes.

@@ -8,6 +8,7 @@
 //! Immutable nodes get long attribute timeouts and `FOPEN_KEEP_CACHE`, so the page cache
 //! survives between opens; catalog nodes get one-second timeouts, so `lazycas add`/`rm` show.
 
+mod archive_nodes;
 mod errno;
 mod inode;
 
@@ -27,6 +28,8 @@ use fuser::{
 };
 use parking_lot::{Mutex, RwLock};
 
+use crate::archive::MemberId;
+use crate::archives::{Archives, OpenArchive};
 use crate::catalog::{Asset, Catalog, Entry};
 use crate::config::{AssetKind, Config};
 use crate::digest::Digest;
@@ -46,6 +49,8 @@ pub struct Context {
     pub store: Arc<Store>,
     /// The HTTP side.
     pub fetcher: Arc<Fetcher>,
+    /// Open archive indexes and readers.
+    pub archives: Arc<Archives>,
     /// Where download tasks run.
     pub runtime: tokio::runtime::Handle,
     /// The config in force (replaced on SIGHUP).
@@ -53,11 +58,19 @@ pub struct Context {
 }
 
 /// One open file.
-struct Handle {
-    digest: Digest,
-    file: Arc<File>,
-    /// Keeps the kernel's backing file registered while this handle is open.
-    _backing: Option<Arc<BackingId>>,
+enum Handle {
+    /// A whole blob (file-kind asset or `sha256/<hex>`).
+    Blob {
+        digest: Digest,
+        file: Arc<File>,
+        /// Keeps the kernel's backing file registered while this handle is open.
+        _backing: Option<Arc<BackingId>>,
+    },
+    /// A regular file inside an archive.
+    Member {
+        archive: Arc<OpenArchive>,
+        id: MemberId,
+    },
 }
 
 /// The FUSE filesystem.
@@ -174,7 +187,11 @@ impl Inner {
                 let ttl = if size.is_some() { IMMUTABLE_TTL } else { Duration::ZERO };
                 Ok((self.file_attr(ino, size.unwrap_or(0), self.started), ttl))
             }
-            Node::Member(..) => Err(Errno::ENOENT),
+            Node::Member(d, id) => {
+                let a = self.ctx.archives.get(d).ok_or(Errno::ENOENT)?;
+                let m = a.index.member(*id).map_err(|e| archive_nodes::errno(&a, &e))?;
+                Ok((archive_nodes::member_attr(ino, &m), IMMUTABLE_TTL))
+            }
         }
     }
 
@@ -182,7 +199,16 @@ impl Inner {
         let mtime = UNIX_EPOCH + Duration::from_secs(a.added_at.max(0) as u64);
         let mtime = if a.added_at == 0 { self.started } else { mtime };
         match a.config.kind {
-            AssetKind::Archive => Ok((self.dir_attr(ino, mtime), CATALOG_TTL)),
+            AssetKind::Archive => match a.digest().and_then(|d| self.ctx.archives.get(&d)) {
+                Some(open) => {
+                    let root = open
+                        .index
+                        .member(MemberId::ROOT)
+                        .map_err(|e| archive_nodes::errno(&open, &e))?;
+                    Ok((archive_nodes::member_attr(ino, &root), CATALOG_TTL))
+                }
+                None => Ok((self.dir_attr(ino, mtime), CATALOG_TTL)),
+            },
             AssetKind::File => {
                 let size = a.digest().and_then(|d| self.known_size(&d, Some(a)));
                 let size = size.or_else(|| self.resolved_size(a));
@@ -312,7 +338,7 @@ impl Inner {
                 _ => Err(Errno::ENOENT),
             },
             Node::Blob(_) => Err(Errno::ENOTDIR),
-            Node::Member(..) => Err(Errno::ENOENT),
+            Node::Member(..) => Err(Errno::ENOTDIR),
         }
     }
 
@@ -372,20 +398,81 @@ impl Inner {
             }
         };
         let backing = self.backing_for(&reply, &digest, &file);
-        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
-        let handle = Handle {
+        let fh = self.add_handle(Handle::Blob {
             digest,
             file,
             _backing: backing.clone(),
-        };
-        self.handles.lock().insert(fh, handle);
+        });
         match backing {
             Some(id) => reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &id),
             None => reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE),
         }
     }
 
-    fn xattrs(&self, node: &Node) -> Vec<(&'static str, Vec<u8>)> {
+    fn add_handle(&self, h: Handle) -> u64 {
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        self.handles.lock().insert(fh, h);
+        fh
+    }
+
+    /// What an archive-backed directory needs before it can answer.
+    fn archive_need(&self, node: &Node) -> Need {
+        match node {
+            Node::Asset(name) => match self.catalog().entry(name) {
+                Some(Entry::Asset(a)) if a.config.kind == AssetKind::Archive => {
+                    match a.digest().and_then(|d| self.ctx.archives.get(&d)) {
+                        Some(open) => Need::Ready(open, MemberId::ROOT),
+                        None => Need::Fetch(a.source()),
+                    }
+                }
+                _ => Need::NotArchive,
+            },
+            Node::Member(d, id) => match self.ctx.archives.get(d) {
+                Some(open) => Need::Ready(open, *id),
+                None => Need::Gone,
+            },
+            _ => Need::NotArchive,
+        }
+    }
+
+    /// Runs `answer` with the open archive, fetching and indexing it first (on a task) if
+    /// needed; `fail` gets the errno otherwise.
+    fn with_archive<R: Send + 'static>(
+        self: &Arc<Self>,
+        need: Need,
+        reply: R,
+        answer: impl FnOnce(&Arc<Self>, Arc<OpenArchive>, MemberId, R) + Send + 'static,
+        fail: impl FnOnce(R, Errno) + Send + 'static,
+    ) {
+        match need {
+            Need::Ready(open, id) => answer(self, open, id, reply),
+            Need::Gone => fail(reply, Errno::ENOENT),
+            Need::NotArchive => fail(reply, Errno::ENOTDIR),
+            Need::Fetch(src) => {
+                let inner = self.clone();
+                self.ctx.runtime.spawn(async move {
+                    match inner.ctx.archives.open(&src).await {
+                        Ok(open) => {
+                            let inner2 = inner.clone();
+                            let _ = tokio::task::spawn_blocking(move || answer(&inner2, open, MemberId::ROOT, reply)).await;
+                        }
+                        Err(e) => {
+                            tracing::error!("archive {}: {e}", src.label);
+                            fail(reply, Errno::EIO);
+                        }
+                    }
+                });
+            }
+        }
+    }
+
+    fn xattrs(&self, node: &Node) -> Vec<(Vec<u8>, Vec<u8>)> {
+        if let Node::Member(d, id) = node {
+            return match self.ctx.archives.get(d) {
+                Some(open) => archive_nodes::xattrs(&open, *id),
+                None => Vec::new(),
+            };
+        }
         let (digest, source, size) = match node {
             Node::Asset(name) => match self.catalog().entry(name) {
                 Some(Entry::Asset(a)) => (a.digest(), a.config.url.to_string(), a.config.size),
@@ -407,12 +494,27 @@ impl Inner {
             (None, Some(s)) => format!("0/{s}"),
             (None, None) => "0/unknown".to_string(),
         };
-        let mut v = vec![("user.lazycas.source", source.into_bytes()), ("user.lazycas.cached", cached.into_bytes())];
+        let mut v = vec![
+            (b"user.lazycas.source".to_vec(), source.into_bytes()),
+            (b"user.lazycas.cached".to_vec(), cached.into_bytes()),
+        ];
         if let Some(d) = digest {
-            v.insert(0, ("user.lazycas.digest", d.to_string().into_bytes()));
+            v.insert(0, (b"user.lazycas.digest".to_vec(), d.to_string().into_bytes()));
         }
         v
     }
+}
+
+/// Whether a directory node is inside an archive, and whether that archive is open yet.
+enum Need {
+    /// Not an archive directory.
+    NotArchive,
+    /// Open: answer now.
+    Ready(Arc<OpenArchive>, MemberId),
+    /// An archive asset not opened yet: fetch and index first.
+    Fetch(BlobSource),
+    /// A member of an archive this mount no longer has open.
+    Gone,
 }
 
 fn asset_file_type(a: &Asset) -> FileType {
@@ -443,11 +545,23 @@ impl Filesystem for LazyFs {
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let inner = &self.inner;
+        let Some(parent_node) = inner.inodes.node(parent.0) else {
+            return reply.error(Errno::ENOENT);
+        };
+        match inner.archive_need(&parent_node) {
+            Need::NotArchive => {}
+            need => {
+                let name = name.as_bytes().to_vec();
+                return inner.with_archive(
+                    need,
+                    reply,
+                    move |inner, open, dir, reply| archive_nodes::lookup(inner, &open, dir, &name, reply),
+                    |reply, e| reply.error(e),
+                );
+            }
+        }
         let result = inner
-            .inodes
-            .node(parent.0)
-            .ok_or(Errno::ENOENT)
-            .and_then(|p| inner.child(&p, name.as_bytes()))
+            .child(&parent_node, name.as_bytes())
             .and_then(|node| {
                 let ino = inner.inodes.ino(node.clone());
                 inner.attr(ino, &node)
@@ -471,6 +585,18 @@ impl Filesystem for LazyFs {
         let Some(node) = inner.inodes.node(ino.0) else {
             return reply.error(Errno::ENOENT);
         };
+        match inner.archive_need(&node) {
+            Need::NotArchive => {}
+            need => {
+                let parent_ino = ino.0;
+                return inner.with_archive(
+                    need,
+                    reply,
+                    move |inner, open, dir, reply| archive_nodes::readdir(inner, &open, dir, parent_ino, offset, reply),
+                    |reply, e| reply.error(e),
+                );
+            }
+        }
         let entries = match inner.list(&node) {
             Ok(e) => e,
             Err(e) => return reply.error(e),
@@ -499,6 +625,13 @@ impl Filesystem for LazyFs {
         let Some(node) = self.inner.inodes.node(ino.0) else {
             return reply.error(Errno::ENOENT);
         };
+        if let Node::Member(d, id) = node {
+            let Some(archive) = self.inner.ctx.archives.get(&d) else {
+                return reply.error(Errno::ENOENT);
+            };
+            let fh = self.inner.add_handle(Handle::Member { archive, id });
+            return reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE);
+        }
         let src = match self.inner.file_source(&node) {
             Ok(s) => s,
             Err(e) => return reply.error(e),
@@ -537,8 +670,13 @@ impl Filesystem for LazyFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        let Some(file) = self.inner.handles.lock().get(&fh.0).map(|h| h.file.clone()) else {
-            return reply.error(Errno::EBADF);
+        let file = match self.inner.handles.lock().get(&fh.0) {
+            Some(Handle::Blob { file, .. }) => file.clone(),
+            Some(Handle::Member { archive, id }) => {
+                let (archive, id) = (archive.clone(), *id);
+                return archive_nodes::read(&archive, id, offset, size, reply);
+            }
+            None => return reply.error(Errno::EBADF),
         };
         let mut buf = vec![0u8; size as usize];
         let mut filled = 0;
@@ -563,10 +701,23 @@ impl Filesystem for LazyFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        if let Some(h) = self.inner.handles.lock().remove(&fh.0) {
-            self.inner.ctx.store.release_blob(&h.digest);
+        if let Some(Handle::Blob { digest, .. }) = self.inner.handles.lock().remove(&fh.0) {
+            self.inner.ctx.store.release_blob(&digest);
         }
         reply.ok();
+    }
+
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        match self.inner.inodes.node(ino.0) {
+            Some(Node::Member(d, id)) => match self.inner.ctx.archives.get(&d) {
+                Some(open) => match open.index.readlink(id) {
+                    Ok(target) => reply.data(&target),
+                    Err(e) => reply.error(archive_nodes::errno(&open, &e)),
+                },
+                None => reply.error(Errno::ENOENT),
+            },
+            _ => reply.error(Errno::EINVAL),
+        }
     }
 
     fn flush(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
@@ -577,7 +728,7 @@ impl Filesystem for LazyFs {
         let Some(node) = self.inner.inodes.node(ino.0) else {
             return reply.error(Errno::ENOENT);
         };
-        match self.inner.xattrs(&node).into_iter().find(|(k, _)| k.as_bytes() == name.as_bytes()) {
+        match self.inner.xattrs(&node).into_iter().find(|(k, _)| k.as_slice() == name.as_bytes()) {
             Some((_, v)) => reply_xattr(reply, size, &v),
             None => reply.error(Errno::NO_XATTR),
         }
@@ -589,7 +740,7 @@ impl Filesystem for LazyFs {
         };
         let mut names = Vec::new();
         for (k, _) in self.inner.xattrs(&node) {
-            names.extend_from_slice(k.as_bytes());
+            names.extend_from_slice(&k);
             names.push(0);
         }
         reply_xattr(reply, size, &names);

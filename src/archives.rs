@@ -1,0 +1,219 @@
+//! Archive assets made ready to browse: the archive blob local and verified, its seek index
+//! built (in the same pass as the download when this process downloads it) and saved under the
+//! archive's digest, and an [`OpenArchive`] (index + reader) kept for the mount's life.
+//!
+//! Concurrent first lookups of one archive share one download and one index build (single
+//! flight). An index is built once per content: a second name, a remount or a restart with the
+//! same digest finds it in SQLite. This module sits between `fs` and `store`/`archive`; it
+//! never speaks HTTP (the store drives the fetcher) and never parses tar (the archive module).
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use tokio::sync::OnceCell;
+
+use crate::archive::{ArchiveError, ArchiveIndex, ArchiveReader, IndexBuilder, SpanCache};
+use crate::digest::Digest;
+use crate::fetch::{BlobSource, Fetcher};
+use crate::store::{BlobInfo, ByteObserver, Store, StoreError};
+
+/// Why an archive could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum ArchivesError {
+    /// Getting the blob failed.
+    #[error(transparent)]
+    Store(#[from] Arc<StoreError>),
+    /// The archive is malformed, or its index could not be stored.
+    #[error("{label}: {source}")]
+    Archive {
+        /// Asset name or digest.
+        label: String,
+        /// What the format layer said.
+        source: ArchiveError,
+    },
+}
+
+/// An archive whose index and blob are open.
+pub struct OpenArchive {
+    /// The archive's digest.
+    pub digest: Digest,
+    /// Where it came from (for `user.lazycas.source`).
+    pub source: String,
+    /// Its size in bytes.
+    pub size: u64,
+    /// The member table.
+    pub index: Arc<ArchiveIndex>,
+    /// The member read path.
+    pub reader: ArchiveReader,
+}
+
+type Flight = Arc<OnceCell<Result<Arc<OpenArchive>, Arc<ArchivesError>>>>;
+
+/// Open archives of one process.
+pub struct Archives {
+    store: Arc<Store>,
+    fetcher: Arc<Fetcher>,
+    cache: Arc<SpanCache>,
+    open: Mutex<HashMap<Digest, Arc<OpenArchive>>>,
+    flights: Mutex<HashMap<String, Flight>>,
+}
+
+impl Archives {
+    /// Prepares the archive tables and registers index removal with blob eviction.
+    pub fn new(store: Arc<Store>, fetcher: Arc<Fetcher>, cache_bytes: u64) -> Result<Archives, ArchivesError> {
+        let conn = store.connect_db().map_err(|e| ArchivesError::Store(Arc::new(e)))?;
+        ArchiveIndex::init_schema(&conn).map_err(|source| ArchivesError::Archive {
+            label: "archive index tables".into(),
+            source,
+        })?;
+        store.on_forget(Box::new(|conn, d| {
+            ArchiveIndex::delete(conn, d)
+                .map(|_| ())
+                .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))
+        }));
+        Ok(Archives {
+            store,
+            fetcher,
+            cache: Arc::new(SpanCache::new(cache_bytes)),
+            open: Mutex::new(HashMap::new()),
+            flights: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The archive if it is already open (never fetches).
+    pub fn get(&self, d: &Digest) -> Option<Arc<OpenArchive>> {
+        self.open.lock().get(d).cloned()
+    }
+
+    /// Opens the archive `src` names: downloads and indexes it if needed, once however many
+    /// callers ask at the same time.
+    pub async fn open(&self, src: &BlobSource) -> Result<Arc<OpenArchive>, Arc<ArchivesError>> {
+        if let Some(a) = src.expected.and_then(|d| self.get(&d)) {
+            return Ok(a);
+        }
+        let key = match src.expected {
+            Some(d) => d.to_string(),
+            None => src.urls.first().map(|u| u.to_string()).unwrap_or_default(),
+        };
+        let flight = self.flights.lock().entry(key.clone()).or_default().clone();
+        let result = flight
+            .get_or_init(|| async { self.open_uncached(src).await.map_err(Arc::new) })
+            .await
+            .clone();
+        self.flights.lock().remove(&key);
+        result
+    }
+
+    async fn open_uncached(&self, src: &BlobSource) -> Result<Arc<OpenArchive>, ArchivesError> {
+        let label = src.label.clone();
+        let archive_err = |source| ArchivesError::Archive {
+            label: label.clone(),
+            source,
+        };
+        let observer = IndexingObserver::default();
+        let built = observer.slot.clone();
+        let info = self
+            .store
+            .ensure_blob(&self.fetcher, src, Some(Box::new(observer)), &|_| {})
+            .await?;
+        if let Some(a) = self.get(&info.digest) {
+            return Ok(a);
+        }
+        let store = self.store.clone();
+        let label2 = label.clone();
+        let index = tokio::task::spawn_blocking(move || -> Result<ArchiveIndex, ArchivesError> {
+            let err = |source| ArchivesError::Archive {
+                label: label2.clone(),
+                source,
+            };
+            let db_err = |e: StoreError| ArchivesError::Store(Arc::new(e));
+            let conn = store.connect_db().map_err(db_err)?;
+            if !ArchiveIndex::exists(&conn, &info.digest).map_err(err)? {
+                let started = std::time::Instant::now();
+                let built = match built.lock().take() {
+                    Some(b) if b.seen == info.size && b.error.is_none() => b.builder.finish(),
+                    Some(IndexState { error: Some(e), .. }) => Err(e),
+                    // Someone else downloaded it, or it was already local: one pass over the file.
+                    _ => index_file(&store, &info),
+                }
+                .map_err(err)?;
+                ArchiveIndex::save(&conn, &info.digest, built).map_err(err)?;
+                tracing::info!(archive = %label2, ms = started.elapsed().as_millis() as u64, "indexed {}", info.digest.short());
+            }
+            ArchiveIndex::open(&store.db_path(), &info.digest).map_err(err)
+        })
+        .await
+        .map_err(|e| {
+            archive_err(ArchiveError::Io {
+                offset: 0,
+                source: std::io::Error::other(e.to_string()),
+            })
+        })??;
+        let file = self.store.open_blob(&info.digest).map_err(|e| ArchivesError::Store(Arc::new(e)))?;
+        let index = Arc::new(index);
+        let opened = Arc::new(OpenArchive {
+            digest: info.digest,
+            source: src.urls.first().map(|u| u.to_string()).unwrap_or_else(|| "store".into()),
+            size: info.size,
+            reader: ArchiveReader::new(index.clone(), file, self.cache.clone()),
+            index,
+        });
+        Ok(self.open.lock().entry(info.digest).or_insert(opened).clone())
+    }
+}
+
+/// Builds an index by reading a local blob once.
+fn index_file(store: &Store, info: &BlobInfo) -> Result<crate::archive::BuiltIndex, ArchiveError> {
+    let path = store.blob_path(&info.digest);
+    let io = |offset, source| ArchiveError::Io { offset, source };
+    let mut f = std::fs::File::open(&path).map_err(|e| io(0, e))?;
+    let mut builder = IndexBuilder::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut offset = 0u64;
+    loop {
+        let n = f.read(&mut buf).map_err(|e| io(offset, e))?;
+        offset += n as u64;
+        if n == 0 {
+            break;
+        }
+        builder.feed(&buf[..n])?;
+    }
+    builder.finish()
+}
+
+struct IndexState {
+    builder: IndexBuilder,
+    seen: u64,
+    error: Option<ArchiveError>,
+}
+
+/// Feeds the download into an [`IndexBuilder`] as it arrives; the result waits in `slot`.
+#[derive(Default)]
+struct IndexingObserver {
+    slot: Arc<Mutex<Option<IndexState>>>,
+}
+
+impl ByteObserver for IndexingObserver {
+    fn restart(&mut self) {
+        *self.slot.lock() = Some(IndexState {
+            builder: IndexBuilder::new(),
+            seen: 0,
+            error: None,
+        });
+    }
+
+    fn observe(&mut self, data: &[u8]) {
+        let mut slot = self.slot.lock();
+        let Some(state) = slot.as_mut() else {
+            return;
+        };
+        state.seen += data.len() as u64;
+        if state.error.is_none() {
+            if let Err(e) = state.builder.feed(data) {
+                state.error = Some(e);
+            }
+        }
+    }
+}
