@@ -3,6 +3,8 @@
 //! and the catalog. A stale mount left by a killed daemon is cleared before mounting, and the
 //! mount is taken down (lazily if busy) on the way out, so none is left behind.
 
+mod fusermount;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -73,8 +75,20 @@ pub fn run(req: &MountRequest, config: Config) -> anyhow::Result<()> {
     }
     options.n_threads = Some(4);
     options.clone_fd = true;
-    let session = fuser::Session::new(fs, &req.mountpoint, &options)
-        .with_context(|| format!("mounting {}", req.mountpoint.display()))?;
+    // SAFETY: geteuid cannot fail.
+    let unprivileged = unsafe { libc::geteuid() } != 0;
+    let session = if unprivileged {
+        let mut opts = "ro,nodev,nosuid,default_permissions,fsname=lazycas,subtype=lazycas".to_string();
+        if allow_other {
+            opts.push_str(",allow_other");
+        }
+        let fd = fusermount::mount(&req.mountpoint, &opts)
+            .with_context(|| format!("mounting {} with fusermount3", req.mountpoint.display()))?;
+        fuser::Session::from_fd(fs, fd, options.acl, options)
+    } else {
+        fuser::Session::new(fs, &req.mountpoint, &options)
+    }
+    .with_context(|| format!("mounting {}", req.mountpoint.display()))?;
     let bg = session.spawn().context("starting the FUSE session")?;
     tracing::info!(mountpoint = %req.mountpoint.display(), store = %store.root().display(), "mounted");
     notify(&[sd_notify::NotifyState::Ready, sd_notify::NotifyState::Status("serving")]);
@@ -84,10 +98,10 @@ pub fn run(req: &MountRequest, config: Config) -> anyhow::Result<()> {
     if let Err(e) = store.flush_stats() {
         tracing::warn!("could not save counters: {e}");
     }
-    let joined = if stop == Stop::Unmounted {
-        bg.join()
-    } else {
-        bg.umount_and_join()
+    let joined = match (stop, unprivileged) {
+        (Stop::Unmounted, _) => bg.join(),
+        (Stop::Signal, false) => bg.umount_and_join(),
+        (Stop::Signal, true) => fusermount::unmount(&req.mountpoint).and_then(|()| bg.join()),
     };
     if let Err(e) = joined {
         // Busy (a reader still has files open): detach, so no stale mount remains.
@@ -99,7 +113,7 @@ pub fn run(req: &MountRequest, config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Stop {
     Signal,
     Unmounted,
