@@ -358,7 +358,7 @@ fn parse_content_range_value(v: &str) -> Option<(u64, Option<u64>)> {
 fn status_error(plan: &Plan<'_>, status: StatusCode) -> FetchError {
     FetchError::Status {
         label: plan.label.to_string(),
-        url: plan.url.clone(),
+        url: plan.url.to_string(),
         status: status.as_u16(),
     }
 }
@@ -366,7 +366,7 @@ fn status_error(plan: &Plan<'_>, status: StatusCode) -> FetchError {
 fn network(plan: &Plan<'_>, message: String) -> FetchError {
     FetchError::Network {
         label: plan.label.to_string(),
-        url: plan.url.clone(),
+        url: plan.url.to_string(),
         message,
     }
 }
@@ -374,7 +374,7 @@ fn network(plan: &Plan<'_>, message: String) -> FetchError {
 fn timeout(plan: &Plan<'_>, what: &'static str) -> FetchError {
     FetchError::Timeout {
         label: plan.label.to_string(),
-        url: plan.url.clone(),
+        url: plan.url.to_string(),
         secs: plan.settings.timeout.as_secs(),
         what,
     }

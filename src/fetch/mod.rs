@@ -100,7 +100,7 @@ pub enum FetchError {
         /// Asset name.
         label: String,
         /// Source URL.
-        url: Url,
+        url: String,
         /// Pinned digest.
         expected: Digest,
         /// What arrived.
@@ -112,7 +112,7 @@ pub enum FetchError {
         /// Asset name.
         label: String,
         /// Source URL.
-        url: Url,
+        url: String,
         /// HTTP status.
         status: u16,
     },
@@ -122,7 +122,7 @@ pub enum FetchError {
         /// Asset name.
         label: String,
         /// Source URL.
-        url: Url,
+        url: String,
         /// The deadline.
         secs: u64,
         /// Which wait ran out.
@@ -134,7 +134,7 @@ pub enum FetchError {
         /// Asset name.
         label: String,
         /// Source URL.
-        url: Url,
+        url: String,
         /// What went wrong.
         message: String,
     },
@@ -261,7 +261,7 @@ fn check(src: &BlobSource, url: &Url, digest: Digest, size: u64) -> Result<(Dige
     match src.expected {
         Some(expected) if expected != digest => Err(FetchError::Mismatch {
             label: src.label.clone(),
-            url: url.clone(),
+            url: url.to_string(),
             expected,
             actual: digest,
         }),

@@ -50,14 +50,14 @@ impl Routes {
                 Route::Proxy(p) => b.proxy(reqwest::Proxy::all(p.as_str()).map_err(|e| {
                     FetchError::Network {
                         label: "proxies".into(),
-                        url: p.clone(),
+                        url: p.to_string(),
                         message: e.to_string(),
                     }
                 })?),
             };
             let client = b.build().map_err(|e| FetchError::Network {
                 label: "http client".into(),
-                url: Url::parse("http://localhost/").expect("static url"),
+                url: String::new(),
                 message: e.to_string(),
             })?;
             clients.insert(route.clone(), client);
