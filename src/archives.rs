@@ -62,8 +62,14 @@ pub struct Archives {
 
 impl Archives {
     /// Prepares the archive tables and registers index removal with blob eviction.
-    pub fn new(store: Arc<Store>, fetcher: Arc<Fetcher>, cache_bytes: u64) -> Result<Archives, ArchivesError> {
-        let conn = store.connect_db().map_err(|e| ArchivesError::Store(Arc::new(e)))?;
+    pub fn new(
+        store: Arc<Store>,
+        fetcher: Arc<Fetcher>,
+        cache_bytes: u64,
+    ) -> Result<Archives, ArchivesError> {
+        let conn = store
+            .connect_db()
+            .map_err(|e| ArchivesError::Store(Arc::new(e)))?;
         ArchiveIndex::init_schema(&conn).map_err(|source| ArchivesError::Archive {
             label: "archive index tables".into(),
             source,
@@ -151,16 +157,28 @@ impl Archives {
                 source: std::io::Error::other(e.to_string()),
             })
         })??;
-        let file = self.store.open_blob(&info.digest).map_err(|e| ArchivesError::Store(Arc::new(e)))?;
+        let file = self
+            .store
+            .open_blob(&info.digest)
+            .map_err(|e| ArchivesError::Store(Arc::new(e)))?;
         let index = Arc::new(index);
         let opened = Arc::new(OpenArchive {
             digest: info.digest,
-            source: src.urls.first().map(|u| u.to_string()).unwrap_or_else(|| "store".into()),
+            source: src
+                .urls
+                .first()
+                .map(|u| u.to_string())
+                .unwrap_or_else(|| "store".into()),
             size: info.size,
             reader: ArchiveReader::new(index.clone(), file, self.cache.clone()),
             index,
         });
-        Ok(self.open.lock().entry(info.digest).or_insert(opened).clone())
+        Ok(self
+            .open
+            .lock()
+            .entry(info.digest)
+            .or_insert(opened)
+            .clone())
     }
 }
 

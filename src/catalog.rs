@@ -100,7 +100,10 @@ impl Catalog {
         }
         for asset in added_assets(conn)? {
             if assets.contains_key(asset.name()) {
-                tracing::warn!(name = asset.name(), "catalog entry added with `lazycas add` is shadowed by the config file");
+                tracing::warn!(
+                    name = asset.name(),
+                    "catalog entry added with `lazycas add` is shadowed by the config file"
+                );
                 continue;
             }
             assets.insert(asset.config.name.clone(), Arc::new(asset));
@@ -116,7 +119,12 @@ impl Catalog {
         let names: Vec<String> = self.assets.keys().cloned().collect();
         for name in &names {
             let prefix = format!("{name}/");
-            if self.assets.range(prefix.clone()..).next().is_some_and(|(k, _)| k.starts_with(&prefix)) {
+            if self
+                .assets
+                .range(prefix.clone()..)
+                .next()
+                .is_some_and(|(k, _)| k.starts_with(&prefix))
+            {
                 tracing::warn!(name = %name, "catalog entry ignored: it is also a directory of other entries");
                 self.assets.remove(name);
             }
@@ -169,7 +177,9 @@ impl Catalog {
 
     /// Assets pinned to `d`.
     pub fn by_digest(&self, d: &Digest) -> Option<&Arc<Asset>> {
-        self.assets.values().find(|a| a.digest().as_ref() == Some(d))
+        self.assets
+            .values()
+            .find(|a| a.digest().as_ref() == Some(d))
     }
 
     /// Every pinned digest.
@@ -274,7 +284,12 @@ mod tests {
     fn tree_from_names() {
         let conn = Connection::open_in_memory().unwrap();
         crate::store::db::init_schema(&conn).unwrap();
-        for n in ["images/a:1.sif", "images/b.sif", "medperf/fets/additional_files", "top"] {
+        for n in [
+            "images/a:1.sif",
+            "images/b.sif",
+            "medperf/fets/additional_files",
+            "top",
+        ] {
             add(&conn, &asset(n), 1).unwrap();
         }
         let c = Catalog::load(&Config::default(), &conn).unwrap();
@@ -286,7 +301,10 @@ mod tests {
         assert_eq!(c.entry("medperf/fe"), None);
         assert_eq!(c.children("images").len(), 2);
         remove(&conn, "top").unwrap();
-        assert!(matches!(remove(&conn, "top"), Err(CatalogError::NotFound(_))));
+        assert!(matches!(
+            remove(&conn, "top"),
+            Err(CatalogError::NotFound(_))
+        ));
     }
 
     #[test]

@@ -58,7 +58,11 @@ pub enum AssetKind {
 impl AssetKind {
     /// The kind a URL's file name suggests: `.tar.gz`, `.tgz`, `.tar` are archives.
     pub fn infer(url: &str) -> AssetKind {
-        let path = url.split(['#', '?']).next().unwrap_or(url).to_ascii_lowercase();
+        let path = url
+            .split(['#', '?'])
+            .next()
+            .unwrap_or(url)
+            .to_ascii_lowercase();
         if path.ends_with(".tar.gz") || path.ends_with(".tgz") || path.ends_with(".tar") {
             AssetKind::Archive
         } else {
@@ -337,14 +341,19 @@ pub fn check_name(name: &str) -> Result<(), String> {
         return Err(format!("{name:?} is not a usable path"));
     }
     let mut parts = name.split('/');
-    if parts.clone().any(|p| p.is_empty() || p == "." || p == ".." || p.len() > 255) {
+    if parts
+        .clone()
+        .any(|p| p.is_empty() || p == "." || p == ".." || p.len() > 255)
+    {
         return Err(format!(
             "{name:?}: components must be non-empty, not . or .., at most 255 bytes"
         ));
     }
     if let Some(first) = parts.next() {
         if RESERVED_TOP_LEVEL.contains(&first) {
-            return Err(format!("{name:?}: top-level {first:?} is reserved by the mount"));
+            return Err(format!(
+                "{name:?}: top-level {first:?} is reserved by the mount"
+            ));
         }
     }
     Ok(())
@@ -525,14 +534,19 @@ insecure = true
 
     #[test]
     fn errors_name_the_key() {
-        let e = Config::parse("quotaa = \"1G\"\n", None).unwrap_err().to_string();
+        let e = Config::parse("quotaa = \"1G\"\n", None)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("quotaa") && e.contains("line 1"), "{e}");
-        let e = Config::parse("quota = \"lots\"\n", None).unwrap_err().to_string();
+        let e = Config::parse("quota = \"lots\"\n", None)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("quota"), "{e}");
         let text = "[[asset]]\nname = \"a\"\nurl = \"http://x/a\"\n";
         let e = Config::parse(text, None).unwrap_err().to_string();
         assert!(e.contains("asset[0].sha256"), "{e}");
-        let text = format!("[[asset]]\nname = \"sha256/x\"\nurl = \"http://x/a\"\nsha256 = \"{HEX}\"\n");
+        let text =
+            format!("[[asset]]\nname = \"sha256/x\"\nurl = \"http://x/a\"\nsha256 = \"{HEX}\"\n");
         let e = Config::parse(&text, None).unwrap_err().to_string();
         assert!(e.contains("asset[0].name"), "{e}");
         assert!(!e.contains('\n'));

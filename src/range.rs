@@ -93,7 +93,10 @@ mod tests {
     #[test]
     fn header_and_clamp() {
         assert_eq!(ByteRange::at(0, 100).http_header(), "bytes=0-99");
-        assert_eq!(ByteRange::new(50, 200).clamp_to(100), ByteRange::new(50, 100));
+        assert_eq!(
+            ByteRange::new(50, 200).clamp_to(100),
+            ByteRange::new(50, 100)
+        );
         assert!(ByteRange::new(9, 3).is_empty());
     }
 }

@@ -7,7 +7,9 @@ use serde_json::json;
 use super::Failure;
 use crate::archives::Archives;
 use crate::catalog::{self, Catalog, Origin};
-use crate::config::{check_name, format_size, parse_size, parse_url_with_digest, AssetConfig, AssetKind, Config};
+use crate::config::{
+    check_name, format_size, parse_size, parse_url_with_digest, AssetConfig, AssetKind, Config,
+};
 use crate::digest::Digest;
 use crate::fetch::{BlobSource, FetchSettings, Fetcher};
 use crate::store::{db, now_secs, Store};
@@ -41,10 +43,17 @@ fn parse_digest(what: &str, s: &str) -> Result<Digest, Failure> {
 /// `lazycas add NAME URL …`
 pub fn add(config: &Config, a: AddArgs) -> Result<(), Failure> {
     check_name(&a.name).map_err(|m| usage(format!("name: {m}")))?;
-    let (url, fragment) = parse_url_with_digest(&a.reference).map_err(|m| usage(format!("reference: {m}")))?;
-    let flag = a.sha256.as_deref().map(|s| parse_digest("--sha256", s)).transpose()?;
+    let (url, fragment) =
+        parse_url_with_digest(&a.reference).map_err(|m| usage(format!("reference: {m}")))?;
+    let flag = a
+        .sha256
+        .as_deref()
+        .map(|s| parse_digest("--sha256", s))
+        .transpose()?;
     let sha256 = match (flag, fragment) {
-        (Some(f), Some(g)) if f != g => return Err(usage("--sha256 differs from the URL's #sha256=")),
+        (Some(f), Some(g)) if f != g => {
+            return Err(usage("--sha256 differs from the URL's #sha256="))
+        }
         (f, g) => f.or(g),
     };
     if sha256.is_none() && !config.allow_unpinned {
@@ -54,7 +63,8 @@ pub fn add(config: &Config, a: AddArgs) -> Result<(), Failure> {
         )));
     }
     let kind = match a.kind.as_deref() {
-        Some(k) => AssetKind::parse(k).ok_or_else(|| usage(format!("--kind: {k:?} is not file or archive")))?,
+        Some(k) => AssetKind::parse(k)
+            .ok_or_else(|| usage(format!("--kind: {k:?} is not file or archive")))?,
         None => AssetKind::infer(url.path()),
     };
     let mirrors = a
@@ -99,7 +109,9 @@ pub fn add(config: &Config, a: AddArgs) -> Result<(), Failure> {
 /// `lazycas rm NAME`
 pub fn rm(config: &Config, name: &str) -> Result<(), Failure> {
     if config.assets.iter().any(|c| c.name == name) {
-        return Err(usage(format!("{name}: defined in the config file; remove it there")));
+        return Err(usage(format!(
+            "{name}: defined in the config file; remove it there"
+        )));
     }
     let store = open_store(config)?;
     let conn = store.connect_db().map_err(|e| Failure::Runtime(e.into()))?;
@@ -120,11 +132,12 @@ fn load_catalog(config: &Config, store: &Store) -> Result<Catalog, Failure> {
 pub fn ls(config: &Config) -> Result<(), Failure> {
     let store = open_store(config)?;
     let catalog = load_catalog(config, &store)?;
-    println!("{:<40} {:<7} {:>9} {:>9} {:<8} DIGEST", "NAME", "KIND", "SIZE", "RESIDENT", "FROM");
+    println!(
+        "{:<40} {:<7} {:>9} {:>9} {:<8} DIGEST",
+        "NAME", "KIND", "SIZE", "RESIDENT", "FROM"
+    );
     for a in catalog.assets() {
-        let held = a
-            .digest()
-            .and_then(|d| store.blob(&d).ok().flatten());
+        let held = a.digest().and_then(|d| store.blob(&d).ok().flatten());
         let size = held.map(|h| h.size).or(a.config.size);
         let from = match a.origin {
             Origin::Config => "config",
@@ -137,7 +150,9 @@ pub fn ls(config: &Config) -> Result<(), Failure> {
             size.map(format_size).unwrap_or_else(|| "?".into()),
             format_size(held.map(|h| h.size).unwrap_or(0)),
             from,
-            a.digest().map(|d| d.to_string()).unwrap_or_else(|| "(unpinned)".into()),
+            a.digest()
+                .map(|d| d.to_string())
+                .unwrap_or_else(|| "(unpinned)".into()),
         );
     }
     Ok(())
@@ -149,12 +164,18 @@ pub fn pull(config: &Config, target: &str) -> Result<(), Failure> {
     let catalog = load_catalog(config, &store)?;
     let (src, kind) = match catalog.entry(target) {
         Some(catalog::Entry::Asset(a)) => (a.source(), a.config.kind),
-        Some(catalog::Entry::Dir) => return Err(usage(format!("{target} is a directory of the catalog, not an entry"))),
+        Some(catalog::Entry::Dir) => {
+            return Err(usage(format!(
+                "{target} is a directory of the catalog, not an entry"
+            )))
+        }
         None => {
             let (url, digest) = parse_url_with_digest(target)
                 .map_err(|_| usage(format!("{target}: not a catalog name nor a URL")))?;
             if digest.is_none() && !config.allow_unpinned {
-                return Err(usage(format!("{target}: no #sha256= pinned and allow_unpinned is off")));
+                return Err(usage(format!(
+                    "{target}: no #sha256= pinned and allow_unpinned is off"
+                )));
             }
             let kind = AssetKind::infer(url.path());
             let src = BlobSource {
@@ -165,7 +186,8 @@ pub fn pull(config: &Config, target: &str) -> Result<(), Failure> {
             (src, kind)
         }
     };
-    let fetcher = Fetcher::new(FetchSettings::from_config(config)).map_err(|e| Failure::Runtime(e.into()))?;
+    let fetcher =
+        Fetcher::new(FetchSettings::from_config(config)).map_err(|e| Failure::Runtime(e.into()))?;
     let bar = indicatif::ProgressBar::new(0);
     bar.set_style(
         indicatif::ProgressStyle::with_template("{msg} {bytes} {bytes_per_sec} {elapsed}")
@@ -183,8 +205,12 @@ pub fn pull(config: &Config, target: &str) -> Result<(), Failure> {
     if kind == AssetKind::Archive {
         // Build (or find) the seek index now too, so the first `ls` on a node is instant.
         let store = std::sync::Arc::new(store);
-        let archives = Archives::new(store.clone(), std::sync::Arc::new(fetcher), config.archive_cache)
-            .map_err(|e| Failure::Runtime(e.into()))?;
+        let archives = Archives::new(
+            store.clone(),
+            std::sync::Arc::new(fetcher),
+            config.archive_cache,
+        )
+        .map_err(|e| Failure::Runtime(e.into()))?;
         rt.block_on(archives.open(&src))
             .map_err(|e| Failure::Runtime(anyhow::anyhow!(e.to_string())))?;
         return finish_pull(&store, &src.label, &info);
@@ -197,7 +223,11 @@ fn finish_pull(store: &Store, label: &str, info: &crate::store::BlobInfo) -> Res
         .with_db(|c| db::set_pinned(c, &info.digest, true))
         .map_err(|e| Failure::Runtime(e.into()))?;
     let _ = store.flush_stats();
-    println!("{label} {} pinned ({})", info.digest, format_size(info.size));
+    println!(
+        "{label} {} pinned ({})",
+        info.digest,
+        format_size(info.size)
+    );
     Ok(())
 }
 
@@ -207,7 +237,9 @@ pub fn status(config: &Config, as_json: bool) -> Result<(), Failure> {
     let blobs = store.blobs().map_err(|e| Failure::Runtime(e.into()))?;
     let used: u64 = blobs.iter().map(|b| b.size).sum();
     let pinned: u64 = blobs.iter().filter(|b| b.pinned).map(|b| b.size).sum();
-    let counters = store.with_db(db::counters).map_err(|e| Failure::Runtime(e.into()))?;
+    let counters = store
+        .with_db(db::counters)
+        .map_err(|e| Failure::Runtime(e.into()))?;
     let catalog = load_catalog(config, &store)?;
     let assets: Vec<_> = catalog
         .assets()
@@ -217,11 +249,20 @@ pub fn status(config: &Config, as_json: bool) -> Result<(), Failure> {
                    "size": a.config.size})
         })
         .collect();
-    let counter = |name: &str| counters.iter().find(|(k, _)| k == name).map(|(_, v)| *v).unwrap_or(0);
+    let counter = |name: &str| {
+        counters
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| *v)
+            .unwrap_or(0)
+    };
     if as_json {
         let per_source: serde_json::Map<String, serde_json::Value> = counters
             .iter()
-            .filter_map(|(k, v)| k.strip_prefix("bytes_from:").map(|s| (s.to_string(), json!(v))))
+            .filter_map(|(k, v)| {
+                k.strip_prefix("bytes_from:")
+                    .map(|s| (s.to_string(), json!(v)))
+            })
             .collect();
         let doc = json!({
             "store": store.root(),
@@ -238,7 +279,10 @@ pub fn status(config: &Config, as_json: bool) -> Result<(), Failure> {
             "verification_failures": counter("verification_failures"),
             "assets": assets,
         });
-        println!("{}", serde_json::to_string_pretty(&doc).map_err(|e| Failure::Runtime(e.into()))?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&doc).map_err(|e| Failure::Runtime(e.into()))?
+        );
         return Ok(());
     }
     println!("store:          {}", store.root().display());
@@ -250,10 +294,20 @@ pub fn status(config: &Config, as_json: bool) -> Result<(), Failure> {
     );
     println!(
         "quota:          {}",
-        config.quota.map(format_size).unwrap_or_else(|| "none".into())
+        config
+            .quota
+            .map(format_size)
+            .unwrap_or_else(|| "none".into())
     );
-    println!("hits / misses:  {} / {}", counter("hits"), counter("misses"));
-    println!("bytes fetched:  {}", format_size(counter("bytes_fetched").max(0) as u64));
+    println!(
+        "hits / misses:  {} / {}",
+        counter("hits"),
+        counter("misses")
+    );
+    println!(
+        "bytes fetched:  {}",
+        format_size(counter("bytes_fetched").max(0) as u64)
+    );
     for (k, v) in &counters {
         if let Some(src) = k.strip_prefix("bytes_from:") {
             println!("  from {src}: {}", format_size((*v).max(0) as u64));
@@ -274,7 +328,9 @@ pub fn gc(config: &Config, to: Option<&str>) -> Result<(), Failure> {
         None => config.quota.map(|q| q / 10 * 9).unwrap_or(0),
     };
     let store = open_store(config)?;
-    let report = store.evict_to(target).map_err(|e| Failure::Runtime(e.into()))?;
+    let report = store
+        .evict_to(target)
+        .map_err(|e| Failure::Runtime(e.into()))?;
     println!(
         "evicted {} blobs ({}); {} in use; {} skipped because open",
         report.removed.len(),
@@ -291,7 +347,9 @@ pub fn verify(config: &Config) -> Result<(), Failure> {
     store.reconcile().map_err(|e| Failure::Runtime(e.into()))?;
     let total = store.used_bytes().map_err(|e| Failure::Runtime(e.into()))?;
     let bar = indicatif::ProgressBar::new(total);
-    let report = store.verify(&|n| bar.set_position(n)).map_err(|e| Failure::Runtime(e.into()))?;
+    let report = store
+        .verify(&|n| bar.set_position(n))
+        .map_err(|e| Failure::Runtime(e.into()))?;
     bar.finish_and_clear();
     println!(
         "{} blobs ok, {} quarantined, {} missing",

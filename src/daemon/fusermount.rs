@@ -49,12 +49,18 @@ pub fn mount(mountpoint: &Path, options: &str) -> io::Result<OwnedFd> {
 /// `fusermount3 -u`, then `-uz` (lazy) if the mount is busy.
 pub fn unmount(mountpoint: &Path) -> io::Result<()> {
     for flags in ["-u", "-uz"] {
-        let status = Command::new("fusermount3").arg(flags).arg(mountpoint).status()?;
+        let status = Command::new("fusermount3")
+            .arg(flags)
+            .arg(mountpoint)
+            .status()?;
         if status.success() {
             return Ok(());
         }
     }
-    Err(io::Error::other(format!("fusermount3 could not unmount {}", mountpoint.display())))
+    Err(io::Error::other(format!(
+        "fusermount3 could not unmount {}",
+        mountpoint.display()
+    )))
 }
 
 fn receive_fd(sock: &UnixStream) -> io::Result<OwnedFd> {
@@ -79,7 +85,10 @@ fn receive_fd(sock: &UnixStream) -> io::Result<OwnedFd> {
     // SAFETY: walking the control buffer the kernel filled, with the libc cmsg macros.
     unsafe {
         let cmsg = libc::CMSG_FIRSTHDR(&msg);
-        if cmsg.is_null() || (*cmsg).cmsg_level != libc::SOL_SOCKET || (*cmsg).cmsg_type != libc::SCM_RIGHTS {
+        if cmsg.is_null()
+            || (*cmsg).cmsg_level != libc::SOL_SOCKET
+            || (*cmsg).cmsg_type != libc::SCM_RIGHTS
+        {
             return Err(io::Error::other("fusermount3 sent no descriptor"));
         }
         let fd = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg) as *const libc::c_int);

@@ -44,11 +44,20 @@ pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 /// Mounts and serves until told to stop.
 pub fn run(req: &MountRequest, config: Config) -> anyhow::Result<()> {
     let rt = runtime()?;
-    let store = Arc::new(Store::open(&config.store).with_context(|| format!("opening store {}", config.store.display()))?);
+    let store = Arc::new(
+        Store::open(&config.store)
+            .with_context(|| format!("opening store {}", config.store.display()))?,
+    );
     store.set_limits(limits_of(&config));
-    store.reconcile().context("reconciling the store with its database")?;
+    store
+        .reconcile()
+        .context("reconciling the store with its database")?;
     let fetcher = Arc::new(Fetcher::new(FetchSettings::from_config(&config))?);
-    let archives = Arc::new(Archives::new(store.clone(), fetcher.clone(), config.archive_cache)?);
+    let archives = Arc::new(Archives::new(
+        store.clone(),
+        fetcher.clone(),
+        config.archive_cache,
+    )?);
     let allow_other = config.allow_other;
     let ctx = Arc::new(Context {
         store: store.clone(),
@@ -78,7 +87,8 @@ pub fn run(req: &MountRequest, config: Config) -> anyhow::Result<()> {
     // SAFETY: geteuid cannot fail.
     let unprivileged = unsafe { libc::geteuid() } != 0;
     let session = if unprivileged {
-        let mut opts = "ro,nodev,nosuid,default_permissions,fsname=lazycas,subtype=lazycas".to_string();
+        let mut opts =
+            "ro,nodev,nosuid,default_permissions,fsname=lazycas,subtype=lazycas".to_string();
         if allow_other {
             opts.push_str(",allow_other");
         }
@@ -91,7 +101,10 @@ pub fn run(req: &MountRequest, config: Config) -> anyhow::Result<()> {
     .with_context(|| format!("mounting {}", req.mountpoint.display()))?;
     let bg = session.spawn().context("starting the FUSE session")?;
     tracing::info!(mountpoint = %req.mountpoint.display(), store = %store.root().display(), "mounted");
-    notify(&[sd_notify::NotifyState::Ready, sd_notify::NotifyState::Status("serving")]);
+    notify(&[
+        sd_notify::NotifyState::Ready,
+        sd_notify::NotifyState::Status("serving"),
+    ]);
 
     let stop = rt.block_on(wait_for_stop(&bg, req, &ctx, &reloader));
     notify(&[sd_notify::NotifyState::Stopping]);
@@ -160,7 +173,10 @@ fn reload(req: &MountRequest, ctx: &Context, reloader: &crate::fs::Reloader) {
                     c.store = s.clone();
                 }
                 if c.store != ctx.store.root() {
-                    tracing::warn!("SIGHUP: a new store path takes a restart; keeping {}", ctx.store.root().display());
+                    tracing::warn!(
+                        "SIGHUP: a new store path takes a restart; keeping {}",
+                        ctx.store.root().display()
+                    );
                 }
                 ctx.store.set_limits(limits_of(&c));
                 *ctx.config.write() = Arc::new(c);
@@ -170,7 +186,10 @@ fn reload(req: &MountRequest, ctx: &Context, reloader: &crate::fs::Reloader) {
         }
     }
     reloader.reload();
-    notify(&[sd_notify::NotifyState::Ready, sd_notify::NotifyState::Status("serving")]);
+    notify(&[
+        sd_notify::NotifyState::Ready,
+        sd_notify::NotifyState::Status("serving"),
+    ]);
 }
 
 /// The store limits a config asks for.
@@ -191,7 +210,10 @@ fn notify(states: &[sd_notify::NotifyState<'_>]) {
 fn clear_stale_mount(mountpoint: &Path) {
     if let Err(e) = std::fs::metadata(mountpoint) {
         if e.raw_os_error() == Some(libc::ENOTCONN) {
-            tracing::warn!("{} is a stale mount (its daemon died); detaching it", mountpoint.display());
+            tracing::warn!(
+                "{} is a stale mount (its daemon died); detaching it",
+                mountpoint.display()
+            );
             detach(mountpoint);
         }
     }

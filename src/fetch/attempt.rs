@@ -161,7 +161,11 @@ async fn produce(flow: &Flow<'_>, window: &Semaphore) -> Result<Option<u64>, Fet
 }
 
 /// Fetches `rest` as parallel range requests of `chunk_size`.
-async fn fetch_rest(flow: &Flow<'_>, window: &Semaphore, rest: ByteRange) -> Result<(), FetchError> {
+async fn fetch_rest(
+    flow: &Flow<'_>,
+    window: &Semaphore,
+    rest: ByteRange,
+) -> Result<(), FetchError> {
     if rest.is_empty() {
         return Ok(());
     }
@@ -231,7 +235,11 @@ impl BodyBreak {
 }
 
 /// Streams a body expected to hold `range` (open-ended when `range.end()` is `u64::MAX`).
-async fn stream_body(flow: &Flow<'_>, mut resp: reqwest::Response, range: ByteRange) -> Result<(), BodyBreak> {
+async fn stream_body(
+    flow: &Flow<'_>,
+    mut resp: reqwest::Response,
+    range: ByteRange,
+) -> Result<(), BodyBreak> {
     let plan = flow.plan;
     let mut offset = range.start();
     loop {
@@ -243,7 +251,10 @@ async fn stream_body(flow: &Flow<'_>, mut resp: reqwest::Response, range: ByteRa
             Ok(Ok(Some(d))) => d,
         };
         if offset.saturating_add(data.len() as u64) > range.end() {
-            return Err(BodyBreak::At(offset, network(plan, format!("body longer than {range:?}"))));
+            return Err(BodyBreak::At(
+                offset,
+                network(plan, format!("body longer than {range:?}")),
+            ));
         }
         let len = data.len() as u64;
         if flow.tx.send(Piece { offset, data }).await.is_err() {
@@ -262,7 +273,10 @@ async fn stream_body(flow: &Flow<'_>, mut resp: reqwest::Response, range: ByteRa
     if range.end() != u64::MAX && offset != range.end() {
         return Err(BodyBreak::At(
             offset,
-            network(plan, format!("short body: ended at {offset}, expected {}", range.end())),
+            network(
+                plan,
+                format!("short body: ended at {offset}, expected {}", range.end()),
+            ),
         ));
     }
     Ok(())
@@ -274,7 +288,10 @@ impl From<BodyBreak> for FetchError {
     }
 }
 
-async fn request(plan: &Plan<'_>, range: Option<ByteRange>) -> Result<reqwest::Response, FetchError> {
+async fn request(
+    plan: &Plan<'_>,
+    range: Option<ByteRange>,
+) -> Result<reqwest::Response, FetchError> {
     let mut req = plan.client.get(plan.url.clone());
     if let Some(r) = range {
         req = req.header(RANGE, r.http_header());
@@ -291,7 +308,10 @@ async fn request(plan: &Plan<'_>, range: Option<ByteRange>) -> Result<reqwest::R
 }
 
 /// Sends the first request, retrying 5xx and resets with backoff.
-async fn with_retries<'a, F, Fut>(plan: &Plan<'a>, mut send: F) -> Result<reqwest::Response, FetchError>
+async fn with_retries<'a, F, Fut>(
+    plan: &Plan<'a>,
+    mut send: F,
+) -> Result<reqwest::Response, FetchError>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<reqwest::Response, FetchError>>,
@@ -398,7 +418,10 @@ mod tests {
 
     #[test]
     fn content_range_values() {
-        assert_eq!(parse_content_range_value("bytes 0-99/1000"), Some((0, Some(1000))));
+        assert_eq!(
+            parse_content_range_value("bytes 0-99/1000"),
+            Some((0, Some(1000)))
+        );
         assert_eq!(parse_content_range_value("bytes 5-9/*"), Some((5, None)));
         assert_eq!(parse_content_range_value("bytes */1000"), None);
         assert_eq!(parse_content_range_value("items 0-1/2"), None);

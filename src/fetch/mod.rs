@@ -215,9 +215,11 @@ impl Fetcher {
                 let (returned, result) = attempt::run(plan, sink).await;
                 sink = match returned {
                     Some(s) => s,
-                    None => return Err(result.err().unwrap_or(FetchError::NoSource {
-                        label: src.label.clone(),
-                    })),
+                    None => {
+                        return Err(result.err().unwrap_or(FetchError::NoSource {
+                            label: src.label.clone(),
+                        }))
+                    }
                 };
                 match result.and_then(|(digest, size)| check(src, url, digest, size)) {
                     Ok((digest, size)) => {
@@ -257,7 +259,12 @@ impl Fetcher {
     }
 }
 
-fn check(src: &BlobSource, url: &Url, digest: Digest, size: u64) -> Result<(Digest, u64), FetchError> {
+fn check(
+    src: &BlobSource,
+    url: &Url,
+    digest: Digest,
+    size: u64,
+) -> Result<(Digest, u64), FetchError> {
     match src.expected {
         Some(expected) if expected != digest => Err(FetchError::Mismatch {
             label: src.label.clone(),

@@ -45,16 +45,17 @@ impl Routes {
                 .pool_idle_timeout(std::time::Duration::from_secs(60))
                 .tcp_nodelay(true)
                 .user_agent(concat!("lazycas/", env!("CARGO_PKG_VERSION")));
-            b = match route {
-                Route::Direct => b.no_proxy(),
-                Route::Proxy(p) => b.proxy(reqwest::Proxy::all(p.as_str()).map_err(|e| {
-                    FetchError::Network {
-                        label: "proxies".into(),
-                        url: p.to_string(),
-                        message: e.to_string(),
-                    }
-                })?),
-            };
+            b =
+                match route {
+                    Route::Direct => b.no_proxy(),
+                    Route::Proxy(p) => b.proxy(reqwest::Proxy::all(p.as_str()).map_err(|e| {
+                        FetchError::Network {
+                            label: "proxies".into(),
+                            url: p.to_string(),
+                            message: e.to_string(),
+                        }
+                    })?),
+                };
             let client = b.build().map_err(|e| FetchError::Network {
                 label: "http client".into(),
                 url: String::new(),
@@ -125,7 +126,11 @@ mod tests {
 
     #[test]
     fn failed_member_is_skipped_then_group_empties() {
-        let r = Routes::new(&settings(&["http://127.0.0.1:1|http://127.0.0.1:2", "DIRECT"])).unwrap();
+        let r = Routes::new(&settings(&[
+            "http://127.0.0.1:1|http://127.0.0.1:2",
+            "DIRECT",
+        ]))
+        .unwrap();
         let url = Url::parse("http://127.0.0.1/x").unwrap();
         let (first, _) = r.pick(0, &url).unwrap();
         assert_eq!(r.pick(0, &url).unwrap().0, first, "same URL, same proxy");

@@ -6,7 +6,9 @@ use std::os::unix::ffi::OsStrExt;
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
-use fuser::{Errno, FileAttr, FileType, Generation, INodeNo, ReplyData, ReplyDirectory, ReplyEntry};
+use fuser::{
+    Errno, FileAttr, FileType, Generation, INodeNo, ReplyData, ReplyDirectory, ReplyEntry,
+};
 
 use super::{Inner, Node, IMMUTABLE_TTL};
 use crate::archive::{ArchiveError, Member, MemberId, MemberKind};
@@ -34,7 +36,8 @@ pub(super) fn member_attr(ino: u64, m: &Member) -> FileAttr {
     let mtime = if m.mtime >= 0 {
         UNIX_EPOCH + Duration::new(m.mtime as u64, m.mtime_nanos)
     } else {
-        UNIX_EPOCH - Duration::from_secs(m.mtime.unsigned_abs()) + Duration::from_nanos(m.mtime_nanos as u64)
+        UNIX_EPOCH - Duration::from_secs(m.mtime.unsigned_abs())
+            + Duration::from_nanos(m.mtime_nanos as u64)
     };
     FileAttr {
         ino: INodeNo(ino),
@@ -61,7 +64,13 @@ fn member_ino(inner: &Inner, a: &OpenArchive, id: MemberId) -> u64 {
 }
 
 /// `lookup(dir, name)` inside an archive.
-pub(super) fn lookup(inner: &Arc<Inner>, a: &Arc<OpenArchive>, dir: MemberId, name: &[u8], reply: ReplyEntry) {
+pub(super) fn lookup(
+    inner: &Arc<Inner>,
+    a: &Arc<OpenArchive>,
+    dir: MemberId,
+    name: &[u8],
+    reply: ReplyEntry,
+) {
     match a.index.lookup(dir, name) {
         Ok(Some(m)) => {
             let attr = member_attr(member_ino(inner, a, m.id), &m);
@@ -99,7 +108,12 @@ pub(super) fn readdir(
         for entry in batch {
             let ino = member_ino(inner, a, entry.member.id);
             let kind = file_type(entry.member.kind);
-            if reply.add(INodeNo(ino), entry.offset + 2, kind, OsStr::from_bytes(&entry.name)) {
+            if reply.add(
+                INodeNo(ino),
+                entry.offset + 2,
+                kind,
+                OsStr::from_bytes(&entry.name),
+            ) {
                 return reply.ok();
             }
             cookie = entry.offset;
@@ -119,9 +133,18 @@ pub(super) fn read(a: &Arc<OpenArchive>, id: MemberId, offset: u64, size: u32, r
 /// The archive's own xattrs of a member (`SCHILY.xattr.*`) plus `user.lazycas.*`.
 pub(super) fn xattrs(a: &OpenArchive, id: MemberId) -> Vec<(Vec<u8>, Vec<u8>)> {
     let mut v = vec![
-        (b"user.lazycas.digest".to_vec(), a.digest.to_string().into_bytes()),
-        (b"user.lazycas.source".to_vec(), a.source.clone().into_bytes()),
-        (b"user.lazycas.cached".to_vec(), format!("{}/{}", a.size, a.size).into_bytes()),
+        (
+            b"user.lazycas.digest".to_vec(),
+            a.digest.to_string().into_bytes(),
+        ),
+        (
+            b"user.lazycas.source".to_vec(),
+            a.source.clone().into_bytes(),
+        ),
+        (
+            b"user.lazycas.cached".to_vec(),
+            format!("{}/{}", a.size, a.size).into_bytes(),
+        ),
     ];
     match a.index.xattrs(id) {
         Ok(x) => v.extend(x),

@@ -184,12 +184,19 @@ impl Inner {
             },
             Node::Blob(d) => {
                 let size = self.known_size(d, None);
-                let ttl = if size.is_some() { IMMUTABLE_TTL } else { Duration::ZERO };
+                let ttl = if size.is_some() {
+                    IMMUTABLE_TTL
+                } else {
+                    Duration::ZERO
+                };
                 Ok((self.file_attr(ino, size.unwrap_or(0), self.started), ttl))
             }
             Node::Member(d, id) => {
                 let a = self.ctx.archives.get(d).ok_or(Errno::ENOENT)?;
-                let m = a.index.member(*id).map_err(|e| archive_nodes::errno(&a, &e))?;
+                let m = a
+                    .index
+                    .member(*id)
+                    .map_err(|e| archive_nodes::errno(&a, &e))?;
                 Ok((archive_nodes::member_attr(ino, &m), IMMUTABLE_TTL))
             }
         }
@@ -212,7 +219,11 @@ impl Inner {
             AssetKind::File => {
                 let size = a.digest().and_then(|d| self.known_size(&d, Some(a)));
                 let size = size.or_else(|| self.resolved_size(a));
-                let ttl = if size.is_some() { CATALOG_TTL } else { Duration::ZERO };
+                let ttl = if size.is_some() {
+                    CATALOG_TTL
+                } else {
+                    Duration::ZERO
+                };
                 Ok((self.file_attr(ino, size.unwrap_or(0), mtime), ttl))
             }
         }
@@ -229,7 +240,12 @@ impl Inner {
     /// The size an unpinned URL resolved to before.
     fn resolved_size(&self, a: &Asset) -> Option<u64> {
         let url = a.config.url.as_str().to_string();
-        let (d, size) = self.ctx.store.with_db(|c| db::reference(c, &url)).ok().flatten()?;
+        let (d, size) = self
+            .ctx
+            .store
+            .with_db(|c| db::reference(c, &url))
+            .ok()
+            .flatten()?;
         self.known_size(&d, None).or(size)
     }
 
@@ -241,7 +257,15 @@ impl Inner {
         self.base_attr(ino, FileType::RegularFile, 0o444, size, 1, mtime)
     }
 
-    fn base_attr(&self, ino: u64, kind: FileType, perm: u16, size: u64, nlink: u32, mtime: SystemTime) -> FileAttr {
+    fn base_attr(
+        &self,
+        ino: u64,
+        kind: FileType,
+        perm: u16,
+        size: u64,
+        nlink: u32,
+        mtime: SystemTime,
+    ) -> FileAttr {
         FileAttr {
             ino: INodeNo(ino),
             size,
@@ -295,7 +319,11 @@ impl Inner {
     /// `(name, node, type)` of every entry of directory `node`, without `.` and `..`.
     fn list(&self, node: &Node) -> Result<Vec<(Vec<u8>, Node, FileType)>, Errno> {
         let catalog_entries = |path: &str| {
-            let base = if path.is_empty() { String::new() } else { format!("{path}/") };
+            let base = if path.is_empty() {
+                String::new()
+            } else {
+                format!("{path}/")
+            };
             self.catalog()
                 .children(path)
                 .into_iter()
@@ -365,7 +393,12 @@ impl Inner {
     }
 
     /// Registers `file` with the kernel for passthrough (one backing id per blob while open).
-    fn backing_for(&self, reply: &ReplyOpen, digest: &Digest, file: &File) -> Option<Arc<BackingId>> {
+    fn backing_for(
+        &self,
+        reply: &ReplyOpen,
+        digest: &Digest,
+        file: &File,
+    ) -> Option<Arc<BackingId>> {
         if !self.passthrough.load(Ordering::Relaxed) {
             return None;
         }
@@ -381,7 +414,9 @@ impl Inner {
                 Some(id)
             }
             Err(e) => {
-                tracing::warn!("kernel refused FUSE passthrough ({e}); serving reads in userspace from now on");
+                tracing::warn!(
+                    "kernel refused FUSE passthrough ({e}); serving reads in userspace from now on"
+                );
                 self.passthrough.store(false, Ordering::Relaxed);
                 None
             }
@@ -454,7 +489,10 @@ impl Inner {
                     match inner.ctx.archives.open(&src).await {
                         Ok(open) => {
                             let inner2 = inner.clone();
-                            let _ = tokio::task::spawn_blocking(move || answer(&inner2, open, MemberId::ROOT, reply)).await;
+                            let _ = tokio::task::spawn_blocking(move || {
+                                answer(&inner2, open, MemberId::ROOT, reply)
+                            })
+                            .await;
                         }
                         Err(e) => {
                             tracing::error!("archive {}: {e}", src.label);
@@ -499,7 +537,10 @@ impl Inner {
             (b"user.lazycas.cached".to_vec(), cached.into_bytes()),
         ];
         if let Some(d) = digest {
-            v.insert(0, (b"user.lazycas.digest".to_vec(), d.to_string().into_bytes()));
+            v.insert(
+                0,
+                (b"user.lazycas.digest".to_vec(), d.to_string().into_bytes()),
+            );
         }
         v
     }
@@ -555,17 +596,17 @@ impl Filesystem for LazyFs {
                 return inner.with_archive(
                     need,
                     reply,
-                    move |inner, open, dir, reply| archive_nodes::lookup(inner, &open, dir, &name, reply),
+                    move |inner, open, dir, reply| {
+                        archive_nodes::lookup(inner, &open, dir, &name, reply)
+                    },
                     |reply, e| reply.error(e),
                 );
             }
         }
-        let result = inner
-            .child(&parent_node, name.as_bytes())
-            .and_then(|node| {
-                let ino = inner.inodes.ino(node.clone());
-                inner.attr(ino, &node)
-            });
+        let result = inner.child(&parent_node, name.as_bytes()).and_then(|node| {
+            let ino = inner.inodes.ino(node.clone());
+            inner.attr(ino, &node)
+        });
         match result {
             Ok((attr, ttl)) => reply.entry(&ttl, &attr, Generation(0)),
             Err(e) => reply.error(e),
@@ -574,13 +615,25 @@ impl Filesystem for LazyFs {
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         let inner = &self.inner;
-        match inner.inodes.node(ino.0).ok_or(Errno::ENOENT).and_then(|n| inner.attr(ino.0, &n)) {
+        match inner
+            .inodes
+            .node(ino.0)
+            .ok_or(Errno::ENOENT)
+            .and_then(|n| inner.attr(ino.0, &n))
+        {
             Ok((attr, ttl)) => reply.attr(&ttl, &attr),
             Err(e) => reply.error(e),
         }
     }
 
-    fn readdir(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
+    fn readdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
         let inner = &self.inner;
         let Some(node) = inner.inodes.node(ino.0) else {
             return reply.error(Errno::ENOENT);
@@ -592,7 +645,9 @@ impl Filesystem for LazyFs {
                 return inner.with_archive(
                     need,
                     reply,
-                    move |inner, open, dir, reply| archive_nodes::readdir(inner, &open, dir, parent_ino, offset, reply),
+                    move |inner, open, dir, reply| {
+                        archive_nodes::readdir(inner, &open, dir, parent_ino, offset, reply)
+                    },
                     |reply, e| reply.error(e),
                 );
             }
@@ -611,7 +666,12 @@ impl Filesystem for LazyFs {
                 .map(|(name, node, kind)| (name, inner.inodes.ino(node), kind)),
         );
         for (i, (name, child, kind)) in all.enumerate().skip(offset as usize) {
-            if reply.add(INodeNo(child), (i + 1) as u64, kind, OsStr::from_bytes(&name)) {
+            if reply.add(
+                INodeNo(child),
+                (i + 1) as u64,
+                kind,
+                OsStr::from_bytes(&name),
+            ) {
                 break;
             }
         }
@@ -645,11 +705,18 @@ impl Filesystem for LazyFs {
         let inner = self.inner.clone();
         self.inner.ctx.runtime.spawn(async move {
             let ctx = &inner.ctx;
-            match ctx.store.ensure_blob(&ctx.fetcher, &src, None, &|_| {}).await {
+            match ctx
+                .store
+                .ensure_blob(&ctx.fetcher, &src, None, &|_| {})
+                .await
+            {
                 Ok(info) => {
                     let inner2 = inner.clone();
                     // Opening and registering the backing file touch the disk: off the runtime.
-                    let _ = tokio::task::spawn_blocking(move || inner2.complete_open(info.digest, reply)).await;
+                    let _ = tokio::task::spawn_blocking(move || {
+                        inner2.complete_open(info.digest, reply)
+                    })
+                    .await;
                 }
                 Err(e) => {
                     tracing::error!("open failed: {e}");
@@ -720,7 +787,14 @@ impl Filesystem for LazyFs {
         }
     }
 
-    fn flush(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
+    fn flush(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _lock_owner: LockOwner,
+        reply: ReplyEmpty,
+    ) {
         reply.ok();
     }
 
@@ -728,7 +802,12 @@ impl Filesystem for LazyFs {
         let Some(node) = self.inner.inodes.node(ino.0) else {
             return reply.error(Errno::ENOENT);
         };
-        match self.inner.xattrs(&node).into_iter().find(|(k, _)| k.as_slice() == name.as_bytes()) {
+        match self
+            .inner
+            .xattrs(&node)
+            .into_iter()
+            .find(|(k, _)| k.as_slice() == name.as_bytes())
+        {
             Some((_, v)) => reply_xattr(reply, size, &v),
             None => reply.error(Errno::NO_XATTR),
         }

@@ -135,7 +135,10 @@ pub fn touch(conn: &Connection, d: &Digest, now: i64) -> rusqlite::Result<()> {
 }
 
 /// What a reference (URL, name, tag) resolved to, and its size if known.
-pub fn reference(conn: &Connection, reference: &str) -> rusqlite::Result<Option<(Digest, Option<u64>)>> {
+pub fn reference(
+    conn: &Connection,
+    reference: &str,
+) -> rusqlite::Result<Option<(Digest, Option<u64>)>> {
     conn.query_row(
         "SELECT digest, size FROM refs WHERE reference = ?1",
         [reference],
@@ -143,7 +146,11 @@ pub fn reference(conn: &Connection, reference: &str) -> rusqlite::Result<Option<
     )
     .optional()
     .map(|o| {
-        o.and_then(|(hex, size)| Digest::parse(&hex).ok().map(|d| (d, size.map(|s| s as u64))))
+        o.and_then(|(hex, size)| {
+            Digest::parse(&hex)
+                .ok()
+                .map(|d| (d, size.map(|s| s as u64)))
+        })
     })
 }
 
@@ -202,7 +209,10 @@ mod tests {
         set_pinned(&c, &d, true).unwrap();
         assert!(blob(&c, &d).unwrap().unwrap().pinned);
         insert_complete(&c, &d, 1, 200).unwrap();
-        assert!(blob(&c, &d).unwrap().unwrap().pinned, "re-insert keeps the pin");
+        assert!(
+            blob(&c, &d).unwrap().unwrap().pinned,
+            "re-insert keeps the pin"
+        );
         add_counters(&c, [("hits", 2), ("hits", 3)]).unwrap();
         assert_eq!(counters(&c).unwrap(), vec![("hits".to_string(), 5)]);
     }

@@ -73,11 +73,17 @@ impl Store {
 
     /// Evicts if the quota or the free-space floor is crossed; `incoming` bytes are about to be
     /// written. Does nothing when both limits hold.
-    pub fn enforce_limits(&self, limits: &Limits, incoming: u64) -> Result<EvictReport, StoreError> {
+    pub fn enforce_limits(
+        &self,
+        limits: &Limits,
+        incoming: u64,
+    ) -> Result<EvictReport, StoreError> {
         let used = self.used_bytes()?;
         let over_quota = limits.quota.is_some_and(|q| used + incoming > q);
         let free = free_bytes(self.root()).unwrap_or(u64::MAX);
-        let under_floor = limits.min_free.is_some_and(|m| free < m.saturating_add(incoming));
+        let under_floor = limits
+            .min_free
+            .is_some_and(|m| free < m.saturating_add(incoming));
         if !over_quota && !under_floor {
             return Ok(EvictReport {
                 used_after: used,

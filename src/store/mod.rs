@@ -144,7 +144,10 @@ impl Store {
     }
 
     /// Runs `f` on the store's connection.
-    pub fn with_db<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, StoreError> {
+    pub fn with_db<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, StoreError> {
         Ok(f(&self.db.lock())?)
     }
 
@@ -284,7 +287,8 @@ impl Store {
     ) -> Result<BlobInfo, Arc<StoreError>> {
         self.enforce_limits(&self.limits(), 0).map_err(Arc::new)?;
         let tmp = self.temp_file().map_err(Arc::new)?;
-        let sink = sink::TempSink::new(&tmp, observer).map_err(|e| Arc::new(StoreError::io(tmp.path(), e)))?;
+        let sink = sink::TempSink::new(&tmp, observer)
+            .map_err(|e| Arc::new(StoreError::io(tmp.path(), e)))?;
         let mut outcome = fetcher.fetch_blob(src, Box::new(sink), progress).await;
         if let Err(FetchError::Sink { source, .. }) = &outcome {
             if source.raw_os_error() == Some(libc::ENOSPC) {
@@ -292,7 +296,8 @@ impl Store {
                 let used = self.used_bytes().map_err(Arc::new)?;
                 tracing::warn!(asset = %src.label, "disk full while downloading; evicting and retrying once");
                 self.evict_to(used / 2).map_err(Arc::new)?;
-                let sink = sink::TempSink::new(&tmp, None).map_err(|e| Arc::new(StoreError::io(tmp.path(), e)))?;
+                let sink = sink::TempSink::new(&tmp, None)
+                    .map_err(|e| Arc::new(StoreError::io(tmp.path(), e)))?;
                 outcome = fetcher.fetch_blob(src, Box::new(sink), progress).await;
             }
         }
@@ -313,8 +318,10 @@ impl Store {
         if src.expected.is_none() {
             if let Some(url) = src.urls.first() {
                 tracing::info!(asset = %src.label, "pinned unpinned {url} to {}", info.digest);
-                self.with_db(|c| db::set_reference(c, url.as_str(), &info.digest, Some(info.size), now_secs()))
-                    .map_err(Arc::new)?;
+                self.with_db(|c| {
+                    db::set_reference(c, url.as_str(), &info.digest, Some(info.size), now_secs())
+                })
+                .map_err(Arc::new)?;
             }
         }
         // Keep the new blob out of this pass: its reader is about to open it.

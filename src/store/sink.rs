@@ -26,7 +26,10 @@ pub(super) struct TempSink {
 }
 
 impl TempSink {
-    pub(super) fn new(tmp: &tempfile::NamedTempFile, observer: Option<Box<dyn ByteObserver>>) -> io::Result<TempSink> {
+    pub(super) fn new(
+        tmp: &tempfile::NamedTempFile,
+        observer: Option<Box<dyn ByteObserver>>,
+    ) -> io::Result<TempSink> {
         Ok(TempSink {
             file: tmp.as_file().try_clone()?,
             written: 0,

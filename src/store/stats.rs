@@ -35,7 +35,12 @@ pub type StatsSnapshot = Vec<(String, i64)>;
 
 impl Stats {
     fn add(&self, name: &str, delta: i64) {
-        *self.pending.lock().counters.entry(name.to_string()).or_insert(0) += delta;
+        *self
+            .pending
+            .lock()
+            .counters
+            .entry(name.to_string())
+            .or_insert(0) += delta;
     }
 
     /// Content was already local.
@@ -56,7 +61,9 @@ impl Stats {
         };
         let mut p = self.pending.lock();
         *p.counters.entry("bytes_fetched".into()).or_insert(0) += f.size as i64;
-        *p.counters.entry(format!("bytes_from:{source}")).or_insert(0) += f.size as i64;
+        *p.counters
+            .entry(format!("bytes_from:{source}"))
+            .or_insert(0) += f.size as i64;
         *p.counters.entry("fetches".into()).or_insert(0) += 1;
     }
 

@@ -72,7 +72,13 @@ impl Store {
             self.blobs()?.into_iter().map(|b| b.digest).collect();
         let root = self.root().join("blobs/sha256");
         let mut on_disk = std::collections::HashSet::new();
-        for shard in fs::read_dir(&root).map_err(|source| StoreError::Io { path: root.clone(), source })?.flatten() {
+        for shard in fs::read_dir(&root)
+            .map_err(|source| StoreError::Io {
+                path: root.clone(),
+                source,
+            })?
+            .flatten()
+        {
             let Ok(files) = fs::read_dir(shard.path()) else {
                 continue;
             };
@@ -93,7 +99,11 @@ impl Store {
             report.forgotten += 1;
         }
         if report != ReconcileReport::default() {
-            tracing::info!(adopted = report.adopted, forgotten = report.forgotten, "store reconciled with disk");
+            tracing::info!(
+                adopted = report.adopted,
+                forgotten = report.forgotten,
+                "store reconciled with disk"
+            );
         }
         Ok(report)
     }
