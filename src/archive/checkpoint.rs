@@ -41,7 +41,7 @@ impl Checkpoint {
 pub(crate) fn pack_window(window: &[u8]) -> Vec<u8> {
     let mut enc = flate2::write::DeflateEncoder::new(
         Vec::with_capacity(window.len() / 2),
-        flate2::Compression::fast(),
+        flate2::Compression::best(),
     );
     // Writing to a Vec cannot fail.
     let _ = enc.write_all(window);

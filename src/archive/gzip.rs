@@ -52,7 +52,9 @@ pub(crate) fn parse_header(buf: &[u8]) -> Result<HeaderParse, HeaderError> {
     }
     let flags = buf[3];
     if flags & RESERVED != 0 {
-        return Err(HeaderError::Corrupt(format!("reserved header flags set ({flags:#04x})")));
+        return Err(HeaderError::Corrupt(format!(
+            "reserved header flags set ({flags:#04x})"
+        )));
     }
     let parsed = header_len(buf, flags);
     if parsed == HeaderParse::Incomplete && buf.len() > MAX_HEADER {
@@ -135,7 +137,10 @@ mod tests {
         h.extend_from_slice(b"comment\0");
         h.extend_from_slice(&[0xaa, 0xbb]);
         assert_eq!(parse_header(&h), Ok(HeaderParse::Complete(h.len())));
-        assert_eq!(parse_header(&h[..before_comment + 3]), Ok(HeaderParse::Incomplete));
+        assert_eq!(
+            parse_header(&h[..before_comment + 3]),
+            Ok(HeaderParse::Incomplete)
+        );
         assert_eq!(parse_header(&h[..h.len() - 1]), Ok(HeaderParse::Incomplete));
     }
 
@@ -161,6 +166,12 @@ mod tests {
     #[test]
     fn trailer_fields() {
         let t = Trailer::parse(&[1, 0, 0, 0, 0x10, 0, 0, 0]);
-        assert_eq!(t, Trailer { crc32: 1, isize: 16 });
+        assert_eq!(
+            t,
+            Trailer {
+                crc32: 1,
+                isize: 16
+            }
+        );
     }
 }

@@ -8,6 +8,8 @@ use std::ffi::{c_int, CStr};
 
 use libz_rs_sys as z;
 
+use super::checkpoint::WINDOW_SIZE;
+
 /// Bit set in `data_type` when inflate stopped right after an end-of-block code.
 pub(crate) const AT_BLOCK_END: i32 = 128;
 /// Bit set in `data_type` while (or right after) decoding the final block of the stream.
@@ -70,20 +72,38 @@ impl RawInflate {
         self.check(ret, "inflateSetDictionary")
     }
 
+    /// The sliding window inflate keeps: the last up-to-32 KiB of output, oldest first. (The
+    /// unused part of an output buffer is not a substitute: zlib-rs may scribble in it.)
+    pub(crate) fn dictionary(&self) -> Result<Vec<u8>, String> {
+        let mut dict = vec![0u8; WINDOW_SIZE];
+        let mut len: u32 = 0;
+        // SAFETY: `dict` has room for a full window, which zlib documents as always enough.
+        let ret = unsafe { z::inflateGetDictionary(&*self.strm, dict.as_mut_ptr(), &mut len) };
+        self.check(ret, "inflateGetDictionary")?;
+        dict.truncate(len as usize);
+        Ok(dict)
+    }
+
     /// Decodes into `out`, stopping at the end of each deflate block (`Z_BLOCK`).
     pub(crate) fn inflate_block(&mut self, input: &[u8], out: &mut [u8]) -> Result<Step, String> {
         // SAFETY: `out` is a valid writable region of `out.len()` bytes.
         unsafe { self.run(input, out.as_mut_ptr(), out.len(), z::Z_BLOCK) }
     }
 
-    /// Decodes into the spare capacity of `out` (up to its capacity), appending to it.
-    pub(crate) fn inflate_append(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<Step, String> {
+    /// Decodes, appending to `out` until it holds `limit` bytes at most.
+    pub(crate) fn inflate_append(
+        &mut self,
+        input: &[u8],
+        out: &mut Vec<u8>,
+        limit: usize,
+    ) -> Result<Step, String> {
         let len = out.len();
-        let spare = out.capacity() - len;
-        // SAFETY: the spare capacity is writable; zlib writes at most `spare` bytes into it and
-        // reports how many, and only those become part of the vector.
-        let step = unsafe { self.run(input, out.as_mut_ptr().add(len), spare, z::Z_NO_FLUSH)? };
-        // SAFETY: `produced <= spare` bytes after `len` were initialised by inflate.
+        let room = limit.saturating_sub(len);
+        out.reserve(room);
+        // SAFETY: `reserve` made `room` bytes after `len` writable; zlib writes at most `room`
+        // bytes there and reports how many, and only those become part of the vector.
+        let step = unsafe { self.run(input, out.as_mut_ptr().add(len), room, z::Z_NO_FLUSH)? };
+        // SAFETY: `produced <= room` bytes after `len` were initialised by inflate.
         unsafe { out.set_len(len + step.produced) };
         Ok(step)
     }
@@ -169,10 +189,12 @@ mod tests {
         let data: Vec<u8> = (0..200_000u32).map(|i| (i * 7 % 251) as u8).collect();
         let comp = deflate_raw(&data);
         let mut inf = RawInflate::new().unwrap();
-        let mut out = Vec::with_capacity(data.len() + 10);
+        let mut out = Vec::new();
         let mut input = &comp[..];
         loop {
-            let step = inf.inflate_append(input, &mut out).unwrap();
+            let step = inf
+                .inflate_append(input, &mut out, data.len() + 10)
+                .unwrap();
             input = &input[step.consumed..];
             if step.stream_end {
                 break;

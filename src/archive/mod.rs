@@ -49,7 +49,8 @@
 //!   missing targets or directories are skipped with a warning; a link to a symlink links the
 //!   symlink. Cycles cannot form.
 //! - **Directories** take attributes from their own (last) entry when there is one; `nlink` is
-//!   2 + subdirectories. Symlinks report the target length as size.
+//!   2 + subdirectories. Symlinks report the target length as size and mode 0777 (Linux
+//!   symlinks have no mode of their own).
 //! - **End of archive** is the first zero block (GNU stops there, so of two concatenated tar
 //!   archives only the first shows). Missing zero blocks are fine. A bad header checksum after the
 //!   first header skips block by block to the next valid header ("Skipping to next header"). An
@@ -60,8 +61,9 @@
 //! - **Sparse** files (old GNU `S`, PAX 0.0/0.1/1.0) have their real size; holes read as zeros.
 //!
 //! Malformed gzip (bad CRC/ISIZE, truncation, corrupt deflate) fails the whole index: no byte of
-//! such an archive can be trusted. Names over 64 KiB, extended headers over 8 MiB and sparse maps
-//! over 1 Mi chunks are errors, so hostile headers cannot exhaust memory.
+//! such an archive can be trusted. Names over 64 KiB and extended headers over 8 MiB are errors;
+//! a sparse map over 1 Mi chunks is an error (old GNU) or skips its entry (PAX), so hostile
+//! headers cannot exhaust memory. The tree itself grows with the number of live entries.
 
 mod builder;
 mod checkpoint;
@@ -82,7 +84,7 @@ pub use builder::{BuiltIndex, IndexBuilder};
 pub use error::ArchiveError;
 pub use index::ArchiveIndex;
 pub use reader::ArchiveReader;
-pub use span_cache::SpanCache;
+pub use span_cache::{SpanCache, DEFAULT_SPAN_CACHE_BYTES};
 
 /// A member's number inside one archive index. Stable for a given archive content; hard links
 /// share one. The root directory is [`MemberId::ROOT`].
@@ -169,6 +171,9 @@ pub struct Member {
     /// Device number (Linux `makedev(major, minor)`) for devices, else 0.
     pub rdev: u64,
 }
+
+/// One extended attribute: (name, value), both bytes.
+pub type Xattr = (Vec<u8>, Vec<u8>);
 
 /// One directory entry, as [`ArchiveIndex::readdir`] returns it.
 #[derive(Clone, PartialEq, Eq, Debug)]

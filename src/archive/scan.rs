@@ -3,19 +3,21 @@
 //!
 //! This is zran's algorithm turned inside out: inflate with `Z_BLOCK` so it returns at every
 //! deflate block boundary, and at a boundary at least `spacing` bytes after the previous
-//! checkpoint record (uncompressed offset, compressed offset + bits, window). The output buffer is
-//! the 32 KiB window itself, as in zran, so keeping the window costs no copy. Every member's
+//! checkpoint record (uncompressed offset, compressed offset + bits, window). The window is read
+//! back from inflate (`inflateGetDictionary`) only when a checkpoint is taken. Every member's
 //! CRC-32 and ISIZE are checked; multi-member streams (concatenated gzip files) are followed;
 //! bytes after the last member that do not start a new member are ignored with a warning, as
 //! gzip does.
 
-use super::checkpoint::{pack_window, Checkpoint, WINDOW_SIZE};
+use super::checkpoint::{pack_window, Checkpoint};
 use super::gzip::{self, HeaderError, HeaderParse, Trailer, TRAILER_LEN};
 use super::inflate::{RawInflate, AT_BLOCK_END, IN_LAST_BLOCK};
 use super::ArchiveError;
 
 /// Member starts closer than this to the previous checkpoint get none (many tiny members).
 const MIN_MEMBER_CHECKPOINT_GAP: u64 = 64 * 1024;
+/// Output buffer size.
+const OUT_CHUNK: usize = 64 * 1024;
 /// How much of the input the header parser looks at per step.
 const HEADER_CHUNK: usize = 4096;
 
@@ -43,8 +45,7 @@ pub(crate) trait Sink {
 pub(crate) struct GzipScanner {
     state: State,
     inflate: RawInflate,
-    window: Box<[u8]>,
-    window_pos: usize,
+    out: Box<[u8]>,
     member_out: u64,
     member_crc: flate2::Crc,
     member_start: u64,
@@ -66,8 +67,7 @@ impl GzipScanner {
         Ok(GzipScanner {
             state: State::Header,
             inflate,
-            window: vec![0u8; WINDOW_SIZE].into_boxed_slice(),
-            window_pos: 0,
+            out: vec![0u8; OUT_CHUNK].into_boxed_slice(),
             member_out: 0,
             member_crc: flate2::Crc::new(),
             member_start: 0,
@@ -84,7 +84,11 @@ impl GzipScanner {
     }
 
     /// Feeds the next compressed bytes.
-    pub(crate) fn feed(&mut self, mut input: &[u8], sink: &mut dyn Sink) -> Result<(), ArchiveError> {
+    pub(crate) fn feed(
+        &mut self,
+        mut input: &[u8],
+        sink: &mut dyn Sink,
+    ) -> Result<(), ArchiveError> {
         while !input.is_empty() {
             let before = self.state;
             let used = match self.state {
@@ -169,7 +173,6 @@ impl GzipScanner {
             })?;
         }
         self.members += 1;
-        self.window_pos = 0;
         self.member_out = 0;
         self.member_crc.reset();
         self.state = State::Deflate;
@@ -188,13 +191,9 @@ impl GzipScanner {
     fn deflate(&mut self, input: &[u8], sink: &mut dyn Sink) -> Result<usize, ArchiveError> {
         let mut used = 0usize;
         loop {
-            if self.window_pos == WINDOW_SIZE {
-                self.window_pos = 0;
-            }
-            let out = &mut self.window[self.window_pos..];
             let step = self
                 .inflate
-                .inflate_block(&input[used..], out)
+                .inflate_block(&input[used..], &mut self.out)
                 .map_err(|what| ArchiveError::Gzip {
                     offset: self.cpos,
                     what,
@@ -202,10 +201,9 @@ impl GzipScanner {
             used += step.consumed;
             self.cpos += step.consumed as u64;
             if step.produced > 0 {
-                let produced = &self.window[self.window_pos..self.window_pos + step.produced];
+                let produced = &self.out[..step.produced];
                 self.member_crc.update(produced);
                 self.want_checkpoints &= sink.write(produced)?;
-                self.window_pos += step.produced;
                 self.member_out += step.produced as u64;
                 self.uoff += step.produced as u64;
             }
@@ -213,7 +211,7 @@ impl GzipScanner {
                 self.state = State::Trailer;
                 return Ok(used);
             }
-            self.maybe_checkpoint(step.data_type);
+            self.maybe_checkpoint(step.data_type)?;
             if step.consumed == 0 && step.produced == 0 {
                 return Ok(used);
             }
@@ -221,36 +219,32 @@ impl GzipScanner {
     }
 
     /// Records a checkpoint if inflate stopped at a block boundary far enough from the last one.
-    fn maybe_checkpoint(&mut self, data_type: i32) {
+    fn maybe_checkpoint(&mut self, data_type: i32) -> Result<(), ArchiveError> {
         let at_boundary = data_type & AT_BLOCK_END != 0 && data_type & IN_LAST_BLOCK == 0;
         if !at_boundary || !self.want_checkpoints || self.member_out == 0 {
-            return;
+            return Ok(());
         }
         let far_enough = match self.checkpoints.last() {
             None => true,
             Some(last) => self.uoff - last.uoff >= self.spacing,
         };
         if !far_enough {
-            return;
+            return Ok(());
         }
-        let window = self.linear_window();
+        let window = self
+            .inflate
+            .dictionary()
+            .map_err(|what| ArchiveError::Gzip {
+                offset: self.cpos,
+                what,
+            })?;
         self.checkpoints.push(Checkpoint {
             uoff: self.uoff,
             cbyte: self.cpos,
             bits: (data_type & 7) as u8,
             window: Some(pack_window(&window)),
         });
-    }
-
-    /// The last up-to-32 KiB of this member's output, oldest byte first.
-    fn linear_window(&self) -> Vec<u8> {
-        if self.member_out < WINDOW_SIZE as u64 {
-            return self.window[..self.window_pos].to_vec();
-        }
-        let mut w = Vec::with_capacity(WINDOW_SIZE);
-        w.extend_from_slice(&self.window[self.window_pos..]);
-        w.extend_from_slice(&self.window[..self.window_pos]);
-        w
+        Ok(())
     }
 
     /// Consumes trailer bytes and checks them when complete.
@@ -324,7 +318,11 @@ mod tests {
         enc.finish().unwrap()
     }
 
-    fn scan(gz: &[u8], chunk: usize, spacing: u64) -> Result<(Vec<u8>, Vec<Checkpoint>), ArchiveError> {
+    fn scan(
+        gz: &[u8],
+        chunk: usize,
+        spacing: u64,
+    ) -> Result<(Vec<u8>, Vec<Checkpoint>), ArchiveError> {
         let mut s = GzipScanner::new(spacing)?;
         let mut sink = Collect(Vec::new());
         for c in gz.chunks(chunk) {
@@ -342,7 +340,11 @@ mod tests {
                 x ^= x << 13;
                 x ^= x >> 7;
                 x ^= x << 17;
-                if i % 3 == 0 { (x % 7) as u8 + b'a' } else { b"tar data "[i % 9] }
+                if i % 3 == 0 {
+                    (x % 7) as u8 + b'a'
+                } else {
+                    b"tar data "[i % 9]
+                }
             })
             .collect()
     }
@@ -393,11 +395,17 @@ mod tests {
         let mut bad = gz.clone();
         bad[n - 8] ^= 1;
         let err = scan(&bad, 512, 1 << 20).unwrap_err();
-        assert!(matches!(err, ArchiveError::Trailer { field: "crc32", .. }), "{err}");
+        assert!(
+            matches!(err, ArchiveError::Trailer { field: "crc32", .. }),
+            "{err}"
+        );
         let mut bad = gz.clone();
         bad[n - 1] ^= 1;
         let err = scan(&bad, 512, 1 << 20).unwrap_err();
-        assert!(matches!(err, ArchiveError::Trailer { field: "isize", .. }), "{err}");
+        assert!(
+            matches!(err, ArchiveError::Trailer { field: "isize", .. }),
+            "{err}"
+        );
     }
 
     #[test]
@@ -406,7 +414,10 @@ mod tests {
         let gz = gzip(&data);
         for cut in [3, 10, gz.len() / 2, gz.len() - 4] {
             let err = scan(&gz[..cut], 512, 1 << 20).unwrap_err();
-            assert!(matches!(err, ArchiveError::Truncated { .. }), "cut {cut}: {err}");
+            assert!(
+                matches!(err, ArchiveError::Truncated { .. }),
+                "cut {cut}: {err}"
+            );
         }
     }
 

@@ -99,12 +99,18 @@ fn parse_octal(field: &[u8]) -> Result<u64, String> {
         .position(|&b| b == 0 || b == b' ')
         .unwrap_or(digits.len());
     if digits[end..].iter().any(|&b| b != 0 && b != b' ') {
-        return Err(format!("bad octal field {:?}", String::from_utf8_lossy(field)));
+        return Err(format!(
+            "bad octal field {:?}",
+            String::from_utf8_lossy(field)
+        ));
     }
     let mut v: u64 = 0;
     for &b in &digits[..end] {
         if !(b'0'..=b'7').contains(&b) {
-            return Err(format!("bad octal field {:?}", String::from_utf8_lossy(field)));
+            return Err(format!(
+                "bad octal field {:?}",
+                String::from_utf8_lossy(field)
+            ));
         }
         v = v
             .checked_mul(8)
@@ -150,8 +156,6 @@ pub(crate) struct Header {
     pub devmajor: u64,
     /// Device minor.
     pub devminor: u64,
-    /// The layout.
-    pub dialect: Dialect,
 }
 
 /// Parses a header block whose checksum is valid. Only the size field is strict (a wrong size
@@ -190,7 +194,6 @@ pub(crate) fn parse(block: &[u8; BLOCK], offset: u64) -> Result<Header, String> 
         }),
         devmajor: lenient(329..337, "devmajor"),
         devminor: lenient(337..345, "devminor"),
-        dialect,
         name,
     })
 }
@@ -263,7 +266,7 @@ mod tests {
 
     #[test]
     fn checksums() {
-        let b = block_with(b"hello", b"ustar\000");
+        let b = block_with(b"hello", b"ustar\x0000");
         assert_eq!(checksum(&b), Checksum::Valid);
         let mut bad = b;
         bad[0] = b'j';
@@ -273,7 +276,7 @@ mod tests {
 
     #[test]
     fn ustar_prefix_is_joined_gnu_is_not() {
-        let mut b = block_with(b"file", b"ustar\000");
+        let mut b = block_with(b"file", b"ustar\x0000");
         b[345..348].copy_from_slice(b"dir");
         let h = parse(&b, 0).unwrap();
         assert_eq!(h.name, b"dir/file");
@@ -282,7 +285,7 @@ mod tests {
         let mut b = block_with(b"file", b"ustar  \0");
         b[345..348].copy_from_slice(b"\x01\x02\x03");
         let h = parse(&b, 0).unwrap();
-        assert_eq!(h.dialect, Dialect::Gnu);
+        assert_eq!(dialect(&b), Dialect::Gnu);
         assert_eq!(h.name, b"file");
     }
 

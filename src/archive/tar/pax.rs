@@ -64,17 +64,14 @@ pub(crate) struct SparseKeys {
     pub map: Option<Vec<SparseChunk>>,
     /// A 0.0 `offset` waiting for its `numbytes`.
     pending_offset: Option<u64>,
+    /// A sparse keyword could not be used: the entry's layout is unknown.
+    pub invalid: bool,
 }
 
 impl SparseKeys {
     /// True when the entry uses PAX 1.0 (map stored at the start of the data).
     pub(crate) fn is_v1(&self) -> bool {
         self.major == Some(1)
-    }
-
-    /// True when any sparse layout was announced.
-    pub(crate) fn is_sparse(&self) -> bool {
-        self.is_v1() || self.map.is_some()
     }
 }
 
@@ -127,22 +124,31 @@ impl PaxAttrs {
         Ok(())
     }
 
-    /// Applies a `GNU.sparse.*` record; other keys are ignored.
+    /// Applies a `GNU.sparse.*` record (other keys are ignored); a bad one marks the layout
+    /// invalid.
     fn apply_sparse(&mut self, key: &[u8], value: &[u8]) -> Result<(), String> {
-        let s = &mut self.sparse;
+        let result = self.sparse.apply(key, value);
+        self.sparse.invalid |= result.is_err();
+        result
+    }
+}
+
+impl SparseKeys {
+    /// Applies one `GNU.sparse.*` record.
+    fn apply(&mut self, key: &[u8], value: &[u8]) -> Result<(), String> {
         match key {
-            b"GNU.sparse.major" => s.major = Some(decimal(value)?),
-            b"GNU.sparse.minor" => s.minor = Some(decimal(value)?),
-            b"GNU.sparse.name" => s.name = Some(value.to_vec()),
-            b"GNU.sparse.realsize" | b"GNU.sparse.size" => s.realsize = Some(decimal(value)?),
-            b"GNU.sparse.map" => s.map = Some(sparse::parse_map_text(value)?),
-            b"GNU.sparse.offset" => s.pending_offset = Some(decimal(value)?),
+            b"GNU.sparse.major" => self.major = Some(decimal(value)?),
+            b"GNU.sparse.minor" => self.minor = Some(decimal(value)?),
+            b"GNU.sparse.name" => self.name = Some(value.to_vec()),
+            b"GNU.sparse.realsize" | b"GNU.sparse.size" => self.realsize = Some(decimal(value)?),
+            b"GNU.sparse.map" => self.map = Some(sparse::parse_map_text(value)?),
+            b"GNU.sparse.offset" => self.pending_offset = Some(decimal(value)?),
             b"GNU.sparse.numbytes" => {
-                let offset = s
+                let offset = self
                     .pending_offset
                     .take()
                     .ok_or("GNU.sparse.numbytes without GNU.sparse.offset")?;
-                let map = s.map.get_or_insert_with(Vec::new);
+                let map = self.map.get_or_insert_with(Vec::new);
                 if map.len() >= sparse::MAX_CHUNKS {
                     return Err("sparse map has too many chunks".to_string());
                 }
@@ -229,7 +235,10 @@ mod tests {
         data.extend([0u8; 20]);
         let recs = parse_records(&data).unwrap();
         assert_eq!(recs.len(), 4);
-        assert_eq!(recs[1], (b"SCHILY.xattr.user.x".to_vec(), b"v=\n1".to_vec()));
+        assert_eq!(
+            recs[1],
+            (b"SCHILY.xattr.user.x".to_vec(), b"v=\n1".to_vec())
+        );
         let mut a = PaxAttrs::default();
         for (k, v) in &recs {
             a.apply(k, v).unwrap();

@@ -45,7 +45,7 @@ pub(crate) fn parse_map_text(value: &[u8]) -> Result<Vec<SparseChunk>, String> {
         .split(|&b| b == b',')
         .map(super::pax::decimal)
         .collect::<Result<_, _>>()?;
-    if numbers.len() % 2 != 0 {
+    if !numbers.len().is_multiple_of(2) {
         return Err("GNU.sparse.map has an odd number of values".to_string());
     }
     if numbers.len() / 2 > MAX_CHUNKS {
@@ -106,7 +106,9 @@ impl Map1Parser {
             }
             Some(_) => self.numbers.push(v),
         }
-        Ok(self.count.is_some_and(|n| self.numbers.len() as u64 == 2 * n))
+        Ok(self
+            .count
+            .is_some_and(|n| self.numbers.len() as u64 == 2 * n))
     }
 
     /// The chunks, once `feed` returned true.
@@ -134,7 +136,10 @@ pub(crate) fn validate(
     let mut total = 0u64;
     for c in &chunks {
         if c.offset < end {
-            return Err(format!("sparse chunk at {} overlaps the previous one", c.offset));
+            return Err(format!(
+                "sparse chunk at {} overlaps the previous one",
+                c.offset
+            ));
         }
         end = c
             .offset
@@ -222,7 +227,10 @@ mod tests {
 
     #[test]
     fn map_text() {
-        assert_eq!(parse_map_text(b"0,5,100,7").unwrap(), vec![c(0, 5), c(100, 7)]);
+        assert_eq!(
+            parse_map_text(b"0,5,100,7").unwrap(),
+            vec![c(0, 5), c(100, 7)]
+        );
         assert!(parse_map_text(b"0,5,100").is_err());
         assert!(parse_map_text(b"0,x").is_err());
     }

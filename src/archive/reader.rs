@@ -1,0 +1,259 @@
+//! [`ArchiveReader`]: member bytes on demand.
+//!
+//! Plain tar members are `pread`s of the blob. For gzip, the tar stream is cut into aligned
+//! spans; a read takes the spans it needs from the shared [`SpanCache`] and decodes the missing
+//! ones with a [`StreamDecoder`]: an idle one already positioned at or shortly before the read
+//! (a sequential reader continues its decoder), else a new one from the nearest checkpoint at or
+//! before the read. Every span a decoder passes is cached, so neighbours of what was read are
+//! served without decoding again. Memory: the cache bound, plus a few idle decoders (about
+//! 100 KiB each) and a small layout cache per reader; nothing grows with the archive.
+
+use std::fs::File;
+use std::num::NonZeroUsize;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use lru::LruCache;
+use parking_lot::Mutex;
+
+use super::builder::Format;
+use super::checkpoint::Checkpoint;
+use super::decoder::{read_exact, StreamDecoder, SPAN_SIZE};
+use super::index::DataLayout;
+use super::span_cache::{Span, SpanKey};
+use super::{ArchiveError, ArchiveIndex, MemberId, SpanCache};
+
+/// Idle decoders kept per reader (one per concurrent sequential stream, roughly).
+const MAX_IDLE_DECODERS: usize = 4;
+/// A decoder this close before a read continues even if a checkpoint is nearer.
+const CONTINUE_LIMIT: u64 = 1 << 20;
+/// File layouts remembered per reader.
+const LAYOUT_CACHE: usize = 1024;
+
+/// Reads members of one archive. Thread-safe; share it across FUSE threads.
+pub struct ArchiveReader {
+    index: Arc<ArchiveIndex>,
+    blob: File,
+    cache: Arc<SpanCache>,
+    layouts: Mutex<LruCache<MemberId, Arc<DataLayout>>>,
+    decoders: Mutex<Vec<StreamDecoder>>,
+    resumes: AtomicU64,
+}
+
+impl std::fmt::Debug for ArchiveReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ArchiveReader")
+            .field("index", &self.index)
+            .finish()
+    }
+}
+
+impl ArchiveReader {
+    /// A reader of the archive `index` describes, whose verified bytes are `blob`.
+    pub fn new(index: Arc<ArchiveIndex>, blob: File, cache: Arc<SpanCache>) -> ArchiveReader {
+        let layouts = NonZeroUsize::new(LAYOUT_CACHE).unwrap_or(NonZeroUsize::MIN);
+        ArchiveReader {
+            index,
+            blob,
+            cache,
+            layouts: Mutex::new(LruCache::new(layouts)),
+            decoders: Mutex::new(Vec::new()),
+            resumes: AtomicU64::new(0),
+        }
+    }
+
+    /// The index this reader serves.
+    pub fn index(&self) -> &Arc<ArchiveIndex> {
+        &self.index
+    }
+
+    /// How many times a decoder was started from a checkpoint (the expensive path).
+    pub fn checkpoint_resumes(&self) -> u64 {
+        self.resumes.load(Ordering::Relaxed)
+    }
+
+    /// Up to `len` bytes of regular file `id` from `offset` (fewer at the end of the file; none
+    /// past it). Holes of sparse files read as zeros. The result is allocated whole, so callers
+    /// bound `len` (FUSE reads are at most a few hundred KiB).
+    pub fn read(&self, id: MemberId, offset: u64, len: u32) -> Result<Vec<u8>, ArchiveError> {
+        let layout = self.layout(id)?;
+        if offset >= layout.size || len == 0 {
+            return Ok(Vec::new());
+        }
+        let end = layout.size.min(offset.saturating_add(u64::from(len)));
+        match &layout.sparse {
+            None => self.read_stream(layout.data_offset + offset, (end - offset) as usize),
+            Some(chunks) => self.read_sparse(chunks, offset, end),
+        }
+    }
+
+    /// The (cached) data layout of `id`.
+    fn layout(&self, id: MemberId) -> Result<Arc<DataLayout>, ArchiveError> {
+        if let Some(l) = self.layouts.lock().get(&id) {
+            return Ok(l.clone());
+        }
+        let layout = Arc::new(self.index.layout(id)?);
+        self.layouts.lock().put(id, layout.clone());
+        Ok(layout)
+    }
+
+    /// Assembles `[offset, end)` of a sparse file from its stored chunks and zeros.
+    fn read_sparse(
+        &self,
+        chunks: &[(super::tar::SparseChunk, u64)],
+        offset: u64,
+        end: u64,
+    ) -> Result<Vec<u8>, ArchiveError> {
+        let mut out = vec![0u8; (end - offset) as usize];
+        let first = chunks.partition_point(|(c, _)| c.offset + c.len <= offset);
+        for (c, phys) in &chunks[first..] {
+            if c.offset >= end {
+                break;
+            }
+            let from = c.offset.max(offset);
+            let to = (c.offset + c.len).min(end);
+            let bytes = self.read_stream(phys + (from - c.offset), (to - from) as usize)?;
+            let at = (from - offset) as usize;
+            out[at..at + bytes.len()].copy_from_slice(&bytes);
+        }
+        Ok(out)
+    }
+
+    /// `len` bytes of the tar stream from `start`.
+    fn read_stream(&self, start: u64, len: usize) -> Result<Vec<u8>, ArchiveError> {
+        let end = start.saturating_add(len as u64);
+        if end > self.index.stream_len() {
+            return Err(self.index.corrupt(format!(
+                "member data [{start}, {end}) past the end of the tar stream"
+            )));
+        }
+        match self.index.format() {
+            Format::Tar => {
+                let mut buf = vec![0u8; len];
+                read_exact(&self.blob, start, &mut buf)?;
+                Ok(buf)
+            }
+            Format::Gzip => self.read_gzip(start, end),
+        }
+    }
+
+    /// `[start, end)` of a gzip archive's tar stream, from cached spans and decoders.
+    fn read_gzip(&self, start: u64, end: u64) -> Result<Vec<u8>, ArchiveError> {
+        let mut out = Vec::with_capacity((end - start) as usize);
+        let mut pos = start;
+        let mut held: Option<StreamDecoder> = None;
+        // `fresh`: the held decoder was chosen for this position and has not been overtaken by
+        // cache hits, so it needs no re-check.
+        let mut fresh = false;
+        while pos < end {
+            if let Some(span) = self.cached(pos) {
+                copy_span(&span, &mut pos, end, &mut out);
+                fresh = false;
+                continue;
+            }
+            let mut dec = match held.take() {
+                Some(d) if fresh || self.worth_continuing(&d, pos)? => d,
+                other => {
+                    if let Some(d) = other {
+                        self.park(d);
+                    }
+                    self.decoder_for(pos)?
+                }
+            };
+            fresh = true;
+            // A decoding error leaves the decoder unusable: it is dropped with `dec`.
+            let span = dec.next_span(&self.blob)?.ok_or_else(|| {
+                self.index
+                    .corrupt(format!("tar stream ends before offset {pos} while reading"))
+            })?;
+            let span = Arc::new(span);
+            self.cache.insert(self.key(span.start), span.clone());
+            if span.contains(pos) {
+                copy_span(&span, &mut pos, end, &mut out);
+            }
+            held = Some(dec);
+        }
+        if let Some(d) = held {
+            self.park(d);
+        }
+        Ok(out)
+    }
+
+    /// The cached span holding `pos`, if any.
+    fn cached(&self, pos: u64) -> Option<Arc<Span>> {
+        self.cache.get(&self.key(pos)).filter(|s| s.contains(pos))
+    }
+
+    /// The cache key of the slot holding stream offset `pos`.
+    fn key(&self, pos: u64) -> SpanKey {
+        SpanKey {
+            archive: *self.index.digest(),
+            slot: pos / SPAN_SIZE,
+        }
+    }
+
+    /// True if decoding on from `d` to `pos` is no worse than starting at a checkpoint.
+    fn worth_continuing(&self, d: &StreamDecoder, pos: u64) -> Result<bool, ArchiveError> {
+        let at = d.position();
+        if at > pos {
+            return Ok(false);
+        }
+        if pos - at <= CONTINUE_LIMIT {
+            return Ok(true);
+        }
+        Ok(self.index.checkpoint_before(pos)?.uoff <= at)
+    }
+
+    /// A decoder positioned at or before `pos`: the best idle one, else one from a checkpoint.
+    fn decoder_for(&self, pos: u64) -> Result<StreamDecoder, ArchiveError> {
+        let candidate = {
+            let mut idle = self.decoders.lock();
+            let best = idle
+                .iter()
+                .enumerate()
+                .filter(|(_, d)| d.position() <= pos)
+                .max_by_key(|(_, d)| d.position())
+                .map(|(i, _)| i);
+            best.map(|i| idle.remove(i))
+        };
+        if let Some(d) = candidate {
+            if pos - d.position() <= CONTINUE_LIMIT {
+                return Ok(d);
+            }
+            let cp = self.index.checkpoint_before(pos)?;
+            if cp.uoff <= d.position() {
+                return Ok(d);
+            }
+            self.park(d);
+            return self.resume(&cp);
+        }
+        let cp = self.index.checkpoint_before(pos)?;
+        self.resume(&cp)
+    }
+
+    /// A new decoder at a checkpoint.
+    fn resume(&self, cp: &Checkpoint) -> Result<StreamDecoder, ArchiveError> {
+        self.resumes.fetch_add(1, Ordering::Relaxed);
+        StreamDecoder::resume(&self.blob, cp)
+    }
+
+    /// Keeps a decoder for later reads (dropping the least recently parked beyond the limit).
+    fn park(&self, d: StreamDecoder) {
+        if d.is_done() {
+            return;
+        }
+        let mut idle = self.decoders.lock();
+        idle.push(d);
+        if idle.len() > MAX_IDLE_DECODERS {
+            idle.remove(0);
+        }
+    }
+}
+
+/// Copies the part of `span` from `*pos` up to `end` into `out` and advances `*pos`.
+fn copy_span(span: &Span, pos: &mut u64, end: u64, out: &mut Vec<u8>) {
+    let from = (*pos - span.start) as usize;
+    let to = (end.min(span.end()) - span.start) as usize;
+    out.extend_from_slice(&span.data[from..to]);
+    *pos = span.start + to as u64;
+}

@@ -1,0 +1,164 @@
+//! [`SpanCache`]: decoded pieces of gzip archives' tar streams, shared by all readers, bounded in
+//! bytes, least recently used out first.
+//!
+//! A span is the decoded bytes of one aligned `SPAN_SIZE` slot of an archive's tar stream. A span
+//! decoded from a checkpoint inside its slot starts late (`start` above the slot start); a later
+//! full decode of the slot replaces it.
+
+use std::sync::Arc;
+
+use lru::LruCache;
+use parking_lot::Mutex;
+
+use crate::digest::Digest;
+
+/// Default capacity: 64 MiB of decoded data.
+pub const DEFAULT_SPAN_CACHE_BYTES: u64 = 64 << 20;
+
+/// Which slot of which archive.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub(crate) struct SpanKey {
+    /// The archive.
+    pub archive: Digest,
+    /// Slot number: stream offset / `SPAN_SIZE`.
+    pub slot: u64,
+}
+
+/// Decoded bytes of (part of) one slot.
+#[derive(Debug)]
+pub(crate) struct Span {
+    /// Stream offset of `data[0]`.
+    pub start: u64,
+    /// The bytes.
+    pub data: Vec<u8>,
+}
+
+impl Span {
+    /// One past the stream offset of the last byte.
+    pub(crate) fn end(&self) -> u64 {
+        self.start + self.data.len() as u64
+    }
+
+    /// True when `[start, end)` includes `pos`.
+    pub(crate) fn contains(&self, pos: u64) -> bool {
+        self.start <= pos && pos < self.end()
+    }
+}
+
+/// The LRU and its byte count.
+struct Inner {
+    lru: LruCache<SpanKey, Arc<Span>>,
+    bytes: u64,
+}
+
+/// A byte-bounded LRU of decoded spans, shared by every [`ArchiveReader`] of a mount.
+///
+/// [`ArchiveReader`]: super::ArchiveReader
+pub struct SpanCache {
+    inner: Mutex<Inner>,
+    capacity: u64,
+}
+
+impl Default for SpanCache {
+    fn default() -> Self {
+        SpanCache::new(DEFAULT_SPAN_CACHE_BYTES)
+    }
+}
+
+impl SpanCache {
+    /// A cache holding at most `capacity_bytes` of decoded data.
+    pub fn new(capacity_bytes: u64) -> SpanCache {
+        SpanCache {
+            inner: Mutex::new(Inner {
+                lru: LruCache::unbounded(),
+                bytes: 0,
+            }),
+            capacity: capacity_bytes,
+        }
+    }
+
+    /// The configured bound, in bytes.
+    pub fn capacity(&self) -> u64 {
+        self.capacity
+    }
+
+    /// Bytes of decoded data held now.
+    pub fn resident_bytes(&self) -> u64 {
+        self.inner.lock().bytes
+    }
+
+    /// The span cached for `key`, marked as recently used.
+    pub(crate) fn get(&self, key: &SpanKey) -> Option<Arc<Span>> {
+        self.inner.lock().lru.get(key).cloned()
+    }
+
+    /// Caches `span` under `key` unless a span covering at least as much is already there;
+    /// evicts least recently used spans to stay within the bound.
+    pub(crate) fn insert(&self, key: SpanKey, span: Arc<Span>) {
+        let len = span.data.len() as u64;
+        if len > self.capacity {
+            return;
+        }
+        let mut inner = self.inner.lock();
+        if let Some(old) = inner.lru.get(&key) {
+            if old.start <= span.start && old.end() >= span.end() {
+                return;
+            }
+        }
+        if let Some(old) = inner.lru.put(key, span) {
+            inner.bytes -= old.data.len() as u64;
+        }
+        inner.bytes += len;
+        while inner.bytes > self.capacity {
+            match inner.lru.pop_lru() {
+                Some((_, old)) => inner.bytes -= old.data.len() as u64,
+                None => break,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(slot: u64) -> SpanKey {
+        SpanKey {
+            archive: Digest::of(b"a"),
+            slot,
+        }
+    }
+
+    fn span(start: u64, len: usize) -> Arc<Span> {
+        Arc::new(Span {
+            start,
+            data: vec![1; len],
+        })
+    }
+
+    #[test]
+    fn bounded_in_bytes_lru_order() {
+        let c = SpanCache::new(300);
+        c.insert(key(0), span(0, 100));
+        c.insert(key(1), span(100, 100));
+        c.insert(key(2), span(200, 100));
+        assert!(c.get(&key(0)).is_some());
+        c.insert(key(3), span(300, 100));
+        assert_eq!(c.resident_bytes(), 300);
+        assert!(c.get(&key(1)).is_none());
+        assert!(c.get(&key(0)).is_some());
+        c.insert(key(9), span(0, 1000));
+        assert!(c.get(&key(9)).is_none());
+    }
+
+    #[test]
+    fn fuller_span_replaces_partial_not_the_reverse() {
+        let c = SpanCache::new(1000);
+        c.insert(key(0), span(50, 50));
+        c.insert(key(0), span(0, 100));
+        assert_eq!(c.get(&key(0)).unwrap().start, 0);
+        c.insert(key(0), span(50, 50));
+        assert_eq!(c.get(&key(0)).unwrap().start, 0);
+        assert_eq!(c.resident_bytes(), 100);
+    }
+}

@@ -1,0 +1,773 @@
+//! End-to-end tests of the archive layer: archives made by GNU tar, pigz and the `tar` crate are
+//! indexed push-style, stored in SQLite, reopened, and compared entry by entry and byte by byte
+//! with what `tar -xf` extracts; plus random-access reads, readdir paging and hostile inputs.
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::fs::{self, File};
+use std::io::Write;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+
+use rusqlite::Connection;
+use tempfile::TempDir;
+
+use super::*;
+use crate::digest::Digest;
+
+/// An indexed archive, its database and a reader.
+struct Indexed {
+    _db_dir: TempDir,
+    db: PathBuf,
+    digest: Digest,
+    index: Arc<ArchiveIndex>,
+    reader: ArchiveReader,
+}
+
+fn build(bytes: &[u8], spacing: u64, chunk: usize) -> Result<BuiltIndex, ArchiveError> {
+    let mut b = IndexBuilder::with_checkpoint_spacing(spacing);
+    for c in bytes.chunks(chunk.max(1)) {
+        b.feed(c)?;
+    }
+    b.finish()
+}
+
+fn index_file(path: &Path, spacing: u64, cache: u64) -> Indexed {
+    let bytes = fs::read(path).unwrap();
+    let built = build(&bytes, spacing, 100_003).unwrap();
+    store(path, &bytes, built, cache)
+}
+
+fn store(path: &Path, bytes: &[u8], built: BuiltIndex, cache: u64) -> Indexed {
+    let digest = Digest::of(bytes);
+    let db_dir = tempfile::tempdir().unwrap();
+    let db = db_dir.path().join("lazycas.db");
+    let conn = Connection::open(&db).unwrap();
+    conn.pragma_update(None, "journal_mode", "wal").unwrap();
+    ArchiveIndex::init_schema(&conn).unwrap();
+    ArchiveIndex::save(&conn, &digest, built).unwrap();
+    let index = Arc::new(ArchiveIndex::open(&db, &digest).unwrap());
+    let reader = ArchiveReader::new(
+        index.clone(),
+        File::open(path).unwrap(),
+        Arc::new(SpanCache::new(cache)),
+    );
+    Indexed {
+        _db_dir: db_dir,
+        db,
+        digest,
+        index,
+        reader,
+    }
+}
+
+fn run(dir: &Path, cmd: &str) {
+    let st = Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .current_dir(dir)
+        .status()
+        .unwrap();
+    assert!(st.success(), "{cmd} failed");
+}
+
+/// Deterministic bytes; `compressible` mixes in runs so deflate emits many block types.
+fn pseudo_random(len: usize, seed: u64, compressible: bool) -> Vec<u8> {
+    let mut x = seed | 1;
+    let mut out = Vec::with_capacity(len);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        if compressible && x.is_multiple_of(5) {
+            let run = (x >> 8) as usize % 200;
+            out.extend(std::iter::repeat_n(b"abcdefgh"[(x >> 3) as usize % 8], run));
+        } else {
+            out.push((x >> 24) as u8);
+        }
+    }
+    out.truncate(len);
+    out
+}
+
+fn set_mtime(path: &Path, spec: &str) {
+    let st = Command::new("touch")
+        .args(["-h", "-d", spec])
+        .arg(path)
+        .status()
+        .unwrap();
+    assert!(st.success());
+}
+
+/// A source tree with every kind of thing tar can hold.
+fn make_tree(root: &Path) {
+    let p = |s: &str| root.join(s);
+    fs::create_dir_all(p("dir/sub/deeper")).unwrap();
+    fs::create_dir_all(p("empty-dir")).unwrap();
+    fs::write(p("empty"), b"").unwrap();
+    fs::write(p("small.txt"), b"hello tar\n").unwrap();
+    fs::write(p("dir/random.bin"), pseudo_random(1 << 20, 7, false)).unwrap();
+    fs::write(p("dir/sub/text.bin"), pseudo_random(3 << 20, 9, true)).unwrap();
+    fs::write(p("dir/sub/deeper/exec.sh"), b"#!/bin/sh\necho hi\n").unwrap();
+    fs::set_permissions(
+        p("dir/sub/deeper/exec.sh"),
+        fs::Permissions::from_mode(0o4755),
+    )
+    .unwrap();
+    fs::set_permissions(p("empty-dir"), fs::Permissions::from_mode(0o1777)).unwrap();
+    std::os::unix::fs::symlink("sub/text.bin", p("dir/rel-link")).unwrap();
+    std::os::unix::fs::symlink("/etc/passwd", p("abs-link")).unwrap();
+    std::os::unix::fs::symlink("../nowhere", p("dir/dangling")).unwrap();
+    fs::hard_link(p("small.txt"), p("dir/hard1")).unwrap();
+    fs::hard_link(p("small.txt"), p("dir/sub/hard2")).unwrap();
+    fs::write(p("ünïcødé-名前-😀.txt"), "unicode\n").unwrap();
+    fs::write(root.join(OsStr::from_bytes(b"latin1-caf\xe9")), b"bytes\n").unwrap();
+    fs::write(p(&"n".repeat(255)), b"255\n").unwrap();
+    let long_dir = format!("{}/{}", "a".repeat(120), "b".repeat(120));
+    fs::create_dir_all(p(&long_dir)).unwrap();
+    fs::write(p(&format!("{long_dir}/{}", "c".repeat(100))), b"deep\n").unwrap();
+    super::tar::tests::write_sparse(
+        &p("sparse.img"),
+        (8 << 20) + 100,
+        &[(4096, b"middle"), (6 << 20, &[1u8; 10000])],
+    );
+    let fifo = std::ffi::CString::new(p("fifo").as_os_str().as_bytes()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o640) }, 0);
+    let dev = std::ffi::CString::new(p("null-dev").as_os_str().as_bytes()).unwrap();
+    // SAFETY: a valid NUL-terminated path; fails harmlessly when not root.
+    unsafe { libc::mknod(dev.as_ptr(), libc::S_IFCHR | 0o600, libc::makedev(1, 3)) };
+    run(
+        root,
+        "chown -h 1234:5678 small.txt abs-link 2>/dev/null || true",
+    );
+    for (i, entry) in walk_paths(root).iter().enumerate() {
+        set_mtime(
+            entry,
+            &format!("@{}.{:09}", 1_600_000_000 + i as i64 * 1000, i * 1_234_567),
+        );
+    }
+}
+
+fn walk_paths(root: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for e in fs::read_dir(&dir).unwrap() {
+            let e = e.unwrap();
+            if e.file_type().unwrap().is_dir() {
+                stack.push(e.path());
+            }
+            out.push(e.path());
+        }
+    }
+    // Children before parents, so setting a file's mtime does not disturb its directory's.
+    out.reverse();
+    out
+}
+
+/// Every entry of a directory, fetched in pages of `page`.
+fn list_all(index: &ArchiveIndex, dir: MemberId, page: usize) -> Vec<DirEntry> {
+    let mut out: Vec<DirEntry> = Vec::new();
+    loop {
+        let offset = out.last().map_or(0, |e| e.offset);
+        let batch = index.readdir(dir, offset, page).unwrap();
+        if batch.is_empty() {
+            return out;
+        }
+        out.extend(batch);
+    }
+}
+
+fn read_all(reader: &ArchiveReader, id: MemberId, size: u64, chunk: u32) -> Vec<u8> {
+    let mut out = Vec::new();
+    while (out.len() as u64) < size {
+        let got = reader.read(id, out.len() as u64, chunk).unwrap();
+        assert!(!got.is_empty(), "short read at {}", out.len());
+        out.extend(got);
+    }
+    assert!(reader.read(id, size, chunk).unwrap().is_empty());
+    out
+}
+
+/// Compares the index under `dir` with the extracted tree at `path`.
+fn compare(ix: &Indexed, dir: MemberId, path: &Path, inodes: &mut HashMap<MemberId, u64>) {
+    let entries = list_all(&ix.index, dir, 7);
+    let mut on_disk: Vec<Vec<u8>> = fs::read_dir(path)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().as_bytes().to_vec())
+        .collect();
+    on_disk.sort();
+    let names: Vec<Vec<u8>> = entries.iter().map(|e| e.name.clone()).collect();
+    assert_eq!(names, on_disk, "names in {}", path.display());
+    for e in entries {
+        let p = path.join(OsStr::from_bytes(&e.name));
+        let md = fs::symlink_metadata(&p).unwrap();
+        let m = &e.member;
+        let what = p.display().to_string();
+        assert_eq!(
+            ix.index.lookup(dir, &e.name).unwrap().as_ref(),
+            Some(m),
+            "{what}"
+        );
+        assert_eq!(ix.index.member(m.id).unwrap(), *m, "{what}");
+        // GNU tar restores modes and owners as the archive says only when run as root.
+        if is_root() {
+            assert_eq!(m.mode, md.mode() & 0o7777, "mode of {what}");
+            assert_eq!((m.uid, m.gid), (md.uid(), md.gid()), "owner of {what}");
+        }
+        assert_eq!(
+            (m.mtime, m.mtime_nanos as i64),
+            (md.mtime(), md.mtime_nsec()),
+            "mtime of {what}"
+        );
+        assert_eq!(m.nlink as u64, md.nlink(), "nlink of {what}");
+        let ft = md.file_type();
+        match m.kind {
+            MemberKind::Dir => {
+                assert!(ft.is_dir(), "{what}");
+                compare(ix, m.id, &p, inodes);
+            }
+            MemberKind::File => {
+                assert!(ft.is_file(), "{what}");
+                assert_eq!(m.size, md.len(), "size of {what}");
+                let data = read_all(&ix.reader, m.id, m.size, 128 * 1024);
+                assert!(data == fs::read(&p).unwrap(), "content of {what}");
+            }
+            MemberKind::Symlink => {
+                assert!(ft.is_symlink(), "{what}");
+                let target = fs::read_link(&p).unwrap();
+                assert_eq!(
+                    ix.index.readlink(m.id).unwrap(),
+                    target.as_os_str().as_bytes()
+                );
+                assert_eq!(m.size, md.len(), "{what}");
+            }
+            MemberKind::Fifo => assert!(std::os::unix::fs::FileTypeExt::is_fifo(&ft)),
+            MemberKind::CharDevice => {
+                assert!(std::os::unix::fs::FileTypeExt::is_char_device(&ft));
+                assert_eq!(m.rdev, md.rdev());
+            }
+            MemberKind::BlockDevice => {
+                assert!(std::os::unix::fs::FileTypeExt::is_block_device(&ft));
+                assert_eq!(m.rdev, md.rdev());
+            }
+        }
+        if m.kind != MemberKind::Dir {
+            let ino = *inodes.entry(m.id).or_insert(md.ino());
+            assert_eq!(ino, md.ino(), "hard link identity of {what}");
+        }
+    }
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Extracts `archive` with GNU tar; returns the directory and whether tar reported success.
+fn gnu_extract(archive: &Path) -> (TempDir, bool) {
+    let out = tempfile::tempdir().unwrap();
+    let st = Command::new("tar")
+        .arg("-xf")
+        .arg(archive)
+        .arg("-C")
+        .arg(out.path())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    (out, st.success())
+}
+
+/// Extracts `archive` with GNU tar and compares it with its index.
+fn check_against_gnu_tar(archive: &Path, spacing: u64) -> Indexed {
+    let ix = index_file(archive, spacing, 8 << 20);
+    let (out, clean) = gnu_extract(archive);
+    assert!(clean, "GNU tar could not extract {}", archive.display());
+    compare(&ix, ix.index.root(), out.path(), &mut HashMap::new());
+    ix
+}
+
+#[test]
+fn gnu_pax_ustar_formats_match_gnu_tar_extraction() {
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("src");
+    fs::create_dir(&src).unwrap();
+    make_tree(&src);
+    for (name, flags) in [
+        ("gnu.tar.gz", "--format=gnu -S -z"),
+        ("pax.tar.gz", "--format=pax -S -z"),
+        ("pax.tar", "--format=pax"),
+        ("gnu.tar", "--format=gnu -S"),
+    ] {
+        run(work.path(), &format!("tar {flags} -cf {name} -C src ."));
+        let ix = check_against_gnu_tar(&work.path().join(name), 256 * 1024);
+        assert_eq!(ix.index.root(), MemberId::ROOT);
+    }
+}
+
+#[test]
+fn ustar_and_pigz_archives_match() {
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("src");
+    fs::create_dir_all(src.join("d")).unwrap();
+    fs::write(src.join("d/big.bin"), pseudo_random(4 << 20, 3, true)).unwrap();
+    fs::write(src.join("d/small"), b"x").unwrap();
+    std::os::unix::fs::symlink("big.bin", src.join("d/link")).unwrap();
+    run(work.path(), "tar --format=ustar -cf ustar.tar -C src .");
+    check_against_gnu_tar(&work.path().join("ustar.tar"), 1 << 20);
+    run(work.path(), "pigz -c ustar.tar > pigz.tar.gz");
+    check_against_gnu_tar(&work.path().join("pigz.tar.gz"), 256 * 1024);
+    run(work.path(), "pigz -i -b 128 -c ustar.tar > pigz-i.tar.gz");
+    check_against_gnu_tar(&work.path().join("pigz-i.tar.gz"), 256 * 1024);
+}
+
+#[test]
+fn multi_member_gzip_and_concatenated_archives() {
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("src");
+    fs::create_dir_all(&src).unwrap();
+    for i in 0..40 {
+        fs::write(src.join(format!("f{i}")), pseudo_random(50_000, i, true)).unwrap();
+    }
+    run(work.path(), "tar -cf one.tar -C src .");
+    // One tar stream cut into pieces, each its own gzip member.
+    run(
+        work.path(),
+        "split -b 300000 one.tar part. && for p in part.*; do gzip -c $p; done > split.tar.gz",
+    );
+    let ix = check_against_gnu_tar(&work.path().join("split.tar.gz"), 64 * 1024);
+    assert_eq!(list_all(&ix.index, MemberId::ROOT, 1000).len(), 40);
+    // Two whole archives concatenated: GNU tar stops at the first end-of-archive block.
+    fs::create_dir_all(work.path().join("src2")).unwrap();
+    fs::write(work.path().join("src2/other"), b"second archive").unwrap();
+    run(
+        work.path(),
+        "tar -czf a.tgz -C src . && tar -czf b.tgz -C src2 . && cat a.tgz b.tgz > cat.tar.gz",
+    );
+    let ix = check_against_gnu_tar(&work.path().join("cat.tar.gz"), 64 * 1024);
+    assert!(ix.index.lookup(MemberId::ROOT, b"other").unwrap().is_none());
+}
+
+#[test]
+fn conflicting_entries_resolve_as_gnu_tar_extracts_them() {
+    use ::tar::EntryType as T;
+    let mut b = ::tar::Builder::new(Vec::new());
+    let entries: &[(&str, T, &[u8])] = &[
+        ("d/", T::Directory, b""),
+        ("d/x", T::Regular, b"in d"),
+        ("d", T::Regular, b"file over non-empty dir: skipped"),
+        ("a", T::Regular, b"first a"),
+        ("b", T::Link, b"a"),
+        ("a", T::Regular, b"second a, b keeps the first"),
+        ("c", T::Link, b"a"),
+        ("s", T::Symlink, b"/tmp"),
+        ("s/x", T::Regular, b"never through the link"),
+        ("e/", T::Directory, b""),
+        ("e", T::Regular, b"replaces the empty dir"),
+        ("f", T::Regular, b"replaced by a dir"),
+        ("f/", T::Directory, b""),
+        ("f/y", T::Regular, b"y"),
+        ("../evil", T::Regular, b"skipped"),
+        ("/abs/", T::Directory, b""),
+        ("/abs/g", T::Regular, b"rooted"),
+        ("h", T::Link, b"missing"),
+        ("./i/", T::Directory, b""),
+        ("./i/j", T::Regular, b"normalised"),
+    ];
+    for (i, (name, kind, data)) in entries.iter().enumerate() {
+        let mut h = ::tar::Header::new_gnu();
+        h.set_entry_type(*kind);
+        h.set_mode(if *kind == T::Directory { 0o750 } else { 0o640 });
+        h.set_mtime(1_700_000_000 + i as u64);
+        let name_field = &mut h.as_old_mut().name;
+        name_field[..name.len()].copy_from_slice(name.as_bytes());
+        if matches!(kind, T::Link | T::Symlink) {
+            h.set_link_name(std::str::from_utf8(data).unwrap()).unwrap();
+            h.set_size(0);
+            h.set_cksum();
+            b.append(&h, &b""[..]).unwrap();
+        } else {
+            h.set_size(data.len() as u64);
+            h.set_cksum();
+            b.append(&h, *data).unwrap();
+        }
+    }
+    let work = tempfile::tempdir().unwrap();
+    let path = work.path().join("conflicts.tar");
+    fs::write(&path, b.into_inner().unwrap()).unwrap();
+    let ix = index_file(&path, 1 << 20, 1 << 20);
+    let (out, clean) = gnu_extract(&path);
+    assert!(!clean, "GNU tar should have reported the skipped entries");
+    compare(&ix, ix.index.root(), out.path(), &mut HashMap::new());
+    let b = ix.index.lookup(MemberId::ROOT, b"b").unwrap().unwrap();
+    assert_eq!(ix.reader.read(b.id, 0, 100).unwrap(), b"first a");
+}
+
+#[test]
+fn random_and_concurrent_reads_match_straight_decompression() {
+    let work = tempfile::tempdir().unwrap();
+    let data = pseudo_random(10 << 20, 11, true);
+    let mut b = ::tar::Builder::new(Vec::new());
+    let mut h = ::tar::Header::new_gnu();
+    h.set_size(data.len() as u64);
+    h.set_mode(0o644);
+    b.append_data(&mut h, "member.bin", &data[..]).unwrap();
+    let tar = b.into_inner().unwrap();
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(6));
+    enc.write_all(&tar).unwrap();
+    let gz = enc.finish().unwrap();
+    let path = work.path().join("r.tar.gz");
+    fs::write(&path, &gz).unwrap();
+    let built = build(&gz, 256 * 1024, 65_536).unwrap();
+    assert!(
+        built.checkpoint_count() > 8,
+        "{} checkpoints",
+        built.checkpoint_count()
+    );
+    assert!(
+        built.checkpoints.iter().any(|c| c.bits != 0),
+        "no mid-byte checkpoint"
+    );
+    // Every checkpoint resumes to exactly the bytes a straight decompression gives there.
+    let file = File::open(&path).unwrap();
+    for cp in &built.checkpoints {
+        let mut dec = super::decoder::StreamDecoder::resume(&file, cp).unwrap();
+        let span = dec.next_span(&file).unwrap().unwrap();
+        let at = cp.uoff as usize;
+        assert!(
+            span.data == tar[at..at + span.data.len()],
+            "checkpoint at {at}"
+        );
+    }
+    let ix = store(&path, &gz, built, 1 << 20);
+    let id = ix
+        .index
+        .lookup(MemberId::ROOT, b"member.bin")
+        .unwrap()
+        .unwrap()
+        .id;
+    let ix = Arc::new(ix);
+    let threads: Vec<_> = (0..4u64)
+        .map(|t| {
+            let ix = ix.clone();
+            let data = data.clone();
+            std::thread::spawn(move || {
+                let mut x = 0x9e37_79b9_7f4a_7c15u64 ^ t;
+                for _ in 0..60 {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    let off = x % (data.len() as u64 + 1000);
+                    let len = (x >> 40) as u32 % 300_000;
+                    let got = ix.reader.read(id, off, len).unwrap();
+                    let s = (off as usize).min(data.len());
+                    let e = (off as usize + len as usize).min(data.len());
+                    assert!(got == data[s..e], "read {off}+{len}");
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+}
+
+#[test]
+fn sequential_reads_continue_one_decoder() {
+    let work = tempfile::tempdir().unwrap();
+    let data = pseudo_random(6 << 20, 5, true);
+    let mut b = ::tar::Builder::new(Vec::new());
+    let mut h = ::tar::Header::new_gnu();
+    h.set_size(data.len() as u64);
+    b.append_data(&mut h, "seq", &data[..]).unwrap();
+    let tar = b.into_inner().unwrap();
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(6));
+    enc.write_all(&tar).unwrap();
+    let path = work.path().join("s.tar.gz");
+    fs::write(&path, enc.finish().unwrap()).unwrap();
+    // A cache far smaller than the member: every read must decode.
+    let ix = index_file(&path, 256 * 1024, 512 * 1024);
+    let id = ix.index.lookup(MemberId::ROOT, b"seq").unwrap().unwrap().id;
+    let got = read_all(&ix.reader, id, data.len() as u64, 128 * 1024);
+    assert!(got == data);
+    assert!(
+        ix.reader.checkpoint_resumes() <= 2,
+        "{} resumes",
+        ix.reader.checkpoint_resumes()
+    );
+}
+
+#[test]
+fn index_is_identical_whatever_the_feed_chunking() {
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("src");
+    fs::create_dir(&src).unwrap();
+    make_tree(&src);
+    run(work.path(), "tar --format=pax -czf t.tgz -C src .");
+    let bytes = fs::read(work.path().join("t.tgz")).unwrap();
+    let a = build(&bytes, 128 * 1024, 1).unwrap();
+    let b = build(&bytes, 128 * 1024, 1 << 22).unwrap();
+    assert_eq!(a.checkpoints.len(), b.checkpoints.len());
+    for (x, y) in a.checkpoints.iter().zip(&b.checkpoints) {
+        assert_eq!((x.uoff, x.cbyte, x.bits), (y.uoff, y.cbyte, y.bits));
+        let wx = x
+            .window
+            .as_deref()
+            .map(|w| super::checkpoint::unpack_window(w).unwrap());
+        let wy = y
+            .window
+            .as_deref()
+            .map(|w| super::checkpoint::unpack_window(w).unwrap());
+        assert!(wx == wy, "window at {}", x.uoff);
+    }
+    assert_eq!(a.checkpoints, b.checkpoints);
+    let ea: Vec<_> = a
+        .tree
+        .entries()
+        .map(|(p, n, m)| (p, n.to_vec(), m))
+        .collect();
+    let eb: Vec<_> = b
+        .tree
+        .entries()
+        .map(|(p, n, m)| (p, n.to_vec(), m))
+        .collect();
+    assert_eq!(ea, eb);
+}
+
+#[test]
+fn xattrs_from_pax_headers() {
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("src");
+    fs::create_dir(&src).unwrap();
+    fs::write(src.join("f"), b"x").unwrap();
+    run(
+        &src,
+        "setfattr -n user.color -v blue f && setfattr -n user.bin -v 0x00ff01 f",
+    );
+    run(work.path(), "tar --format=pax --xattrs -czf x.tgz -C src .");
+    let ix = index_file(&work.path().join("x.tgz"), 1 << 20, 1 << 20);
+    let f = ix.index.lookup(MemberId::ROOT, b"f").unwrap().unwrap();
+    assert_eq!(
+        ix.index.xattrs(f.id).unwrap(),
+        vec![
+            (b"user.bin".to_vec(), vec![0, 0xff, 1]),
+            (b"user.color".to_vec(), b"blue".to_vec())
+        ]
+    );
+    assert!(ix.index.xattrs(MemberId::ROOT).unwrap().is_empty());
+}
+
+#[test]
+fn readdir_pages_are_stable_in_a_20000_entry_directory() {
+    let work = tempfile::tempdir().unwrap();
+    let mut b = ::tar::Builder::new(Vec::new());
+    for i in 0..20_000u32 {
+        let mut h = ::tar::Header::new_gnu();
+        let body = format!("file {i}\n");
+        h.set_size(body.len() as u64);
+        h.set_mode(0o644);
+        b.append_data(&mut h, format!("many/f{i:05}"), body.as_bytes())
+            .unwrap();
+    }
+    let tar = b.into_inner().unwrap();
+    let path = work.path().join("many.tar");
+    fs::write(&path, &tar).unwrap();
+    let ix = index_file(&path, 1 << 22, 1 << 20);
+    let many = ix.index.lookup(MemberId::ROOT, b"many").unwrap().unwrap();
+    assert_eq!(many.nlink, 2);
+    let all = list_all(&ix.index, many.id, 100);
+    assert_eq!(all.len(), 20_000);
+    assert!(all.windows(2).all(|w| w[0].name < w[1].name));
+    assert_eq!(all[12_345].name, b"f12345");
+    // Resuming at any offset (without the cursor cache: a fresh handle) gives the same entries.
+    let fresh = ArchiveIndex::open(&ix.db, &ix.digest).unwrap();
+    let page = fresh.readdir(many.id, 12_345, 3).unwrap();
+    assert_eq!(page, all[12_345..12_348].to_vec());
+    let f = ix.index.lookup(many.id, b"f00042").unwrap().unwrap();
+    assert_eq!(ix.reader.read(f.id, 0, 100).unwrap(), b"file 42\n");
+    assert!(ix.index.readdir(f.id, 0, 10).is_err());
+    let size = fs::metadata(&ix.db).unwrap().len()
+        + fs::metadata(ix.db.with_extension("db-wal")).map_or(0, |m| m.len());
+    assert!(size < 3 << 20, "index of 20,000 files takes {size} bytes");
+}
+
+#[test]
+fn save_exists_open_delete() {
+    let work = tempfile::tempdir().unwrap();
+    let mut b = ::tar::Builder::new(Vec::new());
+    let mut h = ::tar::Header::new_ustar();
+    h.set_size(3);
+    b.append_data(&mut h, "x", &b"abc"[..]).unwrap();
+    let tar = b.into_inner().unwrap();
+    let path = work.path().join("x.tar");
+    fs::write(&path, &tar).unwrap();
+    let ix = store(&path, &tar, build(&tar, 1 << 20, 512).unwrap(), 1 << 20);
+    let conn = Connection::open(&ix.db).unwrap();
+    assert!(ArchiveIndex::exists(&conn, &ix.digest).unwrap());
+    // Saving the same content again keeps the first index.
+    ArchiveIndex::save(&conn, &ix.digest, build(&tar, 1 << 20, 7).unwrap()).unwrap();
+    let other = Digest::of(b"other");
+    assert!(!ArchiveIndex::exists(&conn, &other).unwrap());
+    assert!(matches!(
+        ArchiveIndex::open(&ix.db, &other),
+        Err(ArchiveError::NotIndexed(_))
+    ));
+    assert_eq!(ArchiveIndex::delete(&conn, &ix.digest).unwrap(), 2);
+    assert!(!ArchiveIndex::exists(&conn, &ix.digest).unwrap());
+    assert_eq!(ArchiveIndex::delete(&conn, &ix.digest).unwrap(), 0);
+    for table in [
+        "archive_members",
+        "archive_entries",
+        "archive_checkpoints",
+        "archive_xattrs",
+    ] {
+        let n: i64 = conn
+            .query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 0, "{table}");
+    }
+}
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(6));
+    enc.write_all(data).unwrap();
+    enc.finish().unwrap()
+}
+
+fn small_tar() -> Vec<u8> {
+    let mut b = ::tar::Builder::new(Vec::new());
+    for i in 0..50 {
+        let mut h = ::tar::Header::new_gnu();
+        let body = pseudo_random(3000, i, true);
+        h.set_size(body.len() as u64);
+        b.append_data(&mut h, format!("f{i}"), &body[..]).unwrap();
+    }
+    b.into_inner().unwrap()
+}
+
+#[test]
+fn hostile_gzip_is_rejected() {
+    let gz = gzip(&small_tar());
+    let n = gz.len();
+    let mut bad_crc = gz.clone();
+    bad_crc[n - 6] ^= 0x40;
+    assert!(matches!(
+        build(&bad_crc, 1 << 20, 4096),
+        Err(ArchiveError::Trailer { .. })
+    ));
+    assert!(matches!(
+        build(&gz[..n / 2], 1 << 20, 4096),
+        Err(ArchiveError::Truncated { .. })
+    ));
+    let mut corrupt = gz.clone();
+    for b in &mut corrupt[n / 3..n / 3 + 50] {
+        *b = !*b;
+    }
+    assert!(build(&corrupt, 1 << 20, 4096).is_err());
+    assert!(matches!(
+        build(b"PK\x03\x04 zip file, not tar", 1 << 20, 4096),
+        Err(ArchiveError::NotAnArchive(_))
+    ));
+    assert!(matches!(
+        build(
+            &gzip(b"just some text, not a tar stream at all"),
+            1 << 20,
+            4096
+        ),
+        Err(ArchiveError::NotAnArchive(_))
+    ));
+}
+
+#[test]
+fn hostile_headers_are_bounded() {
+    // A 1 GiB GNU long name: refused from its header, nothing buffered.
+    let mut h = ::tar::Header::new_gnu();
+    h.set_entry_type(::tar::EntryType::GNULongName);
+    h.set_size(1 << 30);
+    h.set_cksum();
+    let mut tar = h.as_bytes().to_vec();
+    tar.extend(vec![b'a'; 1 << 16]);
+    let start = std::time::Instant::now();
+    let err = build(&gzip(&tar), 1 << 20, 4096).unwrap_err();
+    assert!(matches!(err, ArchiveError::TooLarge { .. }), "{err}");
+    assert!(err.to_string().contains("GNU long name"), "{err}");
+    assert!(start.elapsed().as_secs() < 5);
+    // A member claiming 10^12 bytes: the entries before it survive, it is dropped.
+    let mut tar = small_tar();
+    tar.truncate(tar.len() - 1024);
+    let mut h = ::tar::Header::new_gnu();
+    h.set_path("huge").unwrap();
+    h.set_size(1_000_000_000_000);
+    h.set_cksum();
+    tar.extend_from_slice(h.as_bytes());
+    tar.extend(vec![0u8; 100_000]);
+    let built = build(&gzip(&tar), 1 << 20, 4096).unwrap();
+    assert_eq!(built.member_count(), 51);
+    // Hard-link cycles and links to nothing resolve to nothing; symlink cycles are kept verbatim.
+    let mut b = ::tar::Builder::new(Vec::new());
+    for (name, kind, target) in [
+        ("a", ::tar::EntryType::Link, "b"),
+        ("b", ::tar::EntryType::Link, "a"),
+        ("s1", ::tar::EntryType::Symlink, "s2"),
+        ("s2", ::tar::EntryType::Symlink, "s1"),
+        ("self", ::tar::EntryType::Symlink, "self"),
+    ] {
+        let mut h = ::tar::Header::new_gnu();
+        h.set_entry_type(kind);
+        h.set_size(0);
+        b.append_link(&mut h, name, target).unwrap();
+    }
+    let tar = b.into_inner().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let path = work.path().join("cyc.tar");
+    fs::write(&path, &tar).unwrap();
+    let ix = index_file(&path, 1 << 20, 1 << 20);
+    let names: Vec<_> = list_all(&ix.index, MemberId::ROOT, 10)
+        .into_iter()
+        .map(|e| e.name)
+        .collect();
+    assert_eq!(
+        names,
+        vec![b"s1".to_vec(), b"s2".to_vec(), b"self".to_vec()]
+    );
+    let s = ix.index.lookup(MemberId::ROOT, b"self").unwrap().unwrap();
+    assert_eq!(ix.index.readlink(s.id).unwrap(), b"self");
+    assert!(matches!(
+        ix.reader.read(s.id, 0, 10),
+        Err(ArchiveError::WrongKind { .. })
+    ));
+    assert!(matches!(
+        ix.index.member(MemberId(999)),
+        Err(ArchiveError::NoSuchMember(_))
+    ));
+}
+
+#[test]
+fn random_garbage_never_panics() {
+    let tar = small_tar();
+    let gz = gzip(&tar);
+    let mut x = 0x1234_5678u64;
+    for round in 0..200 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let mut input = if round % 2 == 0 {
+            tar.clone()
+        } else {
+            gz.clone()
+        };
+        let flips = 1 + x as usize % 8;
+        for i in 0..flips {
+            let at = (x.rotate_left(i as u32 * 7) as usize) % input.len();
+            input[at] ^= (x >> (i * 8)) as u8 | 1;
+        }
+        if round % 3 == 0 {
+            input.truncate((x >> 20) as usize % input.len());
+        }
+        let _ = build(&input, 64 * 1024, 1 + (x >> 30) as usize % 9000);
+    }
+}
