@@ -84,6 +84,10 @@ pub fn add(config: &Config, a: AddArgs) -> Result<(), Failure> {
             a.name
         )));
     }
+    let size = match a.size {
+        Some(s) => Some(s),
+        None => probe_size(config, &url),
+    };
     let asset = AssetConfig {
         name: a.name,
         url,
@@ -91,7 +95,7 @@ pub fn add(config: &Config, a: AddArgs) -> Result<(), Failure> {
         kind,
         mirrors,
         index_sha256,
-        size: a.size,
+        size,
     };
     let store = open_store(config)?;
     store
@@ -104,6 +108,16 @@ pub fn add(config: &Config, a: AddArgs) -> Result<(), Failure> {
         .map_err(|e| Failure::Runtime(e.into()))?;
     println!("added {} ({})", asset.name, asset.kind.as_str());
     Ok(())
+}
+
+/// Asks the origin for the size (HEAD, a few seconds at most) so `ls -l` on the mount shows it
+/// before any fetch; an origin that does not answer just leaves it unknown.
+fn probe_size(config: &Config, url: &url::Url) -> Option<u64> {
+    let mut settings = FetchSettings::from_config(config);
+    settings.timeout = settings.timeout.min(std::time::Duration::from_secs(3));
+    let fetcher = Fetcher::new(settings).ok()?;
+    let rt = crate::daemon::runtime().ok()?;
+    rt.block_on(fetcher.probe_size(url))
 }
 
 /// `lazycas rm NAME`

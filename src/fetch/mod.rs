@@ -180,6 +180,28 @@ impl Fetcher {
         &self.settings
     }
 
+    /// The size the first answering source reports for `url` (a HEAD: no body is fetched).
+    /// `None` when no source says.
+    pub async fn probe_size(&self, url: &Url) -> Option<u64> {
+        for group in 0..self.routes.group_count() {
+            let Some((_, client)) = self.routes.pick(group, url) else {
+                continue;
+            };
+            let head = client.head(url.clone()).send();
+            match tokio::time::timeout(self.settings.timeout, head).await {
+                Ok(Ok(resp)) if resp.status().is_success() => {
+                    return resp
+                        .headers()
+                        .get(reqwest::header::CONTENT_LENGTH)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.parse().ok());
+                }
+                _ => continue,
+            }
+        }
+        None
+    }
+
     /// Downloads `src` into `sink`, trying each URL through each proxy group until one source
     /// delivers bytes with the right digest. Returns the sink with the complete, verified bytes
     /// written, or the last error (a sink error ends the search at once).
