@@ -1,0 +1,419 @@
+#!/usr/bin/env bash
+# bench/archive.sh: a large tar.gz mounted by lazycas, ratarmount and archivemount, same archive,
+# same run. Prints one table on stdout (progress goes to stderr):
+#
+#   first mount        time until `ls` of the archive root answers, from a fresh start: lazycas
+#                      downloads it from a loopback nginx, verifies and indexes it in one pass;
+#                      ratarmount builds its index; archivemount reads the archive
+#   remount            the same with the index kept (lazycas: store + SQLite; ratarmount: its
+#                      .index.sqlite; archivemount has none and reads the archive again)
+#   first small read   `cat` of one small file right after the remount
+#   200 MiB read       `cat` of a 200 MiB member, MB/s
+#   find               `find -type f | wc -l` over the mount
+#   tar of the mount   `tar -cf - . | wc -c`
+#   random reads       p50 / p99 latency of 1,000 reads of random small files (whole file each)
+#   index size         lazycas: pages of its archive_* tables and indexes (SQLite dbstat);
+#                      ratarmount: its .index.sqlite; archivemount: none (kept in memory)
+#   peak RSS           VmHWM of the mount process, the larger of its two runs
+#
+# The page cache is dropped before every measure (when we may: root). The archive: 20,000 small
+# files (0-40 KiB of text), 50 medium files (~4 MiB, half random, half text) and 2 x 200 MiB
+# members (same mix): ~1 GiB of tar, gzipped with pigz (gzip -6 ratio about 0.6). It is built
+# once and cached in BENCH_ARCHIVE_DIR (default /tmp/lazycas-bench-archive).
+#
+# archivemount has no seek index: a read decompresses from the start of the archive. Its slow
+# measures stop after BENCH_SLOW_BUDGET seconds (default 300) and show `>N s`, or the number of
+# reads that fitted.
+#
+# Needs root (FUSE, drop_caches), nginx, curl, python3, pigz, tar, fusermount3, archivemount
+# (Debian package), ratarmount (`pip install ratarmount`: installed into a venv in
+# BENCH_VENV, default /tmp/lazycas-bench-venv, when not found). Everything it starts (nginx,
+# the lazycas daemon, ratarmount, archivemount) is stopped by PID on exit, the mount point
+# unmounted and the work dir removed.
+set -euo pipefail
+shopt -s inherit_errexit
+
+repo=$(cd "$(dirname "$0")/.." && pwd)
+target=${CARGO_TARGET_DIR:-$repo/target}
+cache=${BENCH_ARCHIVE_DIR:-/tmp/lazycas-bench-archive}
+venv=${BENCH_VENV:-/tmp/lazycas-bench-venv}
+budget=${BENCH_SLOW_BUDGET:-300}
+reads=${BENCH_READS:-1000}
+
+say() { echo "bench: $*" >&2; }
+die() { say "error: $*"; exit 1; }
+
+for tool in nginx curl fusermount3 python3 pigz tar archivemount; do
+    command -v "$tool" >/dev/null || [ -x "/usr/sbin/$tool" ] || die "$tool not found"
+done
+nginx_bin=$(command -v nginx || echo /usr/sbin/nginx)
+[ -e /dev/fuse ] || die "/dev/fuse is missing"
+
+ratarmount_bin=${RATARMOUNT:-$(command -v ratarmount || true)}
+if [ -z "$ratarmount_bin" ]; then
+    ratarmount_bin=$venv/bin/ratarmount
+    if [ ! -x "$ratarmount_bin" ]; then
+        say "installing ratarmount into $venv"
+        python3 -m venv "$venv" >&2
+        "$venv/bin/pip" install -q ratarmount >&2
+    fi
+fi
+[ -x "$ratarmount_bin" ] || die "no ratarmount at $ratarmount_bin"
+
+say "building the release binary"
+cargo build --release --manifest-path "$repo/Cargo.toml" >&2
+bin=$target/release/lazycas
+[ -x "$bin" ] || die "no binary at $bin"
+
+# --- the archive (cached) ---------------------------------------------------------------------
+archive=$cache/bench-v1.tar.gz
+small_list=$cache/bench-v1.small
+big_member=big/member-1.bin
+if [ ! -s "$archive" ] || [ ! -s "$small_list" ]; then
+    mkdir -p "$cache"
+    src=$(mktemp -d "$cache/src.XXXXXX")
+    say "generating the source tree in $src"
+    python3 - "$src" "$small_list.tmp" <<'EOF'
+import os, random, sys
+
+root, small_list = sys.argv[1], sys.argv[2]
+rng = random.Random(20240501)
+words = ("archive member index checkpoint window inflate verify digest tar gzip the of a to "
+         "fn let mut struct impl return offset size mode uid gid mtime link node hpc container "
+         "image layer blob data model train epoch loss batch config yaml json key value 0 1 2 "
+         "42 1024 2024 true false null error warning info debug trace").split()
+# A 16 MiB text corpus; files take slices of it at random offsets (far beyond deflate's 32 KiB
+# window, so the repetition does not help gzip).
+corpus = " ".join(rng.choice(words) + ("\n" if rng.random() < 0.1 else "")
+                  for _ in range(3_000_000)).encode()[: 16 << 20]
+
+def text(n):
+    off = rng.randrange(len(corpus) - n)
+    return corpus[off:off + n]
+
+def mixed(n):
+    out, k = bytearray(), 0
+    while len(out) < n:
+        m = min(64 << 10, n - len(out))
+        out += rng.randbytes(m) if k % 2 == 0 else text(m)
+        k += 1
+    return bytes(out)
+
+def write(rel, data):
+    p = os.path.join(root, rel)
+    os.makedirs(os.path.dirname(p), exist_ok=True)
+    with open(p, "wb") as f:
+        f.write(data)
+
+smalls = []
+for i in range(20_000):
+    rel = f"small/d{i // 200:03d}/f{i:05d}.txt"
+    write(rel, text(rng.randrange(0, 40 << 10)))
+    smalls.append(rel)
+for i in range(50):
+    write(f"medium/m{i:02d}.bin", mixed((4 << 20) + rng.randrange(-(256 << 10), 256 << 10)))
+for i in (1, 2):
+    p = os.path.join(root, f"big/member-{i}.bin")
+    os.makedirs(os.path.dirname(p), exist_ok=True)
+    with open(p, "wb") as f:
+        for _ in range(25):
+            f.write(mixed(8 << 20))
+with open(small_list, "w") as f:
+    f.write("\n".join(smalls) + "\n")
+EOF
+    say "tar + pigz"
+    tar --format=gnu --sort=name -cf - -C "$src" . | pigz -p "$(nproc)" -6 >"$archive.tmp"
+    mv "$small_list.tmp" "$small_list"
+    mv "$archive.tmp" "$archive"
+    rm -rf "$src"
+fi
+archive_bytes=$(stat -c %s "$archive")
+say "archive: $archive ($((archive_bytes >> 20)) MiB)"
+
+# --- processes, mounts, clean-up ----------------------------------------------------------------
+work=$(mktemp -d /tmp/lazycas-bench-archive-run.XXXXXX)
+mnt=$work/mnt
+mkdir -p "$mnt" "$work/docroot" "$work/nginx/logs" "$work/nginx/tmp"
+nginx_pid=""
+fs_pid=""
+
+# Alive and not yet a zombie (our own unreaped children only, so the PID cannot be reused).
+alive() {
+    local state
+    [ -r "/proc/$1/stat" ] || return 1
+    read -r _ _ state _ <"/proc/$1/stat" || return 1
+    [ "$state" != Z ]
+}
+
+# SIGTERM a child by PID, wait up to 10 s, then SIGKILL; reap it.
+stop_pid() {
+    local pid=$1
+    kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 100); do alive "$pid" || break; sleep 0.1; done
+    if alive "$pid"; then kill -KILL "$pid" 2>/dev/null || true; fi
+    wait "$pid" 2>/dev/null || true
+}
+
+mounted() { awk -v m="$1" '$2 == m { found = 1 } END { exit !found }' /proc/mounts; }
+
+unmount_mnt() {
+    if mounted "$mnt"; then
+        fusermount3 -u "$mnt" 2>/dev/null || fusermount -u "$mnt" 2>/dev/null || umount -l "$mnt" 2>/dev/null || true
+    fi
+}
+
+# Stops the mount process: unmount first (ratarmount and archivemount exit on it), then the PID.
+stop_fs() {
+    if [ -n "$fs_pid" ]; then
+        unmount_mnt
+        for _ in $(seq 50); do alive "$fs_pid" || break; sleep 0.1; done
+        stop_pid "$fs_pid"
+        fs_pid=""
+    fi
+    unmount_mnt
+}
+
+cleanup() {
+    set +e
+    stop_fs
+    if [ -n "$nginx_pid" ]; then stop_pid "$nginx_pid"; fi
+    mounted "$mnt" || rm -rf "$work"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+dropping=no
+if [ -w /proc/sys/vm/drop_caches ] && echo 3 >/proc/sys/vm/drop_caches 2>/dev/null; then dropping=yes; fi
+drop_caches() { if [ "$dropping" = yes ]; then sync; echo 3 >/proc/sys/vm/drop_caches; fi; }
+
+now() { date +%s.%N; }
+since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.3f\n", b - a }'; }
+
+# Peak RSS (VmHWM) of the mount process in KiB.
+peak_kib() { awk '/^VmHWM:/ { print $2 }' "/proc/$fs_pid/status" 2>/dev/null || echo 0; }
+
+# Starts the mount process in the background (command in "$@"; not in a subshell, so fs_pid
+# is our child) and waits until `ls ROOT` answers; sets m_mount to the seconds taken.
+start_fs() {
+    local root=$1 t0
+    shift
+    t0=$(now)
+    "$@" >>"$work/fs.log" 2>&1 &
+    fs_pid=$!
+    for _ in $(seq 36000); do
+        if mounted "$mnt" && ls "$root" >/dev/null 2>&1; then
+            m_mount=$(since "$t0")
+            return 0
+        fi
+        alive "$fs_pid" || break
+        sleep 0.05
+    done
+    tail -n 40 "$work/fs.log" >&2
+    die "$* did not mount (see above)"
+}
+
+# The random-read helper: whole-file reads of N random small files (seeded), each timed.
+cat >"$work/reads.py" <<'EOF'
+import os, random, sys, time
+root, listing, n, budget = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
+files = [l.strip() for l in open(listing) if l.strip()]
+rng = random.Random(7)
+picks = [rng.choice(files) for _ in range(n)]
+lat, start = [], time.monotonic()
+for rel in picks:
+    t = time.perf_counter()
+    with open(os.path.join(root, rel), "rb") as f:
+        while f.read(1 << 20):
+            pass
+    lat.append(time.perf_counter() - t)
+    if time.monotonic() - start > budget:
+        break
+lat.sort()
+q = lambda p: lat[min(len(lat) - 1, int(p * len(lat)))] * 1000
+print(f"{q(0.50):.2f} {q(0.99):.2f} {len(lat)}")
+EOF
+
+# Runs every read measure against ROOT; sets m_small m_big m_find m_tar m_p50 m_p99 m_nreads.
+read_measures() {
+    local root=$1 t0 out status count
+    drop_caches
+    t0=$(now)
+    cat "$root/small/d000/f00000.txt" >/dev/null
+    m_small=$(since "$t0")
+
+    drop_caches
+    t0=$(now)
+    if timeout "$budget" cat "$root/$big_member" >/dev/null; then
+        m_big=$(awk -v s="$(since "$t0")" 'BEGIN { printf "%.0f\n", 200 * 1048576 / 1e6 / s }')
+    else
+        m_big="<$(awk -v s="$budget" 'BEGIN { printf "%.1f\n", 200 * 1048576 / 1e6 / s }')"
+    fi
+
+    drop_caches
+    t0=$(now)
+    count=$(cd "$root" && timeout "$budget" find . -type f | wc -l)
+    m_find=$(since "$t0")
+    say "  find: $count files in $m_find s"
+    [ "$count" -eq 20052 ] || m_find=">$budget"
+
+    drop_caches
+    t0=$(now)
+    set +e
+    out=$(timeout "$budget" tar -cf - -C "$root" . | wc -c)
+    status=${PIPESTATUS[0]}
+    set -e
+    m_tar=$(since "$t0")
+    say "  tar: $out bytes in $m_tar s (tar status $status)"
+    if [ "$status" -eq 124 ]; then m_tar=">$budget"; fi
+
+    drop_caches
+    read -r m_p50 m_p99 m_nreads < <(python3 "$work/reads.py" "$root" "$small_list" "$reads" "$budget")
+    say "  random reads: p50 $m_p50 ms, p99 $m_p99 ms over $m_nreads reads"
+}
+
+# --- origin -------------------------------------------------------------------------------------
+ln "$archive" "$work/docroot/bench.tar.gz" 2>/dev/null || cp "$archive" "$work/docroot/bench.tar.gz"
+sha=$(sha256sum "$archive" | cut -d' ' -f1)
+port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+token="bench-$$-$RANDOM"
+cat >"$work/nginx/nginx.conf" <<EOF
+daemon off;
+master_process off;
+worker_processes 1;
+pid $work/nginx/nginx.pid;
+error_log $work/nginx/logs/error.log warn;
+events { worker_connections 1024; }
+http {
+    access_log off;
+    client_body_temp_path $work/nginx/tmp/body;
+    proxy_temp_path $work/nginx/tmp/proxy;
+    fastcgi_temp_path $work/nginx/tmp/fastcgi;
+    uwsgi_temp_path $work/nginx/tmp/uwsgi;
+    scgi_temp_path $work/nginx/tmp/scgi;
+    default_type application/octet-stream;
+    sendfile on;
+    tcp_nopush on;
+    keepalive_requests 100000;
+    server {
+        listen 127.0.0.1:$port;
+        root $work/docroot;
+        location = /__bench { return 200 "$token"; }
+    }
+}
+EOF
+"$nginx_bin" -p "$work/nginx" -c "$work/nginx/nginx.conf" -e "$work/nginx/logs/error.log" \
+    2>>"$work/nginx/logs/stderr.log" &
+nginx_pid=$!
+for _ in $(seq 100); do
+    [ "$(curl -s "http://127.0.0.1:$port/__bench" || true)" = "$token" ] && break
+    alive "$nginx_pid" || break
+    sleep 0.1
+done
+[ "$(curl -s "http://127.0.0.1:$port/__bench" || true)" = "$token" ] ||
+    die "nginx did not start: $(cat "$work/nginx/logs/error.log" "$work/nginx/logs/stderr.log")"
+
+# --- lazycas ------------------------------------------------------------------------------------
+cat >"$work/lazycas.toml" <<EOF
+store = "$work/store"
+
+[[asset]]
+name = "bench/archive"
+url = "http://127.0.0.1:$port/bench.tar.gz"
+sha256 = "$sha"
+EOF
+lazycas_mount() { start_fs "$mnt/bench/archive" "$bin" mount "$mnt" --config "$work/lazycas.toml"; }
+
+say "lazycas: first mount (download + verify + index)"
+drop_caches
+lazycas_mount
+l_first=$m_mount
+l_peak=$(peak_kib)
+stop_fs
+say "lazycas: remount"
+drop_caches
+lazycas_mount
+l_re=$m_mount
+read_measures "$mnt/bench/archive"
+l_small=$m_small l_big=$m_big l_find=$m_find l_tar=$m_tar l_p50=$m_p50 l_p99=$m_p99
+l_peak=$(awk -v a="$l_peak" -v b="$(peak_kib)" 'BEGIN { print (a > b ? a : b) }')
+stop_fs
+l_index=$(python3 - "$work/store/lazycas.db" <<'EOF'
+import sqlite3, sys
+c = sqlite3.connect(f"file:{sys.argv[1]}?mode=ro", uri=True)
+print(c.execute("SELECT COALESCE(SUM(pgsize), 0) FROM dbstat "
+                "WHERE name LIKE 'archive\\_%' ESCAPE '\\' "
+                "OR name LIKE 'sqlite\\_autoindex\\_archive\\_%' ESCAPE '\\'").fetchone()[0])
+EOF
+)
+rm -rf "$work/store"
+
+# --- ratarmount ---------------------------------------------------------------------------------
+index=$work/ratarmount.index.sqlite
+ratar_mount() { start_fs "$mnt" "$ratarmount_bin" -f --index-file "$index" "$archive" "$mnt"; }
+say "ratarmount $("$ratarmount_bin" --version 2>/dev/null | head -n 1): first mount (index build)"
+drop_caches
+ratar_mount
+r_first=$m_mount
+r_peak=$(peak_kib)
+stop_fs
+say "ratarmount: remount"
+drop_caches
+ratar_mount
+r_re=$m_mount
+read_measures "$mnt"
+r_small=$m_small r_big=$m_big r_find=$m_find r_tar=$m_tar r_p50=$m_p50 r_p99=$m_p99
+r_peak=$(awk -v a="$r_peak" -v b="$(peak_kib)" 'BEGIN { print (a > b ? a : b) }')
+stop_fs
+r_index=$(stat -c %s "$index")
+
+# --- archivemount -------------------------------------------------------------------------------
+am_mount() { start_fs "$mnt" archivemount -f -o readonly "$archive" "$mnt"; }
+say "$(archivemount --version 2>&1 | head -n 1): first mount"
+drop_caches
+am_mount
+a_first=$m_mount
+a_peak=$(peak_kib)
+stop_fs
+say "archivemount: remount (it keeps no index)"
+drop_caches
+am_mount
+a_re=$m_mount
+read_measures "$mnt"
+a_small=$m_small a_big=$m_big a_find=$m_find a_tar=$m_tar a_p50=$m_p50 a_p99=$m_p99
+a_nreads=$m_nreads
+a_peak=$(awk -v a="$a_peak" -v b="$(peak_kib)" 'BEGIN { print (a > b ? a : b) }')
+stop_fs
+
+# --- the table ----------------------------------------------------------------------------------
+# ratio LAZYCAS RATARMOUNT lower|higher: lazycas / ratarmount, and whether that is better.
+ratio() {
+    awk -v a="$1" -v b="$2" -v dir="$3" 'BEGIN {
+        if (a !~ /^[0-9.]+$/ || b !~ /^[0-9.]+$/ || b + 0 == 0) { print "n/a"; exit }
+        r = a / b
+        better = (dir == "lower") ? (r < 1) : (r > 1)
+        printf "%.2fx (%s)\n", r, better ? "better" : "worse"
+    }'
+}
+secs() { case $1 in ">"*) echo "$1 s" ;; *) awk -v s="$1" 'BEGIN { printf "%.2f s\n", s }' ;; esac; }
+ms() { case $1 in ">"*) echo "$1" ;; *) awk -v s="$1" 'BEGIN { printf "%.1f ms\n", s * 1000 }' ;; esac; }
+mib() { awk -v b="$1" 'BEGIN { printf "%.1f MiB\n", b / 1048576 }'; }
+row() { printf '| %s | %s | %s | %s | %s |\n' "$1" "$2" "$3" "$4" "$5"; }
+
+reads_note=""
+if [ "$a_nreads" -lt "$reads" ]; then reads_note=" (archivemount: $a_nreads reads in ${budget} s)"; fi
+say "archive: $((archive_bytes >> 20)) MiB tar.gz, 20,052 files; kernel $(uname -r), $(nproc) cores, page cache dropped: $dropping"
+echo "| measure | lazycas | ratarmount | archivemount | ratio vs ratarmount |"
+echo "|---|---:|---:|---:|---:|"
+row "first mount (until \`ls\` answers; lazycas: download + verify + index)" \
+    "$(secs "$l_first")" "$(secs "$r_first")" "$(secs "$a_first")" "$(ratio "$l_first" "$r_first" lower)"
+row "remount with the index (archivemount: none kept)" \
+    "$(secs "$l_re")" "$(secs "$r_re")" "$(secs "$a_re")" "$(ratio "$l_re" "$r_re" lower)"
+row "first small-file read" "$(ms "$l_small")" "$(ms "$r_small")" "$(ms "$a_small")" "$(ratio "$l_small" "$r_small" lower)"
+row "200 MiB member read" "$l_big MB/s" "$r_big MB/s" "$a_big MB/s" "$(ratio "$l_big" "$r_big" higher)"
+row "\`find -type f | wc -l\`" "$(secs "$l_find")" "$(secs "$r_find")" "$(secs "$a_find")" "$(ratio "$l_find" "$r_find" lower)"
+row "\`tar -cf - . | wc -c\` of the mount" "$(secs "$l_tar")" "$(secs "$r_tar")" "$(secs "$a_tar")" "$(ratio "$l_tar" "$r_tar" lower)"
+row "random small-file read p50$reads_note" "$l_p50 ms" "$r_p50 ms" "$a_p50 ms" "$(ratio "$l_p50" "$r_p50" lower)"
+row "random small-file read p99" "$l_p99 ms" "$r_p99 ms" "$a_p99 ms" "$(ratio "$l_p99" "$r_p99" lower)"
+row "index size" "$(mib "$l_index")" "$(mib "$r_index")" "none (in memory)" "$(ratio "$l_index" "$r_index" lower)"
+row "peak RSS of the mount process" "$(mib "$((l_peak * 1024))")" "$(mib "$((r_peak * 1024))")" \
+    "$(mib "$((a_peak * 1024))")" "$(ratio "$l_peak" "$r_peak" lower)"
