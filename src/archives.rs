@@ -54,7 +54,6 @@ type Flight = Arc<OnceCell<Result<Arc<OpenArchive>, Arc<ArchivesError>>>>;
 /// Open archives of one process.
 pub struct Archives {
     store: Arc<Store>,
-    fetcher: Arc<Fetcher>,
     cache: Arc<SpanCache>,
     open: Mutex<HashMap<Digest, Arc<OpenArchive>>>,
     flights: Mutex<HashMap<String, Flight>>,
@@ -62,11 +61,7 @@ pub struct Archives {
 
 impl Archives {
     /// Prepares the archive tables and registers index removal with blob eviction.
-    pub fn new(
-        store: Arc<Store>,
-        fetcher: Arc<Fetcher>,
-        cache_bytes: u64,
-    ) -> Result<Archives, ArchivesError> {
+    pub fn new(store: Arc<Store>, cache_bytes: u64) -> Result<Archives, ArchivesError> {
         let conn = store
             .connect_db()
             .map_err(|e| ArchivesError::Store(Arc::new(e)))?;
@@ -81,7 +76,6 @@ impl Archives {
         }));
         Ok(Archives {
             store,
-            fetcher,
             cache: Arc::new(SpanCache::new(cache_bytes)),
             open: Mutex::new(HashMap::new()),
             flights: Mutex::new(HashMap::new()),
@@ -95,7 +89,11 @@ impl Archives {
 
     /// Opens the archive `src` names: downloads and indexes it if needed, once however many
     /// callers ask at the same time.
-    pub async fn open(&self, src: &BlobSource) -> Result<Arc<OpenArchive>, Arc<ArchivesError>> {
+    pub async fn open(
+        &self,
+        fetcher: &Fetcher,
+        src: &BlobSource,
+    ) -> Result<Arc<OpenArchive>, Arc<ArchivesError>> {
         if let Some(a) = src.expected.and_then(|d| self.get(&d)) {
             return Ok(a);
         }
@@ -105,14 +103,18 @@ impl Archives {
         };
         let flight = self.flights.lock().entry(key.clone()).or_default().clone();
         let result = flight
-            .get_or_init(|| async { self.open_uncached(src).await.map_err(Arc::new) })
+            .get_or_init(|| async { self.open_uncached(fetcher, src).await.map_err(Arc::new) })
             .await
             .clone();
         self.flights.lock().remove(&key);
         result
     }
 
-    async fn open_uncached(&self, src: &BlobSource) -> Result<Arc<OpenArchive>, ArchivesError> {
+    async fn open_uncached(
+        &self,
+        fetcher: &Fetcher,
+        src: &BlobSource,
+    ) -> Result<Arc<OpenArchive>, ArchivesError> {
         let label = src.label.clone();
         let archive_err = |source| ArchivesError::Archive {
             label: label.clone(),
@@ -122,7 +124,7 @@ impl Archives {
         let built = observer.slot.clone();
         let info = self
             .store
-            .ensure_blob(&self.fetcher, src, Some(Box::new(observer)), &|_| {})
+            .ensure_blob(fetcher, src, Some(Box::new(observer)), &|_| {})
             .await?;
         if let Some(a) = self.get(&info.digest) {
             return Ok(a);

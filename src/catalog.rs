@@ -53,6 +53,7 @@ impl Asset {
             label: self.config.name.clone(),
             urls,
             expected: self.config.sha256,
+            size_hint: self.config.size,
         }
     }
 }

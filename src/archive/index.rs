@@ -166,21 +166,33 @@ impl ArchiveIndex {
     /// Removes the index of `archive` (when its blob is evicted). Returns how many members it
     /// had (0 if there was no index).
     pub fn delete(conn: &Connection, archive: &Digest) -> Result<u64, ArchiveError> {
-        let tx = rusqlite::Transaction::new_unchecked(conn, TransactionBehavior::Immediate)?;
-        let Some(aid) = Self::aid_of(&tx, archive)? else {
-            return Ok(0);
+        // A savepoint nests inside the caller's transaction (Store::forget_blob runs hooks in one).
+        conn.execute_batch("SAVEPOINT archive_delete")?;
+        let run = || -> Result<u64, ArchiveError> {
+            let Some(aid) = Self::aid_of(conn, archive)? else {
+                return Ok(0);
+            };
+            let members = conn.execute("DELETE FROM archive_members WHERE aid = ?1", [aid])?;
+            for table in [
+                "archive_entries",
+                "archive_xattrs",
+                "archive_checkpoints",
+                "archive_archives",
+            ] {
+                conn.execute(&format!("DELETE FROM {table} WHERE aid = ?1"), [aid])?;
+            }
+            Ok(members as u64)
         };
-        let members = tx.execute("DELETE FROM archive_members WHERE aid = ?1", [aid])?;
-        for table in [
-            "archive_entries",
-            "archive_xattrs",
-            "archive_checkpoints",
-            "archive_archives",
-        ] {
-            tx.execute(&format!("DELETE FROM {table} WHERE aid = ?1"), [aid])?;
+        match run() {
+            Ok(n) => {
+                conn.execute_batch("RELEASE archive_delete")?;
+                Ok(n)
+            }
+            Err(e) => {
+                let _ = conn.execute_batch("ROLLBACK TO archive_delete; RELEASE archive_delete");
+                Err(e)
+            }
         }
-        tx.commit()?;
-        Ok(members as u64)
     }
 
     /// Opens the stored index of `archive` on its own connection to the database at `db_path`.

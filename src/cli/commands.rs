@@ -36,6 +36,13 @@ fn open_store(config: &Config) -> Result<Store, Failure> {
         .map_err(Failure::Runtime)
 }
 
+/// The store, with archive indexes removed along with evicted or quarantined blobs.
+fn open_store_with_archives(config: &Config) -> Result<std::sync::Arc<Store>, Failure> {
+    let store = std::sync::Arc::new(open_store(config)?);
+    Archives::new(store.clone(), config.archive_cache).map_err(|e| Failure::Runtime(e.into()))?;
+    Ok(store)
+}
+
 fn parse_digest(what: &str, s: &str) -> Result<Digest, Failure> {
     Digest::parse(s).map_err(|e| usage(format!("{what}: {e}")))
 }
@@ -196,6 +203,7 @@ pub fn pull(config: &Config, target: &str) -> Result<(), Failure> {
                 label: target.to_string(),
                 urls: vec![url],
                 expected: digest,
+                size_hint: None,
             };
             (src, kind)
         }
@@ -219,13 +227,9 @@ pub fn pull(config: &Config, target: &str) -> Result<(), Failure> {
     if kind == AssetKind::Archive {
         // Build (or find) the seek index now too, so the first `ls` on a node is instant.
         let store = std::sync::Arc::new(store);
-        let archives = Archives::new(
-            store.clone(),
-            std::sync::Arc::new(fetcher),
-            config.archive_cache,
-        )
-        .map_err(|e| Failure::Runtime(e.into()))?;
-        rt.block_on(archives.open(&src))
+        let archives = Archives::new(store.clone(), config.archive_cache)
+            .map_err(|e| Failure::Runtime(e.into()))?;
+        rt.block_on(archives.open(&fetcher, &src))
             .map_err(|e| Failure::Runtime(anyhow::anyhow!(e.to_string())))?;
         return finish_pull(&store, &src.label, &info);
     }
@@ -290,6 +294,9 @@ pub fn status(config: &Config, as_json: bool) -> Result<(), Failure> {
             "bytes_fetched": counter("bytes_fetched"),
             "bytes_per_source": per_source,
             "fetch_failures": counter("fetch_failures"),
+            "evictions": counter("evictions"),
+            "evicted_bytes": counter("evicted_bytes"),
+            "free_bytes": crate::store::free_bytes(store.root()),
             "verification_failures": counter("verification_failures"),
             "assets": assets,
         });
@@ -328,6 +335,11 @@ pub fn status(config: &Config, as_json: bool) -> Result<(), Failure> {
         }
     }
     println!(
+        "evicted:        {} blobs, {}",
+        counter("evictions"),
+        format_size(counter("evicted_bytes").max(0) as u64)
+    );
+    println!(
         "failures:       {} fetch, {} verification",
         counter("fetch_failures"),
         counter("verification_failures")
@@ -341,7 +353,7 @@ pub fn gc(config: &Config, to: Option<&str>) -> Result<(), Failure> {
         Some(s) => parse_size(s).map_err(|m| usage(format!("--to: {m}")))?,
         None => config.quota.map(|q| q / 10 * 9).unwrap_or(0),
     };
-    let store = open_store(config)?;
+    let store = open_store_with_archives(config)?;
     let report = store
         .evict_to(target)
         .map_err(|e| Failure::Runtime(e.into()))?;
@@ -357,7 +369,7 @@ pub fn gc(config: &Config, to: Option<&str>) -> Result<(), Failure> {
 
 /// `lazycas verify`
 pub fn verify(config: &Config) -> Result<(), Failure> {
-    let store = open_store(config)?;
+    let store = open_store_with_archives(config)?;
     store.reconcile().map_err(|e| Failure::Runtime(e.into()))?;
     let total = store.used_bytes().map_err(|e| Failure::Runtime(e.into()))?;
     let bar = indicatif::ProgressBar::new(total);

@@ -53,15 +53,11 @@ pub fn run(req: &MountRequest, config: Config) -> anyhow::Result<()> {
         .reconcile()
         .context("reconciling the store with its database")?;
     let fetcher = Arc::new(Fetcher::new(FetchSettings::from_config(&config))?);
-    let archives = Arc::new(Archives::new(
-        store.clone(),
-        fetcher.clone(),
-        config.archive_cache,
-    )?);
+    let archives = Arc::new(Archives::new(store.clone(), config.archive_cache)?);
     let allow_other = config.allow_other;
     let ctx = Arc::new(Context {
         store: store.clone(),
-        fetcher,
+        fetcher: RwLock::new(fetcher),
         archives,
         runtime: rt.handle().clone(),
         config: RwLock::new(Arc::new(config)),
@@ -179,6 +175,13 @@ fn reload(req: &MountRequest, ctx: &Context, reloader: &crate::fs::Reloader) {
                     );
                 }
                 ctx.store.set_limits(limits_of(&c));
+                match Fetcher::new(FetchSettings::from_config(&c)) {
+                    Ok(f) => *ctx.fetcher.write() = Arc::new(f),
+                    Err(e) => tracing::error!("SIGHUP: {e}; keeping the old proxies and deadlines"),
+                }
+                if c.allow_other != ctx.config.read().allow_other {
+                    tracing::warn!("SIGHUP: allow_other changes take a remount");
+                }
                 *ctx.config.write() = Arc::new(c);
                 tracing::info!("SIGHUP: reloaded {}", path.display());
             }

@@ -302,6 +302,11 @@ async fn request(
     match tokio::time::timeout(plan.settings.timeout, req.send()).await {
         Err(_) => Err(timeout(plan, "no response")),
         Ok(Err(e)) if e.is_timeout() => Err(timeout(plan, "connect")),
+        Ok(Err(e)) if e.is_connect() => Err(FetchError::Unreachable {
+            label: plan.label.to_string(),
+            url: plan.url.to_string(),
+            message: reqwest_message(&e),
+        }),
         Ok(Err(e)) => Err(network(plan, reqwest_message(&e))),
         Ok(Ok(resp)) => Ok(resp),
     }

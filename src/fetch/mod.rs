@@ -74,6 +74,8 @@ pub struct BlobSource {
     pub urls: Vec<Url>,
     /// The pinned digest; `None` accepts whatever the first complete download hashes to.
     pub expected: Option<Digest>,
+    /// The size, when the catalog knows it (lets the store make room before downloading).
+    pub size_hint: Option<u64>,
 }
 
 /// A successful download.
@@ -128,7 +130,17 @@ pub enum FetchError {
         /// Which wait ran out.
         what: &'static str,
     },
-    /// Connection refused or reset, bad TLS, malformed response.
+    /// Nothing listens there (connection refused, no route): not retried on the same route.
+    #[error("{label}: {url}: unreachable: {message}")]
+    Unreachable {
+        /// Asset name.
+        label: String,
+        /// Source URL.
+        url: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// Connection reset, bad TLS, malformed response.
     #[error("{label}: {url}: {message}")]
     Network {
         /// Asset name.
@@ -184,7 +196,7 @@ impl Fetcher {
     /// `None` when no source says.
     pub async fn probe_size(&self, url: &Url) -> Option<u64> {
         for group in 0..self.routes.group_count() {
-            let Some((_, client)) = self.routes.pick(group, url) else {
+            let Some((_, client)) = self.routes.pick(group, url, &[]) else {
                 continue;
             };
             let head = client.head(url.clone()).send();
@@ -203,8 +215,10 @@ impl Fetcher {
     }
 
     /// Downloads `src` into `sink`, trying each URL through each proxy group until one source
-    /// delivers bytes with the right digest. Returns the sink with the complete, verified bytes
-    /// written, or the last error (a sink error ends the search at once).
+    /// delivers bytes with the right digest: within a group, a proxy that cannot be reached is
+    /// marked failed and another member is tried; any other failure moves to the next group.
+    /// Returns the sink with the complete, verified bytes written, or the last error (a sink
+    /// error ends the search at once).
     pub async fn fetch_blob(
         &self,
         src: &BlobSource,
@@ -217,68 +231,99 @@ impl Fetcher {
         let mut no_cache = false;
         for url in &src.urls {
             for group in 0..self.routes.group_count() {
-                let Some((route, client)) = self.routes.pick(group, url) else {
-                    continue;
-                };
-                let started = Instant::now();
-                let plan = attempt::Plan {
-                    label: &src.label,
-                    url,
-                    client: &client,
-                    settings: &self.settings,
-                    use_ranges: route == Route::Direct,
-                    no_cache,
-                    progress,
-                };
-                sink.restart().map_err(|source| FetchError::Sink {
-                    label: src.label.clone(),
-                    source,
-                })?;
-                let (returned, result) = attempt::run(plan, sink).await;
-                sink = match returned {
-                    Some(s) => s,
-                    None => {
+                let mut tried: Vec<Route> = Vec::new();
+                while let Some((route, client)) = self.routes.pick(group, url, &tried) {
+                    tried.push(route.clone());
+                    let attempt = Attempt {
+                        src,
+                        url,
+                        route: &route,
+                        client: &client,
+                        no_cache,
+                    };
+                    let (returned, result) = self.attempt(attempt, sink, progress).await;
+                    let Some(returned) = returned else {
                         return Err(result.err().unwrap_or(FetchError::NoSource {
                             label: src.label.clone(),
-                        }))
-                    }
-                };
-                match result.and_then(|(digest, size)| check(src, url, digest, size)) {
-                    Ok((digest, size)) => {
-                        let fetched = Fetched {
-                            digest,
-                            size,
-                            url: url.clone(),
-                            route,
-                            elapsed: started.elapsed(),
-                        };
-                        tracing::info!(
-                            asset = %src.label, source = %url, via = %routes::route_name(&fetched.route),
-                            bytes = size, ms = fetched.elapsed.as_millis() as u64,
-                            "fetched {}", digest.short()
+                        }));
+                    };
+                    sink = returned;
+                    let e = match result {
+                        Ok(fetched) => return Ok((fetched, sink)),
+                        Err(e @ FetchError::Sink { .. }) => return Err(e),
+                        Err(e) => e,
+                    };
+                    let proxy_down = matches!(route, Route::Proxy(_))
+                        && matches!(
+                            e,
+                            FetchError::Timeout { .. } | FetchError::Unreachable { .. }
                         );
-                        return Ok((fetched, sink));
+                    if e.is_mismatch() {
+                        tracing::error!("{e}");
+                        no_cache = true;
+                    } else {
+                        tracing::warn!("{e}");
                     }
-                    Err(e @ FetchError::Sink { .. }) => return Err(e),
-                    Err(e) => {
-                        if e.is_mismatch() {
-                            tracing::error!("{e}");
-                            no_cache = true;
-                        } else {
-                            tracing::warn!("{e}");
-                            if let Route::Proxy(_) = route {
-                                if !matches!(e, FetchError::Status { .. }) {
-                                    self.routes.mark_failed(&route);
-                                }
-                            }
-                        }
-                        last = e;
+                    last = e;
+                    if !proxy_down {
+                        break;
                     }
+                    self.routes.mark_failed(&route);
                 }
             }
         }
         Err(last)
     }
+
+    /// One URL through one route; hands the sink back unless the writer died.
+    async fn attempt(
+        &self,
+        a: Attempt<'_>,
+        mut sink: Box<dyn BlobSink>,
+        progress: &(dyn Fn(u64) + Send + Sync),
+    ) -> (Option<Box<dyn BlobSink>>, Result<Fetched, FetchError>) {
+        if let Err(source) = sink.restart() {
+            let label = a.src.label.clone();
+            return (Some(sink), Err(FetchError::Sink { label, source }));
+        }
+        let started = Instant::now();
+        let plan = attempt::Plan {
+            label: &a.src.label,
+            url: a.url,
+            client: a.client,
+            settings: &self.settings,
+            use_ranges: *a.route == Route::Direct,
+            no_cache: a.no_cache,
+            progress,
+        };
+        let (sink, result) = attempt::run(plan, sink).await;
+        let result = result.and_then(|(digest, size)| check(a.src, a.url, digest, size));
+        let result = result.map(|(digest, size)| {
+            let fetched = Fetched {
+                digest,
+                size,
+                url: a.url.clone(),
+                route: a.route.clone(),
+                elapsed: started.elapsed(),
+            };
+            tracing::info!(
+                asset = %a.src.label, source = %a.url, via = %routes::route_name(a.route),
+                bytes = size, ms = fetched.elapsed.as_millis() as u64,
+                "fetched {}", digest.short()
+            );
+            fetched
+        });
+        (sink, result)
+    }
+}
+
+/// One try: which URL, through which route.
+struct Attempt<'a> {
+    src: &'a BlobSource,
+    url: &'a Url,
+    route: &'a Route,
+    client: &'a reqwest::Client,
+    no_cache: bool,
 }
 
 fn check(

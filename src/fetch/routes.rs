@@ -76,15 +76,21 @@ impl Routes {
         self.groups.len()
     }
 
-    /// The member of group `group` to use for `url`, skipping failed proxies (`None` when every
-    /// member of the group is marked failed).
-    pub fn pick(&self, group: usize, url: &Url) -> Option<(Route, reqwest::Client)> {
+    /// The member of group `group` to use for `url`, skipping failed proxies and those in
+    /// `tried` (`None` when no member is left).
+    pub fn pick(
+        &self,
+        group: usize,
+        url: &Url,
+        tried: &[Route],
+    ) -> Option<(Route, reqwest::Client)> {
         let members = self.groups.get(group)?;
         let now = Instant::now();
         let failed = self.failed_until.lock();
         let healthy: Vec<&Route> = members
             .iter()
             .filter(|r| failed.get(*r).is_none_or(|until| *until <= now))
+            .filter(|r| !tried.contains(r))
             .collect();
         if healthy.is_empty() {
             return None;
@@ -132,13 +138,19 @@ mod tests {
         ]))
         .unwrap();
         let url = Url::parse("http://127.0.0.1/x").unwrap();
-        let (first, _) = r.pick(0, &url).unwrap();
-        assert_eq!(r.pick(0, &url).unwrap().0, first, "same URL, same proxy");
+        let (first, _) = r.pick(0, &url, &[]).unwrap();
+        assert_eq!(
+            r.pick(0, &url, &[]).unwrap().0,
+            first,
+            "same URL, same proxy"
+        );
+        let (other, _) = r.pick(0, &url, std::slice::from_ref(&first)).unwrap();
+        assert_ne!(first, other, "an untried member is offered");
         r.mark_failed(&first);
-        let (second, _) = r.pick(0, &url).unwrap();
+        let (second, _) = r.pick(0, &url, &[]).unwrap();
         assert_ne!(first, second);
         r.mark_failed(&second);
-        assert!(r.pick(0, &url).is_none());
-        assert_eq!(r.pick(1, &url).unwrap().0, Route::Direct);
+        assert!(r.pick(0, &url, &[]).is_none());
+        assert_eq!(r.pick(1, &url, &[]).unwrap().0, Route::Direct);
     }
 }

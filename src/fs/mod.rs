@@ -47,8 +47,8 @@ const CATALOG_TTL: Duration = Duration::from_secs(1);
 pub struct Context {
     /// The local store.
     pub store: Arc<Store>,
-    /// The HTTP side.
-    pub fetcher: Arc<Fetcher>,
+    /// The HTTP side (rebuilt on SIGHUP, so proxies and deadlines can change).
+    pub fetcher: RwLock<Arc<Fetcher>>,
     /// Open archive indexes and readers.
     pub archives: Arc<Archives>,
     /// Where download tasks run.
@@ -385,6 +385,7 @@ impl Inner {
                     label: d.to_string(),
                     urls: Vec::new(),
                     expected: Some(*d),
+                    size_hint: None,
                 },
             }),
             Node::Root | Node::CatalogDir(_) | Node::BlobDir => Err(Errno::EISDIR),
@@ -486,7 +487,8 @@ impl Inner {
             Need::Fetch(src) => {
                 let inner = self.clone();
                 self.ctx.runtime.spawn(async move {
-                    match inner.ctx.archives.open(&src).await {
+                    let fetcher = inner.ctx.fetcher.read().clone();
+                    match inner.ctx.archives.open(&fetcher, &src).await {
                         Ok(open) => {
                             let inner2 = inner.clone();
                             let _ = tokio::task::spawn_blocking(move || {
@@ -705,11 +707,8 @@ impl Filesystem for LazyFs {
         let inner = self.inner.clone();
         self.inner.ctx.runtime.spawn(async move {
             let ctx = &inner.ctx;
-            match ctx
-                .store
-                .ensure_blob(&ctx.fetcher, &src, None, &|_| {})
-                .await
-            {
+            let fetcher = ctx.fetcher.read().clone();
+            match ctx.store.ensure_blob(&fetcher, &src, None, &|_| {}).await {
                 Ok(info) => {
                     let inner2 = inner.clone();
                     // Opening and registering the backing file touch the disk: off the runtime.

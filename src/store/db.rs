@@ -12,9 +12,9 @@ pub fn init_schema(conn: &Connection) -> rusqlite::Result<()> {
              digest      TEXT PRIMARY KEY,
              size        INTEGER NOT NULL,
              state       TEXT NOT NULL,           -- 'complete' (only complete blobs are listed)
-             last_access INTEGER NOT NULL,        -- unix seconds
+             last_access INTEGER NOT NULL,        -- unix milliseconds
              pinned      INTEGER NOT NULL DEFAULT 0,
-             created     INTEGER NOT NULL
+             created     INTEGER NOT NULL         -- unix milliseconds
          );
          CREATE INDEX IF NOT EXISTS blobs_lru ON blobs(pinned, last_access);
          CREATE TABLE IF NOT EXISTS refs (
@@ -57,7 +57,7 @@ pub struct BlobRow {
     pub digest: Digest,
     /// Size in bytes.
     pub size: u64,
-    /// Last access, unix seconds.
+    /// Last access, unix milliseconds.
     pub last_access: i64,
     /// Pinned blobs are never evicted.
     pub pinned: bool,

@@ -111,6 +111,7 @@ impl Store {
 
     /// Removes least-recently-used unpinned, unopened blobs until at most `target` bytes remain.
     pub fn evict_to(&self, target: u64) -> Result<EvictReport, StoreError> {
+        // Access times of this process first, so LRU order sees the latest reads.
         self.flush_stats()?;
         let blobs = self.blobs()?;
         let mut used: u64 = blobs.iter().map(|b| b.size).sum();
@@ -129,6 +130,8 @@ impl Store {
         }
         report.used_after = used;
         if !report.removed.is_empty() {
+            self.stats.evicted(report.removed.len(), report.freed());
+            self.flush_stats()?;
             tracing::info!(
                 blobs = report.removed.len(),
                 bytes = report.freed(),

@@ -100,6 +100,14 @@ impl std::fmt::Debug for Store {
     }
 }
 
+/// Unix milliseconds now (blob access times: second resolution would make LRU ties).
+pub fn now_millis() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
 /// Unix seconds now.
 pub fn now_secs() -> i64 {
     SystemTime::now()
@@ -285,7 +293,9 @@ impl Store {
         observer: Option<Box<dyn ByteObserver>>,
         progress: &(dyn Fn(u64) + Send + Sync),
     ) -> Result<BlobInfo, Arc<StoreError>> {
-        self.enforce_limits(&self.limits(), 0).map_err(Arc::new)?;
+        let incoming = src.size_hint.unwrap_or(0);
+        self.enforce_limits(&self.limits(), incoming)
+            .map_err(Arc::new)?;
         let tmp = self.temp_file().map_err(Arc::new)?;
         let sink = sink::TempSink::new(&tmp, observer)
             .map_err(|e| Arc::new(StoreError::io(tmp.path(), e)))?;
@@ -362,7 +372,7 @@ impl Store {
         File::open(&dir)
             .and_then(|d| d.sync_all())
             .map_err(|e| StoreError::io(&dir, e))?;
-        self.with_db(|c| db::insert_complete(c, &info.digest, info.size, now_secs()))
+        self.with_db(|c| db::insert_complete(c, &info.digest, info.size, now_millis()))
     }
 
     /// Writes this process's counters and access times to the database.
@@ -372,11 +382,10 @@ impl Store {
             return Ok(());
         }
         let conn = self.db.lock();
-        let now = now_secs();
         let tx = conn.unchecked_transaction()?;
         db::add_counters(&tx, pending.counters.iter().map(|(k, v)| (k.as_str(), *v)))?;
-        for d in &pending.touched {
-            db::touch(&tx, d, now)?;
+        for (d, at) in &pending.touched {
+            db::touch(&tx, d, *at)?;
         }
         tx.commit()?;
         Ok(())

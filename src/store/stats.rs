@@ -1,7 +1,7 @@
 //! In-memory counters of one process (hits, misses, bytes per source, failures) and pending
 //! access times, flushed to the database in batches so the read path never writes SQLite.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use parking_lot::Mutex;
 
@@ -19,8 +19,8 @@ pub struct Stats {
 pub struct Pending {
     /// Counter deltas by name.
     pub counters: HashMap<String, i64>,
-    /// Blobs read since the last flush.
-    pub touched: HashSet<Digest>,
+    /// Blobs read since the last flush, with the time of the last read (unix ms).
+    pub touched: HashMap<Digest, i64>,
 }
 
 impl Pending {
@@ -77,7 +77,14 @@ impl Stats {
 
     /// A blob was read.
     pub fn touch(&self, d: &Digest) {
-        self.pending.lock().touched.insert(*d);
+        self.pending.lock().touched.insert(*d, super::now_millis());
+    }
+
+    /// Blobs were evicted.
+    pub fn evicted(&self, blobs: usize, bytes: u64) {
+        let mut p = self.pending.lock();
+        *p.counters.entry("evictions".into()).or_insert(0) += blobs as i64;
+        *p.counters.entry("evicted_bytes".into()).or_insert(0) += bytes as i64;
     }
 
     /// Takes what accumulated since the last call.

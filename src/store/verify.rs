@@ -7,7 +7,7 @@ use std::fs;
 use std::io::Read;
 use std::path::PathBuf;
 
-use super::{db, now_secs, Store, StoreError};
+use super::{db, now_millis, Store, StoreError};
 use crate::digest::{Digest, Hasher};
 
 /// What `verify` found.
@@ -89,7 +89,7 @@ impl Store {
                 on_disk.insert(d);
                 if !known.contains(&d) {
                     let size = f.metadata().map(|m| m.len()).unwrap_or(0);
-                    self.with_db(|c| db::insert_complete(c, &d, size, now_secs()))?;
+                    self.with_db(|c| db::insert_complete(c, &d, size, now_millis()))?;
                     report.adopted += 1;
                 }
             }
