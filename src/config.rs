@@ -472,14 +472,24 @@ pub fn default_store_dir() -> PathBuf {
     }
 }
 
+/// toml's message on one line, with the line number and, for a bad value, the key it belongs
+/// to (toml names unknown keys itself, but not the key of a value of the wrong type).
 fn one_line_toml_error(text: &str, e: &toml::de::Error) -> String {
     let msg = e.message().replace('\n', " ");
-    match e.span() {
-        Some(span) => {
-            let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
-            format!("line {line}: {msg}")
-        }
-        None => msg,
+    let Some(span) = e.span() else {
+        return msg;
+    };
+    let start = span.start.min(text.len());
+    let line_no = text[..start].matches('\n').count() + 1;
+    let line_start = text[..start].rfind('\n').map_or(0, |i| i + 1);
+    let line = text[line_start..].lines().next().unwrap_or("");
+    let key = line
+        .split_once('=')
+        .map(|(k, _)| k.trim().trim_matches('"'))
+        .filter(|k| !k.is_empty() && !msg.contains(&format!("`{k}`")));
+    match key {
+        Some(k) => format!("line {line_no}: {k}: {msg}"),
+        None => format!("line {line_no}: {msg}"),
     }
 }
 
@@ -542,6 +552,10 @@ insecure = true
             .unwrap_err()
             .to_string();
         assert!(e.contains("quota"), "{e}");
+        let e = Config::parse("\ntimeout_secs = \"soon\"\n", None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("line 2: timeout_secs:"), "{e}");
         let text = "[[asset]]\nname = \"a\"\nurl = \"http://x/a\"\n";
         let e = Config::parse(text, None).unwrap_err().to_string();
         assert!(e.contains("asset[0].sha256"), "{e}");
