@@ -128,6 +128,7 @@ impl Squid {
         let conf = format!(
             r#"http_port 127.0.0.1:{port}
 {user}pid_filename {d}/run/squid.pid
+{extra}
 cache_dir ufs {d}/cache {mb} 16 256
 coredump_dir {d}/cache
 cache_mem 256 MB
@@ -146,7 +147,6 @@ htcp_port 0
 pinger_enable off
 shutdown_lifetime 1 seconds
 refresh_pattern . 0 20% 4320
-{extra}
 "#,
             mb = self.cache_mb,
             extra = self.extra,
