@@ -14,9 +14,9 @@
 //! kept inside the root). The hostile suite checks that malformed archives give EIO or a log line
 //! naming the entry, in bounded time and memory, and that the daemon keeps serving afterwards.
 
-mod common;
 #[path = "archive_support/mod.rs"]
 mod archive_support;
+mod common;
 
 use archive_support::compare::{assert_same_tree, open_archive_root, WALK_TIMEOUT};
 use archive_support::fixtures::{self, Dialect};
@@ -24,6 +24,8 @@ use archive_support::pack::{self, extract, extract_ok, gzip, pigz, tar_create, T
 use archive_support::raw::{self, gzip_bytes, Header, RawTar};
 use archive_support::serve::Served;
 use archive_support::source::{mixed_bytes, Meta, SourceTree};
+use common::lazycas::tail;
+use common::xattr::assert_errno;
 use common::*;
 use std::fs;
 use std::io;
@@ -49,8 +51,14 @@ fn workdir() -> TempDir {
         .expect("tempdir")
 }
 
-/// Builds `src` into `dir/<file>` with `tar --format=FORMAT ARGS` and then `compress`.
-fn archive_of(src: &Path, dir: &Path, file: &str, tar_args: &[&str], compress: Compress) -> PathBuf {
+/// Builds `src` into `dir/<file>` with `tar ARGS` (see `pack::tar_create`), then `compress`.
+fn archive_of(
+    src: &Path,
+    dir: &Path,
+    file: &str,
+    tar_args: &[&str],
+    compress: Compress,
+) -> PathBuf {
     let tar = dir.join(format!("{file}.raw.tar"));
     tar_create(src, &tar, tar_args);
     let out = dir.join(file);
@@ -62,10 +70,14 @@ fn archive_of(src: &Path, dir: &Path, file: &str, tar_args: &[&str], compress: C
     out
 }
 
+/// How `archive_of` compresses the tar stream.
 #[derive(Clone, Copy)]
 enum Compress {
+    /// A plain `.tar`.
     None,
+    /// `gzip -n -6`: one member.
     Gzip,
+    /// `pigz -n -p 2` with these extra arguments.
     Pigz(&'static [&'static str]),
 }
 
@@ -78,27 +90,34 @@ fn assert_mounts_like_gnu_tar(work: &Path, archives: &[(&str, &Path)]) -> Served
         extract_ok(file, &dest, &[]);
         let started = Instant::now();
         let n = assert_same_tree(&served.path(name), &dest);
-        eprintln!("{name}: {n} nodes identical to GNU tar's extraction ({:?})", started.elapsed());
+        eprintln!(
+            "{name}: {n} nodes identical to GNU tar's extraction ({:?})",
+            started.elapsed()
+        );
     }
     assert_log_clean(&served.daemon);
     served
 }
 
-/// The daemon did not panic and is still running.
+/// The daemon did not panic.
 #[track_caller]
 fn assert_log_clean(daemon: &Daemon) {
     let log = daemon.log();
-    assert!(!log.contains("panicked"), "the daemon panicked:\n{}", tail(&log, 80));
-}
-
-fn tail(text: &str, n: usize) -> String {
-    common::lazycas::tail(text, n)
+    assert!(
+        !log.contains("panicked"),
+        "the daemon panicked:\n{}",
+        tail(&log, 80)
+    );
 }
 
 /// Reads a whole file through the mount with a deadline.
 fn read(path: &Path) -> io::Result<Vec<u8>> {
     let p = path.to_path_buf();
-    with_deadline(WALK_TIMEOUT, &format!("reading {}", p.display()), move || fs::read(&p))
+    with_deadline(
+        WALK_TIMEOUT,
+        &format!("reading {}", p.display()),
+        move || fs::read(&p),
+    )
 }
 
 /// Lists a directory of the mount with a deadline.
@@ -128,11 +147,6 @@ fn assert_same_bytes(got: &[u8], want: &[u8], what: &str) {
     }
 }
 
-#[track_caller]
-fn assert_errno<T: std::fmt::Debug>(r: io::Result<T>, errno: i32, what: &str) {
-    common::xattr::assert_errno(r, errno, what);
-}
-
 /// Every regular file under the node's store with its size.
 fn store_files(node: &Lazycas) -> Vec<(PathBuf, u64)> {
     files_under(&node.store)
@@ -159,7 +173,10 @@ fn assert_store_holds_only_blob_and_index(served: &Served, name: &str, index_bud
         } else if file_name.starts_with("lazycas.db") && p.parent() == Some(&served.node.store) {
             db_bytes += len;
         } else {
-            panic!("unexpected file in the store: {} ({len} bytes); store: {files:?}", p.display());
+            panic!(
+                "unexpected file in the store: {} ({len} bytes); store: {files:?}",
+                p.display()
+            );
         }
     }
     let total: u64 = files.iter().map(|(_, l)| l).sum();
@@ -167,7 +184,10 @@ fn assert_store_holds_only_blob_and_index(served: &Served, name: &str, index_bud
         "store for {name}: {total} bytes = archive {} + database {db_bytes} (budget {index_budget})",
         archive.size
     );
-    assert!(files.iter().any(|(p, _)| *p == blob), "the archive blob is not in the store: {files:?}");
+    assert!(
+        files.iter().any(|(p, _)| *p == blob),
+        "the archive blob is not in the store: {files:?}"
+    );
     assert!(
         db_bytes <= index_budget,
         "database is {db_bytes} bytes, more than the {index_budget}-byte budget for an index: \
@@ -178,14 +198,19 @@ fn assert_store_holds_only_blob_and_index(served: &Served, name: &str, index_bud
 /// Rows of `archive_archives` in the node's database: one per indexed archive content.
 fn indexed_archives(node: &Lazycas) -> i64 {
     let conn = rusqlite::Connection::open(node.store.join("lazycas.db")).expect("open store db");
-    conn.busy_timeout(Duration::from_secs(10)).expect("busy_timeout");
+    conn.busy_timeout(Duration::from_secs(10))
+        .expect("busy_timeout");
     conn.query_row("SELECT COUNT(*) FROM archive_archives", [], |r| r.get(0))
         .expect("count archive_archives")
 }
 
 /// Lines of the daemon log reporting an index build.
 fn index_builds(daemon: &Daemon) -> usize {
-    daemon.log().lines().filter(|l| l.contains(" indexed ")).count()
+    daemon
+        .log()
+        .lines()
+        .filter(|l| l.contains(" indexed "))
+        .count()
 }
 
 /// Peak resident memory of the daemon (VmHWM), in bytes.
@@ -206,20 +231,47 @@ fn gnu_format_matches_gnu_tar() {
     require_fuse!();
     let work = workdir();
     let src = fixtures::rich_tree(&work.path().join("src"), Dialect::Gnu);
-    let a = archive_of(&src, work.path(), "gnu.tar.gz", &["--format=gnu"], Compress::Gzip);
+    let a = archive_of(
+        &src,
+        work.path(),
+        "gnu.tar.gz",
+        &["--format=gnu"],
+        Compress::Gzip,
+    );
     let served = assert_mounts_like_gnu_tar(work.path(), &[("dialects/gnu", &a)]);
     let m = served.path("dialects/gnu");
     // Hard links are one inode with the right count.
     let ino = |p: &str| fs::symlink_metadata(m.join(p)).expect("stat").ino();
     assert_eq!(ino("hard/a"), ino("hard/b"));
     assert_eq!(ino("hard/a"), ino("docs/also-a"));
-    assert_eq!(fs::symlink_metadata(m.join("hard/a")).expect("stat").nlink(), 3);
+    assert_eq!(
+        fs::symlink_metadata(m.join("hard/a"))
+            .expect("stat")
+            .nlink(),
+        3
+    );
     // Members carry the archive's digest; the tree is read-only.
-    let digest = common::xattr::get_string(&m.join("hard/a"), "user.lazycas.digest").expect("getxattr");
-    assert!(digest.contains(&served.archive("dialects/gnu").sha256), "user.lazycas.digest is {digest}");
-    assert_errno(fs::write(m.join("docs/new"), b"x"), libc::EROFS, "creating a file in an archive");
-    assert_errno(fs::OpenOptions::new().write(true).open(m.join("hard/a")), libc::EROFS, "opening a member for writing");
-    assert_errno(fs::create_dir(m.join("newdir")), libc::EROFS, "mkdir in an archive");
+    let digest =
+        common::xattr::get_string(&m.join("hard/a"), "user.lazycas.digest").expect("getxattr");
+    assert!(
+        digest.contains(&served.archive("dialects/gnu").sha256),
+        "user.lazycas.digest is {digest}"
+    );
+    assert_errno(
+        fs::write(m.join("docs/new"), b"x"),
+        libc::EROFS,
+        "creating a file in an archive",
+    );
+    assert_errno(
+        fs::OpenOptions::new().write(true).open(m.join("hard/a")),
+        libc::EROFS,
+        "opening a member for writing",
+    );
+    assert_errno(
+        fs::create_dir(m.join("newdir")),
+        libc::EROFS,
+        "mkdir in an archive",
+    );
 }
 
 #[test]
@@ -227,16 +279,46 @@ fn pax_format_matches_gnu_tar() {
     require_fuse!();
     let work = workdir();
     let src = fixtures::rich_tree(&work.path().join("src"), Dialect::Pax);
-    let a = archive_of(&src, work.path(), "pax.tgz", &["--format=pax", "--xattrs"], Compress::Gzip);
+    let a = archive_of(
+        &src,
+        work.path(),
+        "pax.tgz",
+        &["--format=pax", "--xattrs"],
+        Compress::Gzip,
+    );
     let served = assert_mounts_like_gnu_tar(work.path(), &[("pax", &a)]);
     let m = served.path("pax");
     let mtime = fs::symlink_metadata(m.join("nanos/n1")).expect("stat");
-    assert_eq!((mtime.mtime(), mtime.mtime_nsec()), (T0 + 7, 123_456_789), "PAX mtime fraction");
+    assert_eq!(
+        (mtime.mtime(), mtime.mtime_nsec()),
+        (T0 + 7, 123_456_789),
+        "PAX mtime fraction"
+    );
     // SCHILY.xattr.* records are the members' extended attributes.
     let x = common::xattr::get(&m.join("docs/readme.txt"), "user.lazycas_test");
     assert_eq!(x.expect("getxattr user.lazycas_test"), b"hello");
     let x = common::xattr::get(&m.join("hard/b"), "user.other");
-    assert_eq!(x.expect("getxattr user.other on a hard link"), b"value with spaces");
+    assert_eq!(
+        x.expect("getxattr user.other on a hard link"),
+        b"value with spaces"
+    );
+    let x = common::xattr::get(&m.join("docs"), "user.on_a_dir");
+    assert_eq!(
+        x.expect("getxattr user.on_a_dir on a directory"),
+        b"dir value"
+    );
+    let names = common::xattr::list(&m.join("docs/readme.txt")).expect("listxattr");
+    for n in [
+        "user.lazycas_test",
+        "user.lazycas.digest",
+        "user.lazycas.source",
+        "user.lazycas.cached",
+    ] {
+        assert!(
+            names.iter().any(|x| x == n),
+            "listxattr lacks {n}: {names:?}"
+        );
+    }
 }
 
 #[test]
@@ -244,7 +326,13 @@ fn ustar_format_matches_gnu_tar() {
     require_fuse!();
     let work = workdir();
     let src = fixtures::rich_tree(&work.path().join("src"), Dialect::Ustar);
-    let a = archive_of(&src, work.path(), "ustar.tar.gz", &["--format=ustar"], Compress::Gzip);
+    let a = archive_of(
+        &src,
+        work.path(),
+        "ustar.tar.gz",
+        &["--format=ustar"],
+        Compress::Gzip,
+    );
     let served = assert_mounts_like_gnu_tar(work.path(), &[("ustar", &a)]);
     // The 231-byte path only fits through the prefix field.
     let long = served.path("ustar").join(format!(
@@ -254,7 +342,10 @@ fn ustar_format_matches_gnu_tar() {
         "p".repeat(40) + "2",
         "q".repeat(99)
     ));
-    assert_eq!(read(&long).expect("read prefix-field path"), b"prefix field\n");
+    assert_eq!(
+        read(&long).expect("read prefix-field path"),
+        b"prefix field\n"
+    );
 }
 
 #[test]
@@ -264,7 +355,11 @@ fn pigz_outputs_match_gnu_tar() {
     let mut t = SourceTree::new(&work.path().join("src"), Meta::new(0o755, T0));
     // Several MiB so pigz writes many blocks (128 KiB each by default, 32 KiB with -b 32).
     for i in 0..6u64 {
-        t.file(format!("data/part-{i}.bin"), &mixed_bytes(1_500_000 + i as usize * 1000, i), Meta::new(0o644, T0));
+        t.file(
+            format!("data/part-{i}.bin"),
+            &mixed_bytes(1_500_000 + i as usize * 1000, i),
+            Meta::new(0o644, T0),
+        );
     }
     t.dir("data", Meta::new(0o755, T0 + 1));
     let rich = work.path().join("rich");
@@ -273,8 +368,17 @@ fn pigz_outputs_match_gnu_tar() {
     let src = t.finish();
     let args = &["--format=gnu"];
     let plain = archive_of(&src, work.path(), "pigz.tar.gz", args, Compress::Pigz(&[]));
-    let indep = archive_of(&src, work.path(), "pigz-i.tgz", args, Compress::Pigz(&["-i", "-b", "32"]));
-    assert_mounts_like_gnu_tar(work.path(), &[("pigz/default", &plain), ("pigz/independent", &indep)]);
+    let indep = archive_of(
+        &src,
+        work.path(),
+        "pigz-i.tgz",
+        args,
+        Compress::Pigz(&["-i", "-b", "32"]),
+    );
+    assert_mounts_like_gnu_tar(
+        work.path(),
+        &[("pigz/default", &plain), ("pigz/independent", &indep)],
+    );
 }
 
 #[test]
@@ -283,7 +387,11 @@ fn concatenated_gzip_members_match_gnu_tar() {
     let work = workdir();
     let mut t = SourceTree::new(&work.path().join("src"), Meta::new(0o755, T0));
     for i in 0..4u64 {
-        t.file(format!("part-{i}.bin"), &mixed_bytes(3_000_000, 40 + i), Meta::new(0o644, T0 + 1));
+        t.file(
+            format!("part-{i}.bin"),
+            &mixed_bytes(3_000_000, 40 + i),
+            Meta::new(0o644, T0 + 1),
+        );
     }
     let rich = fixtures::rich_tree(&work.path().join("rich"), Dialect::Pax);
     fs::rename(rich, t.root().join("rich")).expect("move rich tree in");
@@ -310,7 +418,10 @@ fn concatenated_gzip_members_match_gnu_tar() {
     let mut bytes = fs::read(&head_gz).expect("read");
     bytes.extend(fs::read(&tail_gz).expect("read"));
     fs::write(&mixed, bytes).expect("write");
-    assert_mounts_like_gnu_tar(work.path(), &[("cat/members", &concatenated), ("cat/pigz-gzip", &mixed)]);
+    assert_mounts_like_gnu_tar(
+        work.path(),
+        &[("cat/members", &concatenated), ("cat/pigz-gzip", &mixed)],
+    );
 }
 
 #[test]
@@ -322,7 +433,13 @@ fn gnu_incremental_dump_with_volume_label_matches_gnu_tar() {
     let snar_arg = format!("--listed-incremental={}", snar.display());
     // Directories become `D` (dumpdir) entries with data; a `V` volume header comes first.
     let args = ["--format=gnu", snar_arg.as_str(), "--label=backup-1"];
-    let a = archive_of(&src, work.path(), "incremental.tar.gz", &args, Compress::Gzip);
+    let a = archive_of(
+        &src,
+        work.path(),
+        "incremental.tar.gz",
+        &args,
+        Compress::Gzip,
+    );
     assert_mounts_like_gnu_tar(work.path(), &[("incremental", &a)]);
 }
 
@@ -332,11 +449,18 @@ fn pax_global_header_matches_gnu_tar() {
     let work = workdir();
     let src = fixtures::rich_tree(&work.path().join("src"), Dialect::Pax);
     // `keyword=value` goes into a global (`g`) header that applies to every later entry.
-    let args = ["--format=pax", "--pax-option=comment=made by lazycas tests,uid=4242,gid=4343"];
+    let args = [
+        "--format=pax",
+        "--pax-option=comment=made by lazycas tests,uid=4242,gid=4343",
+    ];
     let a = archive_of(&src, work.path(), "global.tar.gz", &args, Compress::Gzip);
     let served = assert_mounts_like_gnu_tar(work.path(), &[("global", &a)]);
     let st = fs::symlink_metadata(served.path("global/docs/readme.txt")).expect("stat");
-    assert_eq!((st.uid(), st.gid()), (4242, 4343), "ids from the global header");
+    assert_eq!(
+        (st.uid(), st.gid()),
+        (4242, 4343),
+        "ids from the global header"
+    );
 }
 
 #[test]
@@ -345,14 +469,24 @@ fn v7_format_matches_gnu_tar() {
     let work = workdir();
     let mut t = SourceTree::new(&work.path().join("src"), Meta::new(0o755, T0));
     t.dir("dir", Meta::new(0o750, T0 + 1).owner(12, 34));
-    t.file("dir/file", &mixed_bytes(70_000, 5), Meta::new(0o640, T0 + 2).owner(12, 34));
+    t.file(
+        "dir/file",
+        &mixed_bytes(70_000, 5),
+        Meta::new(0o640, T0 + 2).owner(12, 34),
+    );
     t.file("dir/empty", b"", Meta::new(0o600, T0 + 3));
     t.dir("dir/sub", Meta::new(0o700, T0 + 4));
     t.hardlink("dir/sub/hard", "dir/file");
     t.symlink("link", "dir/file", Meta::new(0, T0 + 5));
     let src = t.finish();
     // v7: no magic, no owner names; directories are regular-file entries named with a `/`.
-    let a = archive_of(&src, work.path(), "v7.tar", &["--format=v7"], Compress::None);
+    let a = archive_of(
+        &src,
+        work.path(),
+        "v7.tar",
+        &["--format=v7"],
+        Compress::None,
+    );
     assert_mounts_like_gnu_tar(work.path(), &[("v7", &a)]);
 }
 
@@ -361,7 +495,13 @@ fn uncompressed_tar_matches_gnu_tar() {
     require_fuse!();
     let work = workdir();
     let src = fixtures::rich_tree(&work.path().join("src"), Dialect::Gnu);
-    let a = archive_of(&src, work.path(), "plain.tar", &["--format=gnu"], Compress::None);
+    let a = archive_of(
+        &src,
+        work.path(),
+        "plain.tar",
+        &["--format=gnu"],
+        Compress::None,
+    );
     assert_mounts_like_gnu_tar(work.path(), &[("plain", &a)]);
 }
 
@@ -422,7 +562,13 @@ fn empty_archives_are_empty_directories() {
     require_fuse!();
     let work = workdir();
     let src = SourceTree::new(&work.path().join("src"), Meta::new(0o700, T0).owner(5, 6)).finish();
-    let dot_only = archive_of(&src, work.path(), "dot-only.tar.gz", &["--format=gnu"], Compress::Gzip);
+    let dot_only = archive_of(
+        &src,
+        work.path(),
+        "dot-only.tar.gz",
+        &["--format=gnu"],
+        Compress::Gzip,
+    );
     let empty_gz = work.path().join("empty-gzip.tar.gz");
     fs::write(&empty_gz, gzip_bytes(b"")).expect("write");
     let zeros = work.path().join("zeros.tar");
@@ -440,12 +586,24 @@ fn empty_archives_are_empty_directories() {
     let dest = work.path().join("extracted");
     extract_ok(&dot_only, &dest, &[]);
     assert_same_tree(&served.path("empty/dot-only"), &dest);
-    for name in ["empty/dot-only", "empty/gzip", "empty/zeros", "empty/zeros-gz"] {
+    for name in [
+        "empty/dot-only",
+        "empty/gzip",
+        "empty/zeros",
+        "empty/zeros-gz",
+    ] {
         let file = &served.archive(name).file;
         let dest = work.path().join(format!("x-{}", name.replace('/', "_")));
         extract_ok(file, &dest, &[]);
-        assert!(list(&dest, WALK_TIMEOUT).expect("list extraction").is_empty());
-        assert!(list(&served.path(name), WALK_TIMEOUT).expect("list").is_empty(), "{name} is not empty");
+        assert!(list(&dest, WALK_TIMEOUT)
+            .expect("list extraction")
+            .is_empty());
+        assert!(
+            list(&served.path(name), WALK_TIMEOUT)
+                .expect("list")
+                .is_empty(),
+            "{name} is not empty"
+        );
     }
     assert_log_clean(&served.daemon);
 }
@@ -465,8 +623,15 @@ fn second_of_two_concatenated_tar_archives_is_not_shown() {
     let cat = work.path().join("cat.tar");
     fs::write(&cat, &bytes).expect("write");
     let cat_gz = work.path().join("cat-gz.tar.gz");
-    fs::write(&cat_gz, [gzip_bytes(&fs::read(&a).expect("read")), gzip_bytes(&fs::read(&b).expect("read"))].concat())
-        .expect("write");
+    fs::write(
+        &cat_gz,
+        [
+            gzip_bytes(&fs::read(&a).expect("read")),
+            gzip_bytes(&fs::read(&b).expect("read")),
+        ]
+        .concat(),
+    )
+    .expect("write");
     assert_mounts_like_gnu_tar(work.path(), &[("two/tar", &cat), ("two/gz", &cat_gz)]);
 }
 
@@ -475,28 +640,60 @@ fn sparse_files_match_gnu_tar() {
     require_fuse!();
     let work = workdir();
     let src = fixtures::sparse_tree(&work.path().join("src"));
-    let sparse = |file: &str, args: &[&str]| archive_of(&src, work.path(), file, args, Compress::Gzip);
+    let sparse =
+        |file: &str, args: &[&str]| archive_of(&src, work.path(), file, args, Compress::Gzip);
     let gnu = sparse("gnu-sparse.tar.gz", &["--format=gnu", "--sparse"]);
-    let pax00 = sparse("pax-0.0.tar.gz", &["--format=pax", "--sparse", "--sparse-version=0.0"]);
-    let pax01 = sparse("pax-0.1.tar.gz", &["--format=pax", "--sparse", "--sparse-version=0.1"]);
-    let pax10 = sparse("pax-1.0.tar.gz", &["--format=pax", "--sparse", "--sparse-version=1.0"]);
+    let pax00 = sparse(
+        "pax-0.0.tar.gz",
+        &["--format=pax", "--sparse", "--sparse-version=0.0"],
+    );
+    let pax01 = sparse(
+        "pax-0.1.tar.gz",
+        &["--format=pax", "--sparse", "--sparse-version=0.1"],
+    );
+    let pax10 = sparse(
+        "pax-1.0.tar.gz",
+        &["--format=pax", "--sparse", "--sparse-version=1.0"],
+    );
     // The archives really are sparse: far smaller than the 128 MiB of apparent file sizes.
     for a in [&gnu, &pax00, &pax01, &pax10] {
         let len = fs::metadata(a).expect("stat").len();
-        assert!(len < 2 << 20, "{} is {len} bytes: tar did not store holes", a.display());
+        assert!(
+            len < 2 << 20,
+            "{} is {len} bytes: tar did not store holes",
+            a.display()
+        );
     }
     let served = assert_mounts_like_gnu_tar(
         work.path(),
-        &[("sparse/gnu", &gnu), ("sparse/pax-0.0", &pax00), ("sparse/pax-0.1", &pax01), ("sparse/pax-1.0", &pax10)],
+        &[
+            ("sparse/gnu", &gnu),
+            ("sparse/pax-0.0", &pax00),
+            ("sparse/pax-0.1", &pax01),
+            ("sparse/pax-1.0", &pax10),
+        ],
     );
     // Reads that start inside a hole and end inside data, through each map.
     let want = fs::read(src.join("sparse/holes-64m")).expect("read source");
-    for name in ["sparse/gnu", "sparse/pax-0.0", "sparse/pax-0.1", "sparse/pax-1.0"] {
+    for name in [
+        "sparse/gnu",
+        "sparse/pax-0.0",
+        "sparse/pax-0.1",
+        "sparse/pax-1.0",
+    ] {
         let f = fs::File::open(served.path(name).join("sparse/holes-64m")).expect("open");
-        for (off, len) in [((1 << 20) + 100, 100usize), ((10 << 20) - 7, 20_000), ((64 << 20) - 3, 3)] {
+        for (off, len) in [
+            ((1 << 20) + 100, 100usize),
+            ((10 << 20) - 7, 20_000),
+            ((64 << 20) - 3, 3),
+        ] {
             let mut buf = vec![0u8; len];
             f.read_exact_at(&mut buf, off).expect("pread");
-            assert_same_bytes(&buf, &want[off as usize..off as usize + len], &format!("{name} at {off}"));
+            assert_same_bytes(
+                &buf,
+                &want[off as usize..off as usize + len],
+                &format!("{name} at {off}"),
+            );
         }
     }
 }
@@ -506,15 +703,35 @@ fn sparse_file_larger_than_8_gib_matches_gnu_tar() {
     require_fuse!();
     let work = workdir();
     let size: u64 = 9 << 30;
-    let chunks = vec![(0, random_bytes(5000, 1)), (5 << 30, random_bytes(70_000, 2)), (size - 10, random_bytes(10, 3))];
+    let chunks = vec![
+        (0, random_bytes(5000, 1)),
+        (5 << 30, random_bytes(70_000, 2)),
+        (size - 10, random_bytes(10, 3)),
+    ];
     let mut t = SourceTree::new(&work.path().join("src"), Meta::new(0o755, T0));
     t.sparse("huge.special", size, &chunks, Meta::new(0o644, T0 + 1));
-    t.file("after.txt", b"after the 9 GiB member\n", Meta::new(0o644, T0 + 2));
+    t.file(
+        "after.txt",
+        b"after the 9 GiB member\n",
+        Meta::new(0o644, T0 + 2),
+    );
     let src = t.finish();
     // Sizes past 8^11 bytes: base-256 (GNU) or a `size` record (PAX). The big file is named
     // `*.special` so `diff -r` does not read 9 GiB of zeros; its bytes are sampled below.
-    let gnu = archive_of(&src, work.path(), "big-sparse-gnu.tar.gz", &["--format=gnu", "--sparse"], Compress::Gzip);
-    let pax = archive_of(&src, work.path(), "big-sparse-pax.tar.gz", &["--format=pax", "--sparse"], Compress::Gzip);
+    let gnu = archive_of(
+        &src,
+        work.path(),
+        "big-sparse-gnu.tar.gz",
+        &["--format=gnu", "--sparse"],
+        Compress::Gzip,
+    );
+    let pax = archive_of(
+        &src,
+        work.path(),
+        "big-sparse-pax.tar.gz",
+        &["--format=pax", "--sparse"],
+        Compress::Gzip,
+    );
     let served = assert_mounts_like_gnu_tar(work.path(), &[("huge/gnu", &gnu), ("huge/pax", &pax)]);
     for name in ["huge/gnu", "huge/pax"] {
         let f = fs::File::open(served.path(name).join("huge.special")).expect("open");
@@ -537,16 +754,38 @@ fn hard_links_and_symlinks_match_gnu_tar() {
     require_fuse!();
     let work = workdir();
     let src = fixtures::links_tree(&work.path().join("src"));
-    let gnu = archive_of(&src, work.path(), "links-gnu.tar.gz", &["--format=gnu"], Compress::Gzip);
-    let pax = archive_of(&src, work.path(), "links-pax.tar.gz", &["--format=pax"], Compress::Gzip);
-    let served = assert_mounts_like_gnu_tar(work.path(), &[("links/gnu", &gnu), ("links/pax", &pax)]);
+    let gnu = archive_of(
+        &src,
+        work.path(),
+        "links-gnu.tar.gz",
+        &["--format=gnu"],
+        Compress::Gzip,
+    );
+    let pax = archive_of(
+        &src,
+        work.path(),
+        "links-pax.tar.gz",
+        &["--format=pax"],
+        Compress::Gzip,
+    );
+    let served =
+        assert_mounts_like_gnu_tar(work.path(), &[("links/gnu", &gnu), ("links/pax", &pax)]);
     for name in ["links/gnu", "links/pax"] {
         let m = served.path(name);
-        let st = |p: &str| fs::symlink_metadata(m.join(p)).unwrap_or_else(|e| panic!("stat {p}: {e}"));
+        let st =
+            |p: &str| fs::symlink_metadata(m.join(p)).unwrap_or_else(|e| panic!("stat {p}: {e}"));
         let data = st("files/data.bin");
         assert_eq!(data.nlink(), 4, "{name}: links of files/data.bin");
-        for l in ["files/data-link1", "other/data-link2", "other/deeper/data-link3"] {
-            assert_eq!(st(l).ino(), data.ino(), "{name}: {l} is the same inode as files/data.bin");
+        for l in [
+            "files/data-link1",
+            "other/data-link2",
+            "other/deeper/data-link3",
+        ] {
+            assert_eq!(
+                st(l).ino(),
+                data.ino(),
+                "{name}: {l} is the same inode as files/data.bin"
+            );
         }
         assert_eq!(st("files/suid-link").mode() & 0o7777, 0o4755);
         assert_eq!(
@@ -555,8 +794,16 @@ fn hard_links_and_symlinks_match_gnu_tar() {
         );
         // Reading through a relative link inside the archive reaches the member.
         let via = read(&m.join("sym/rel-file")).expect("read through sym/rel-file");
-        assert_same_bytes(&via, &fs::read(src.join("files/data.bin")).expect("source"), "sym/rel-file");
-        assert_errno(read(&m.join("sym/loop-a")), libc::ELOOP, "reading through a symlink loop");
+        assert_same_bytes(
+            &via,
+            &fs::read(src.join("files/data.bin")).expect("source"),
+            "sym/rel-file",
+        );
+        assert_errno(
+            read(&m.join("sym/loop-a")),
+            libc::ELOOP,
+            "reading through a symlink loop",
+        );
     }
 }
 
@@ -565,11 +812,27 @@ fn unicode_and_255_byte_names_match_gnu_tar() {
     require_fuse!();
     let work = workdir();
     let src = fixtures::names_tree(&work.path().join("src"));
-    let pax = archive_of(&src, work.path(), "names-pax.tar.gz", &["--format=pax"], Compress::Gzip);
-    let gnu = archive_of(&src, work.path(), "names-gnu.tar.gz", &["--format=gnu"], Compress::Gzip);
-    let served = assert_mounts_like_gnu_tar(work.path(), &[("names/pax", &pax), ("names/gnu", &gnu)]);
+    let pax = archive_of(
+        &src,
+        work.path(),
+        "names-pax.tar.gz",
+        &["--format=pax"],
+        Compress::Gzip,
+    );
+    let gnu = archive_of(
+        &src,
+        work.path(),
+        "names-gnu.tar.gz",
+        &["--format=gnu"],
+        Compress::Gzip,
+    );
+    let served =
+        assert_mounts_like_gnu_tar(work.path(), &[("names/pax", &pax), ("names/gnu", &gnu)]);
     let kanji = "語".repeat(85);
-    assert_eq!(read(&served.path("names/pax").join(&kanji)).expect("read"), kanji.as_bytes());
+    assert_eq!(
+        read(&served.path("names/pax").join(&kanji)).expect("read"),
+        kanji.as_bytes()
+    );
 }
 
 #[test]
@@ -577,7 +840,13 @@ fn twenty_thousand_small_files_match_gnu_tar() {
     require_fuse!();
     let work = workdir();
     let src = fixtures::many_files_tree(&work.path().join("src"), 20_000);
-    let a = archive_of(&src, work.path(), "many.tar.gz", &["--format=gnu"], Compress::Gzip);
+    let a = archive_of(
+        &src,
+        work.path(),
+        "many.tar.gz",
+        &["--format=gnu"],
+        Compress::Gzip,
+    );
     let served = assert_mounts_like_gnu_tar(work.path(), &[("many", &a)]);
     let flat = list(&served.path("many/flat"), WALK_TIMEOUT).expect("list flat");
     assert_eq!(flat.len(), 10_000, "entries of the 10,000-file directory");
@@ -592,15 +861,25 @@ fn member_of_200_mib_matches_gnu_tar_and_nothing_is_extracted_to_disk() {
     let big = pack::big_fixture();
     let served = assert_mounts_like_gnu_tar(work.path(), &[("data/big", big)]);
     let m = served.path("data/big");
-    assert_eq!(fs::metadata(m.join("big/member.bin")).expect("stat").len(), pack::BIG_MEMBER);
+    assert_eq!(
+        fs::metadata(m.join("big/member.bin")).expect("stat").len(),
+        pack::BIG_MEMBER
+    );
     // The index is checkpoints (a 32 KiB window, stored compressed, about every 4 MiB of
     // output: at most ~2 MiB here) and a few member rows.
     assert_store_holds_only_blob_and_index(&served, "data/big", 4 << 20);
     // Memory does not follow the member or archive size: decoded spans are bounded by
     // `archive_cache` (64 MiB by default), the rest is SQLite, buffers and threads.
     let peak = peak_rss(&served.daemon);
-    eprintln!("daemon peak RSS after reading the 200 MiB member: {} MiB", peak >> 20);
-    assert!(peak < 192 << 20, "daemon peak RSS {} MiB after reading a 200 MiB member", peak >> 20);
+    eprintln!(
+        "daemon peak RSS after reading the 200 MiB member: {} MiB",
+        peak >> 20
+    );
+    assert!(
+        peak < 192 << 20,
+        "daemon peak RSS {} MiB after reading a 200 MiB member",
+        peak >> 20
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -632,7 +911,9 @@ fn later_entry_of_the_same_path_wins() {
         .symlink("x/sym", "a", T0 + 7)
         .file("x/sym", b"C", 0o644, T0 + 7)
         .file("x/file2sym", b"D", 0o644, T0 + 8)
-        .symlink("x/file2sym", "file", T0 + 8);
+        .symlink("x/file2sym", "file", T0 + 8)
+        // The root's own entry again, spelled `.`: its attributes win too.
+        .dir(".", 0o711, T0 + 50);
     let a = write_tgz(work.path(), "later.tar.gz", &t);
     let served = assert_mounts_like_gnu_tar(work.path(), &[("later", &a)]);
     let m = served.path("later/x");
@@ -642,8 +923,119 @@ fn later_entry_of_the_same_path_wins() {
     // The hard link made before the replacement keeps the old content, as unlink + create does.
     assert_eq!(read(&m.join("hl")).expect("read"), b"A");
     assert!(st("f2d").is_dir() && st("d2f").is_file());
-    assert_eq!((st("dir2").mode() & 0o7777, st("dir2").mtime()), (0o750, T0 + 6));
+    assert_eq!(
+        (st("dir2").mode() & 0o7777, st("dir2").mtime()),
+        (0o750, T0 + 6)
+    );
     assert!(st("sym").is_file() && st("file2sym").file_type().is_symlink());
+    let root = fs::symlink_metadata(served.path("later")).expect("stat root");
+    assert_eq!(
+        (root.mode() & 0o7777, root.mtime()),
+        (0o711, T0 + 50),
+        "root from the last `.` entry"
+    );
+}
+
+#[test]
+fn unusual_type_flags_match_gnu_tar() {
+    require_fuse!();
+    let work = workdir();
+    let mut t = RawTar::new();
+    t.dir("./", 0o755, T0);
+    // Pre-POSIX regular files (NUL type flag), contiguous files (`7`), and a type flag nobody
+    // defines, which GNU tar extracts as a regular file.
+    for (name, kind) in [
+        ("old-regular", 0u8),
+        ("contiguous", b'7'),
+        ("unknown-z", b'Z'),
+    ] {
+        let data = format!("{name} data\n");
+        let h = Header {
+            size: data.len() as u64,
+            mtime: T0 + 1,
+            ..Header::new(name.as_bytes(), kind)
+        };
+        t.header(&h).data(data.as_bytes());
+    }
+    // A pre-POSIX directory: a regular-file entry whose name ends in `/`.
+    t.header(&Header {
+        mode: 0o750,
+        mtime: T0 + 2,
+        ..Header::new(b"old-dir/", 0)
+    });
+    t.file("old-dir/inside", b"inside\n", 0o644, T0 + 3);
+    t.file("after.txt", b"after\n", 0o644, T0 + 4);
+    let a = write_tgz(work.path(), "types.tar.gz", &t);
+    let served = Served::start(&[("types", &a)]);
+    let dest = work.path().join("extracted");
+    let out = extract(&a, &dest, &[]);
+    eprintln!("GNU tar on unusual type flags: {out}");
+    assert_same_tree(&served.path("types"), &dest);
+    assert_log_clean(&served.daemon);
+}
+
+#[test]
+fn raw_pax_records_match_gnu_tar() {
+    require_fuse!();
+    let work = workdir();
+    let mut t = RawTar::new();
+    t.dir("./", 0o755, T0);
+    t.pax_global(&[
+        ("comment", "global"),
+        ("mtime", "1600000000.25"),
+        ("uid", "777"),
+    ]);
+    t.file("global-defaults", b"global\n", 0o644, T0);
+    // Short and over-long fractions, big ids, a path and a link target longer than the header
+    // fields, a size record overriding the header's, xattrs with odd values.
+    t.pax(&[("mtime", "1700000000.5")])
+        .file("half-second", b"a\n", 0o644, T0);
+    t.pax(&[("mtime", "1700000000.1234567891234")])
+        .file("long-fraction", b"b\n", 0o644, T0);
+    t.pax(&[("uid", "123456789"), ("gid", "987654321")])
+        .file("big-ids", b"c\n", 0o644, T0);
+    let long_path = format!("{}/{}", "p".repeat(120), "名".repeat(50));
+    t.dir(&"p".repeat(99), 0o755, T0);
+    t.pax(&[("path", &format!("{}/", "p".repeat(120)))])
+        .dir("ignored-dir-name/", 0o755, T0);
+    t.pax(&[("path", &long_path)])
+        .file("ignored-name", b"d\n", 0o644, T0);
+    t.pax(&[("linkpath", &"l".repeat(300))])
+        .symlink("long-target", "ignored", T0);
+    t.pax(&[("size", "5")]);
+    t.header(&Header {
+        mode: 0o644,
+        mtime: T0,
+        size: 0,
+        ..Header::new(b"size-record", raw::REGULAR)
+    })
+    .data(b"12345");
+    t.pax(&[
+        ("SCHILY.xattr.user.empty", ""),
+        ("SCHILY.xattr.user.eq", "a=b=c"),
+        ("SCHILY.xattr.user.utf8", "é"),
+    ])
+    .file("xattrs", b"e\n", 0o644, T0);
+    t.file("after.txt", b"after\n", 0o644, T0 + 1);
+    let a = write_tgz(work.path(), "pax-records.tar.gz", &t);
+    let served = Served::start(&[("records", &a)]);
+    let dest = work.path().join("extracted");
+    extract_ok(&a, &dest, &["--xattrs", "--xattrs-include=*"]);
+    assert_same_tree(&served.path("records"), &dest);
+    let m = served.path("records");
+    for (name, value) in [
+        ("user.empty", &b""[..]),
+        ("user.eq", b"a=b=c"),
+        ("user.utf8", "é".as_bytes()),
+    ] {
+        let got = common::xattr::get(&m.join("xattrs"), name);
+        assert_eq!(
+            got.unwrap_or_else(|e| panic!("getxattr {name}: {e}")),
+            value,
+            "{name}"
+        );
+    }
+    assert_log_clean(&served.daemon);
 }
 
 #[test]
@@ -669,17 +1061,39 @@ fn dotdot_and_absolute_names_stay_inside_the_root() {
     let outer = work.path().join("outer");
     let dest = outer.join("inner");
     let out = extract(&a, &dest, &[]);
-    assert_eq!(out.code(), Some(2), "GNU tar's verdict on the archive: {out}");
+    assert_eq!(
+        out.code(),
+        Some(2),
+        "GNU tar's verdict on the archive: {out}"
+    );
     assert!(out.stderr.contains("Member name contains '..'"), "{out}");
-    let outside: Vec<_> = fs::read_dir(&outer).expect("ls outer").flatten().map(|e| e.file_name()).collect();
-    assert_eq!(outside, vec![std::ffi::OsString::from("inner")], "GNU tar wrote outside its root");
+    let outside: Vec<_> = fs::read_dir(&outer)
+        .expect("ls outer")
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert_eq!(
+        outside,
+        vec![std::ffi::OsString::from("inner")],
+        "GNU tar wrote outside its root"
+    );
     assert_same_tree(&served.path("escape"), &dest);
     let m = served.path("escape");
     assert_eq!(read(&m.join("abs/f")).expect("read abs/f"), b"absolute");
-    assert_eq!(read(&m.join("double/slash/name")).expect("read double/slash/name"), b"n");
+    assert_eq!(
+        read(&m.join("double/slash/name")).expect("read double/slash/name"),
+        b"n"
+    );
     let names = list(&m, WALK_TIMEOUT).expect("list root");
-    assert_eq!(names, ["abs", "double", "ok"], "root of the mounted archive");
-    assert_eq!(list(&m.join("ok"), WALK_TIMEOUT).expect("list ok"), ["fine", "hl-abs", "hl-dotdot"]);
+    assert_eq!(
+        names,
+        ["abs", "double", "ok"],
+        "root of the mounted archive"
+    );
+    assert_eq!(
+        list(&m.join("ok"), WALK_TIMEOUT).expect("list ok"),
+        ["fine", "hl-abs", "hl-dotdot"]
+    );
     let ino = |p: &str| fs::symlink_metadata(m.join(p)).expect("stat").ino();
     assert_eq!(ino("ok/hl-dotdot"), ino("ok/fine"));
     assert_eq!(ino("ok/hl-abs"), ino("ok/fine"));
@@ -718,19 +1132,48 @@ fn entry_after_a_symlinked_dir_is_not_reached_through_the_link() {
 
     let dest = work.path().join("extracted");
     let out = extract(&absolute, &dest, &[]);
-    assert_eq!(out.code(), Some(2), "GNU tar refuses escape/x, up/z and plain/x: {out}");
+    assert_eq!(
+        out.code(),
+        Some(2),
+        "GNU tar refuses escape/x, up/z and plain/x: {out}"
+    );
     assert_same_tree(&served.path("links/absolute"), &dest);
     let m = served.path("links/absolute");
-    assert_errno(fs::symlink_metadata(m.join("escape/x")), libc::ENOENT, "escape/x through the link");
-    assert_errno(fs::symlink_metadata(m.join("plain/x")), libc::ENOTDIR, "plain/x");
+    assert_errno(
+        fs::symlink_metadata(m.join("escape/x")),
+        libc::ENOENT,
+        "escape/x through the link",
+    );
+    assert_errno(
+        fs::symlink_metadata(m.join("plain/x")),
+        libc::ENOTDIR,
+        "plain/x",
+    );
 
     let m = served.path("links/relative");
     assert_eq!(list(&m, WALK_TIMEOUT).expect("list"), ["real", "rel"]);
-    assert_eq!(list(&m.join("real"), WALK_TIMEOUT).expect("list real"), ["own"]);
-    assert_eq!(fs::read_link(m.join("rel")).expect("readlink rel"), Path::new("real"));
-    assert_errno(fs::symlink_metadata(m.join("rel/y")), libc::ENOENT, "rel/y through the link");
-    assert_errno(fs::symlink_metadata(m.join("rel/sub")), libc::ENOENT, "rel/sub through the link");
-    let left: Vec<_> = fs::read_dir(&outside).expect("ls outside").flatten().collect();
+    assert_eq!(
+        list(&m.join("real"), WALK_TIMEOUT).expect("list real"),
+        ["own"]
+    );
+    assert_eq!(
+        fs::read_link(m.join("rel")).expect("readlink rel"),
+        Path::new("real")
+    );
+    assert_errno(
+        fs::symlink_metadata(m.join("rel/y")),
+        libc::ENOENT,
+        "rel/y through the link",
+    );
+    assert_errno(
+        fs::symlink_metadata(m.join("rel/sub")),
+        libc::ENOENT,
+        "rel/sub through the link",
+    );
+    let left: Vec<_> = fs::read_dir(&outside)
+        .expect("ls outside")
+        .flatten()
+        .collect();
     assert!(left.is_empty(), "something was written outside: {left:?}");
     assert_log_clean(&served.daemon);
 }
@@ -740,7 +1183,8 @@ fn missing_parent_directories_appear() {
     require_fuse!();
     let work = workdir();
     let mut t = RawTar::new();
-    t.file("a/b/c.txt", b"c", 0o640, T0 + 9).file("a/d.txt", b"d", 0o644, T0 + 10);
+    t.file("a/b/c.txt", b"c", 0o640, T0 + 9)
+        .file("a/d.txt", b"d", 0o644, T0 + 10);
     let a = write_tgz(work.path(), "implied.tar.gz", &t);
     let served = Served::start(&[("implied", &a)]);
     let dest = work.path().join("extracted");
@@ -749,12 +1193,18 @@ fn missing_parent_directories_appear() {
     // documented difference), so only names and bytes are compared with GNU tar here.
     open_archive_root(&served.path("implied"));
     let mut diff = std::process::Command::new("diff");
-    diff.args(["-r", "--no-dereference"]).arg(served.path("implied")).arg(&dest);
+    diff.args(["-r", "--no-dereference"])
+        .arg(served.path("implied"))
+        .arg(&dest);
     run(diff, WALK_TIMEOUT).assert_success();
     for (dir, mtime) in [("a", T0 + 9), ("a/b", T0 + 9)] {
         let st = fs::symlink_metadata(served.path("implied").join(dir)).expect("stat");
         assert!(st.is_dir(), "{dir} is a directory");
-        assert_eq!((st.mode() & 0o7777, st.uid(), st.gid(), st.mtime()), (0o755, 0, 0, mtime), "{dir}");
+        assert_eq!(
+            (st.mode() & 0o7777, st.uid(), st.gid(), st.mtime()),
+            (0o755, 0, 0, mtime),
+            "{dir}"
+        );
     }
 }
 
@@ -765,10 +1215,26 @@ fn pre_epoch_mtimes_match_gnu_tar() {
     let mut t = SourceTree::new(&work.path().join("src"), Meta::new(0o755, T0));
     t.file("y1960", b"1960\n", Meta::new(0o644, -315_619_200));
     t.file("y1969", b"1969\n", Meta::new(0o644, -1));
-    t.file("fraction", b"frac\n", Meta::new(0o644, -100).nanos(250_000_000));
+    t.file(
+        "fraction",
+        b"frac\n",
+        Meta::new(0o644, -100).nanos(250_000_000),
+    );
     let src = t.finish();
-    let gnu = archive_of(&src, work.path(), "neg-gnu.tar.gz", &["--format=gnu"], Compress::Gzip);
-    let pax = archive_of(&src, work.path(), "neg-pax.tar.gz", &["--format=pax"], Compress::Gzip);
+    let gnu = archive_of(
+        &src,
+        work.path(),
+        "neg-gnu.tar.gz",
+        &["--format=gnu"],
+        Compress::Gzip,
+    );
+    let pax = archive_of(
+        &src,
+        work.path(),
+        "neg-pax.tar.gz",
+        &["--format=pax"],
+        Compress::Gzip,
+    );
     assert_mounts_like_gnu_tar(work.path(), &[("neg/gnu", &gnu), ("neg/pax", &pax)]);
 }
 
@@ -785,15 +1251,29 @@ fn member_reads_twice_and_concurrently_give_the_same_bytes() {
     t.file("data/big.bin", &big, Meta::new(0o644, T0));
     t.file("data/mid.bin", &mid, Meta::new(0o644, T0));
     for i in 0..200u64 {
-        t.file(format!("small/{i}.txt"), &archive_support::source::text_bytes(700, i), Meta::new(0o644, T0));
+        t.file(
+            format!("small/{i}.txt"),
+            &archive_support::source::text_bytes(700, i),
+            Meta::new(0o644, T0),
+        );
     }
     let src = t.finish();
-    let a = archive_of(&src, work.path(), "reads.tar.gz", &["--format=gnu"], Compress::Pigz(&["-b", "64"]));
+    let a = archive_of(
+        &src,
+        work.path(),
+        "reads.tar.gz",
+        &["--format=gnu"],
+        Compress::Pigz(&["-b", "64"]),
+    );
     let served = Served::start(&[("reads", &a)]);
     let m = served.path("reads");
     let (big_path, mid_path) = (m.join("data/big.bin"), m.join("data/mid.bin"));
     for round in 0..2 {
-        assert_same_bytes(&read(&big_path).expect("read big"), &big, &format!("big.bin, read {round}"));
+        assert_same_bytes(
+            &read(&big_path).expect("read big"),
+            &big,
+            &format!("big.bin, read {round}"),
+        );
     }
     let want = Arc::new((big, mid));
     let mut threads = Vec::new();
@@ -805,7 +1285,10 @@ fn member_reads_twice_and_concurrently_give_the_same_bytes() {
                 return got == want.0;
             }
             let pick = random_bytes(16 * 60, 1000 + th);
-            let files = [(fs::File::open(&big_path).expect("open"), &want.0), (fs::File::open(&mid_path).expect("open"), &want.1)];
+            let files = [
+                (fs::File::open(&big_path).expect("open"), &want.0),
+                (fs::File::open(&mid_path).expect("open"), &want.1),
+            ];
             for i in 0..60 {
                 let r = u64::from_le_bytes(pick[i * 16..i * 16 + 8].try_into().unwrap());
                 let l = u64::from_le_bytes(pick[i * 16 + 8..i * 16 + 16].try_into().unwrap());
@@ -813,7 +1296,8 @@ fn member_reads_twice_and_concurrently_give_the_same_bytes() {
                 let off = (r % data.len() as u64) as usize;
                 let len = ((l % 300_000) as usize + 1).min(data.len() - off);
                 let mut buf = vec![0u8; len];
-                file.read_exact_at(&mut buf, off as u64).expect("concurrent pread");
+                file.read_exact_at(&mut buf, off as u64)
+                    .expect("concurrent pread");
                 if buf != data[off..off + len] {
                     return false;
                 }
@@ -822,13 +1306,83 @@ fn member_reads_twice_and_concurrently_give_the_same_bytes() {
         }));
     }
     let results: Vec<bool> = with_deadline(WALK_TIMEOUT, "concurrent readers", move || {
-        threads.into_iter().map(|t| t.join().expect("reader thread")).collect()
+        threads
+            .into_iter()
+            .map(|t| t.join().expect("reader thread"))
+            .collect()
     });
-    assert!(results.iter().all(|ok| *ok), "a concurrent reader got wrong bytes: {results:?}");
+    assert!(
+        results.iter().all(|ok| *ok),
+        "a concurrent reader got wrong bytes: {results:?}"
+    );
     for i in [0u64, 99, 199] {
         let want = fs::read(src.join(format!("small/{i}.txt"))).expect("source");
-        assert_eq!(read(&m.join(format!("small/{i}.txt"))).expect("read small"), want);
+        assert_eq!(
+            read(&m.join(format!("small/{i}.txt"))).expect("read small"),
+            want
+        );
     }
+    assert_log_clean(&served.daemon);
+}
+
+#[test]
+fn members_can_be_executed_and_memory_mapped() {
+    require_fuse!();
+    let work = workdir();
+    let mut t = SourceTree::new(&work.path().join("src"), Meta::new(0o755, T0));
+    let elf = fs::read("/bin/true").expect("read /bin/true");
+    t.file("bin/true", &elf, Meta::new(0o755, T0));
+    t.file(
+        "bin/hello.sh",
+        b"#!/bin/sh\necho hello from the archive\n",
+        Meta::new(0o755, T0),
+    );
+    let data = mixed_bytes(6 << 20, 99);
+    t.file("data/mapped.bin", &data, Meta::new(0o644, T0));
+    let src = t.finish();
+    let a = archive_of(
+        &src,
+        work.path(),
+        "exec.tar.gz",
+        &["--format=gnu"],
+        Compress::Gzip,
+    );
+    let served = Served::start(&[("exec", &a)]);
+    let m = served.path("exec");
+    let out = run(std::process::Command::new(m.join("bin/true")), WALK_TIMEOUT);
+    assert!(out.success(), "executing an ELF member: {out}");
+    let out = run(
+        std::process::Command::new(m.join("bin/hello.sh")),
+        WALK_TIMEOUT,
+    );
+    assert_eq!(
+        out.stdout, "hello from the archive\n",
+        "executing a script member: {out}"
+    );
+    // mmap (MAP_SHARED, read-only), as loaders and databases do.
+    let path = m.join("data/mapped.bin");
+    let mapped = with_deadline(WALK_TIMEOUT, "mmap of a member", move || {
+        use std::os::fd::AsRawFd;
+        let f = fs::File::open(&path).expect("open");
+        let len = f.metadata().expect("stat").len() as usize;
+        // SAFETY: a fresh read-only shared mapping of `len` bytes of an open file, copied out
+        // and unmapped before the file is closed.
+        unsafe {
+            let p = libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ,
+                libc::MAP_SHARED,
+                f.as_raw_fd(),
+                0,
+            );
+            assert_ne!(p, libc::MAP_FAILED, "mmap: {}", io::Error::last_os_error());
+            let copy = std::slice::from_raw_parts(p as *const u8, len).to_vec();
+            libc::munmap(p, len);
+            copy
+        }
+    });
+    assert_same_bytes(&mapped, &data, "mmap of data/mapped.bin");
     assert_log_clean(&served.daemon);
 }
 
@@ -837,41 +1391,81 @@ fn index_is_built_once_per_content_and_serves_from_cache_after_restart_offline()
     require_fuse!();
     let work = workdir();
     let src = fixtures::rich_tree(&work.path().join("src"), Dialect::Gnu);
-    let a = archive_of(&src, work.path(), "shared.tar.gz", &["--format=gnu"], Compress::Gzip);
+    let a = archive_of(
+        &src,
+        work.path(),
+        "shared.tar.gz",
+        &["--format=gnu"],
+        Compress::Gzip,
+    );
     let mut origin = Nginx::start();
     let first = archive_support::serve::publish(&origin, "first/tree", "one/shared.tar.gz", &a);
     let mut second_asset = first.asset();
     second_asset.name = "second/tree".into();
+    // The same content at another URL, under a third name.
+    let third = archive_support::serve::publish(&origin, "third/tree", "two/copy.tar.gz", &a);
     let node = Lazycas::with_config(Config {
-        assets: vec![first.asset(), second_asset],
+        assets: vec![first.asset(), second_asset, third.asset()],
         ..Config::default()
     });
     let dest = work.path().join("extracted");
     extract_ok(&a, &dest, &[]);
     {
         let mut daemon = node.mount();
-        // Both names at once: one download, one index.
-        let paths = [daemon.path("first/tree"), daemon.path("second/tree")];
-        let listers: Vec<_> = paths.iter().cloned().map(|p| std::thread::spawn(move || list(&p, WALK_TIMEOUT))).collect();
+        // All names at once: one download, one index.
+        let paths = [
+            daemon.path("first/tree"),
+            daemon.path("second/tree"),
+            daemon.path("third/tree"),
+        ];
+        let listers: Vec<_> = paths
+            .iter()
+            .cloned()
+            .map(|p| std::thread::spawn(move || list(&p, WALK_TIMEOUT)))
+            .collect();
         for l in listers {
             l.join().expect("lister").expect("list archive root");
         }
         for p in &paths {
             assert_same_tree(p, &dest);
         }
-        assert_eq!(index_builds(&daemon), 1, "index builds logged:\n{}", tail(&daemon.log(), 60));
-        assert_eq!(indexed_archives(&node), 1, "archive indexes in the database");
+        assert_eq!(
+            index_builds(&daemon),
+            1,
+            "index builds logged:\n{}",
+            tail(&daemon.log(), 60)
+        );
+        assert_eq!(
+            indexed_archives(&node),
+            1,
+            "archive indexes in the database"
+        );
         let log = origin.log();
-        assert_eq!(log.bytes_served(&first.rel), first.size, "bytes served for one archive:\n{log}");
+        let served = log.bytes_served(&first.rel) + log.bytes_served(&third.rel);
+        assert_eq!(
+            served, first.size,
+            "bytes served for one archive under two URLs:\n{log}"
+        );
+        assert_eq!(
+            node.stored_blobs().len(),
+            1,
+            "blobs stored: {:?}",
+            node.stored_blobs()
+        );
         assert_log_clean(&daemon);
         daemon.stop();
     }
     origin.stop();
     let daemon = node.mount();
-    let m = daemon.path("second/tree");
-    assert_same_tree(&m, &dest);
-    assert_same_tree(&daemon.path("first/tree"), &dest);
-    assert_eq!(index_builds(&daemon), 0, "the restarted daemon rebuilt the index:\n{}", tail(&daemon.log(), 60));
+    for name in ["second/tree", "first/tree", "third/tree"] {
+        assert_same_tree(&daemon.path(name), &dest);
+    }
+    assert_eq!(
+        index_builds(&daemon),
+        0,
+        "the restarted daemon rebuilt the index:\n{}",
+        tail(&daemon.log(), 60)
+    );
     assert_eq!(indexed_archives(&node), 1);
     assert_log_clean(&daemon);
 }
@@ -924,9 +1518,14 @@ fn assert_hostile(cases: &[(&str, &str, Vec<u8>, Verdict)]) {
                 (Verdict::EioOrSkipped(skipped), Ok(names)) => {
                     let log = served.daemon.log();
                     for s in *skipped {
-                        assert!(!names.iter().any(|n| n == s), "{name}: {s} is listed: {names:?}");
                         assert!(
-                            log.lines().any(|l| l.contains(s) && (l.contains("WARN") || l.contains("ERROR"))),
+                            !names.iter().any(|n| n == s),
+                            "{name}: {s} is listed: {names:?}"
+                        );
+                        assert!(
+                            log.lines()
+                                .any(|l| l.contains(s)
+                                    && (l.contains("WARN") || l.contains("ERROR"))),
                             "{name}: no warning naming {s} in the daemon log:\n{}",
                             tail(&log, 40)
                         );
@@ -944,24 +1543,41 @@ fn assert_hostile(cases: &[(&str, &str, Vec<u8>, Verdict)]) {
         }
     }
     let log = served.daemon.log();
-    let complaints: Vec<&str> = log.lines().filter(|l| l.contains("WARN") || l.contains("ERROR")).collect();
+    let complaints: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+        .collect();
     eprintln!("daemon warnings and errors:\n{}", complaints.join("\n"));
     for (name, _, _, verdict) in cases {
         if let Verdict::Eio = verdict {
             assert!(
-                complaints.iter().any(|l| l.contains("ERROR") && l.contains(name)),
+                complaints
+                    .iter()
+                    .any(|l| l.contains("ERROR") && l.contains(name)),
                 "no error line names the failing archive {name}:\n{}",
                 complaints.join("\n")
             );
         }
     }
-    assert!(served.daemon.is_running(), "the daemon died:\n{}", tail(&log, 80));
+    assert!(
+        served.daemon.is_running(),
+        "the daemon died:\n{}",
+        tail(&log, 80)
+    );
     assert_log_clean(&served.daemon);
     let good_path = served.path("good").join("good.bin");
-    assert_same_bytes(&read(&good_path).expect("read the good archive"), &good_bytes, "good.bin after hostile archives");
+    assert_same_bytes(
+        &read(&good_path).expect("read the good archive"),
+        &good_bytes,
+        "good.bin after hostile archives",
+    );
     let peak = peak_rss(&served.daemon);
     eprintln!("daemon peak RSS: {} MiB", peak >> 20);
-    assert!(peak <= HOSTILE_PEAK_RSS, "daemon peak RSS {} MiB", peak >> 20);
+    assert!(
+        peak <= HOSTILE_PEAK_RSS,
+        "daemon peak RSS {} MiB",
+        peak >> 20
+    );
 }
 
 /// A valid gzipped tar of a few MiB (several checkpoints' worth).
@@ -969,7 +1585,12 @@ fn valid_tgz() -> Vec<u8> {
     let mut t = RawTar::new();
     t.dir("./", 0o755, T0);
     for i in 0..5u64 {
-        t.file(&format!("f{i}.bin"), &mixed_bytes(1_500_000, 900 + i), 0o644, T0);
+        t.file(
+            &format!("f{i}.bin"),
+            &mixed_bytes(1_500_000, 900 + i),
+            0o644,
+            T0,
+        );
     }
     gzip_bytes(&t.finish())
 }
@@ -1011,18 +1632,35 @@ fn hostile_size_claim_of_a_terabyte_is_contained() {
     let huge = 1_000_000_000_000u64;
     let mut t = RawTar::new();
     t.dir("./", 0o755, T0).file("ok.txt", b"ok", 0o644, T0);
-    t.header(&Header { size: huge, mtime: T0, ..Header::new(b"huge.bin", raw::REGULAR) });
+    t.header(&Header {
+        size: huge,
+        mtime: T0,
+        ..Header::new(b"huge.bin", raw::REGULAR)
+    });
     t.data(&random_bytes(64 << 10, 1));
     let gnu = gzip_bytes(&t.unterminated());
     let mut t = RawTar::new();
     t.dir("./", 0o755, T0).file("ok.txt", b"ok", 0o644, T0);
     t.pax(&[("size", &huge.to_string())]);
-    t.header(&Header { mtime: T0, ..Header::new(b"pax-huge.bin", raw::REGULAR) });
+    t.header(&Header {
+        mtime: T0,
+        ..Header::new(b"pax-huge.bin", raw::REGULAR)
+    });
     t.data(&random_bytes(64 << 10, 2));
     let pax = gzip_bytes(&t.finish());
     assert_hostile(&[
-        ("huge-size", "huge-size.tar.gz", gnu, Verdict::EioOrSkipped(&["huge.bin"])),
-        ("pax-huge-size", "pax-huge-size.tar.gz", pax, Verdict::EioOrSkipped(&["pax-huge.bin"])),
+        (
+            "huge-size",
+            "huge-size.tar.gz",
+            gnu,
+            Verdict::EioOrSkipped(&["huge.bin"]),
+        ),
+        (
+            "pax-huge-size",
+            "pax-huge-size.tar.gz",
+            pax,
+            Verdict::EioOrSkipped(&["pax-huge.bin"]),
+        ),
     ]);
 }
 
@@ -1031,17 +1669,33 @@ fn hostile_gigabyte_long_name_claim_is_contained() {
     require_fuse!();
     let mut t = RawTar::new();
     t.dir("./", 0o755, T0).file("ok.txt", b"ok", 0o644, T0);
-    t.header(&Header { size: 1 << 30, ..Header::new(b"././@LongLink", raw::GNU_LONGNAME) });
+    t.header(&Header {
+        size: 1 << 30,
+        ..Header::new(b"././@LongLink", raw::GNU_LONGNAME)
+    });
     t.data(&vec![b'a'; 64 << 10]);
     let gnu = gzip_bytes(&t.unterminated());
     let mut t = RawTar::new();
     t.dir("./", 0o755, T0).file("ok.txt", b"ok", 0o644, T0);
-    t.header(&Header { size: 1 << 30, ..Header::new(b"./PaxHeaders/huge", raw::PAX) });
+    t.header(&Header {
+        size: 1 << 30,
+        ..Header::new(b"./PaxHeaders/huge", raw::PAX)
+    });
     t.data(format!("1073741824 path={}\n", "p".repeat(60_000)).as_bytes());
     let pax = gzip_bytes(&t.unterminated());
     assert_hostile(&[
-        ("long-name", "long-name.tar.gz", gnu, Verdict::EioOrSkipped(&[])),
-        ("pax-long-header", "pax-long-header.tar.gz", pax, Verdict::EioOrSkipped(&[])),
+        (
+            "long-name",
+            "long-name.tar.gz",
+            gnu,
+            Verdict::EioOrSkipped(&[]),
+        ),
+        (
+            "pax-long-header",
+            "pax-long-header.tar.gz",
+            pax,
+            Verdict::EioOrSkipped(&[]),
+        ),
     ]);
 }
 
@@ -1070,10 +1724,21 @@ fn hostile_link_cycles_and_missing_targets_match_gnu_tar() {
     assert_same_tree(&served.path("cycles"), &dest);
     let m = served.path("cycles");
     assert_errno(read(&m.join("s1")), libc::ELOOP, "reading a symlink cycle");
-    assert_eq!(fs::symlink_metadata(m.join("good-link")).expect("stat").nlink(), 2);
+    assert_eq!(
+        fs::symlink_metadata(m.join("good-link"))
+            .expect("stat")
+            .nlink(),
+        2
+    );
     let log = served.daemon.log();
-    for name in ["missing-link", "link-to-dir"] {
-        assert!(log.contains(name), "no log line names {name}:\n{}", tail(&log, 40));
+    // Each refused link gets a warning naming it (quoted, as the log writes names).
+    for name in ["a", "b", "self", "missing-link", "link-to-dir"] {
+        let quoted = format!("\"{name}\"");
+        assert!(
+            log.lines().any(|l| l.contains("WARN") && l.contains(&quoted)),
+            "no warning names {quoted}:\n{}",
+            tail(&log, 40)
+        );
     }
     assert_log_clean(&served.daemon);
 }
@@ -1089,6 +1754,11 @@ fn hostile_random_garbage_gives_eio() {
     assert_hostile(&[
         ("garbage", "garbage.tar.gz", garbage.clone(), Verdict::Eio),
         ("gzip-magic", "gzip-magic.tgz", gzip_magic, Verdict::Eio),
-        ("garbage-tar", "garbage.tar", garbage, Verdict::EioOrSkipped(&[])),
+        (
+            "garbage-tar",
+            "garbage.tar",
+            garbage,
+            Verdict::EioOrSkipped(&[]),
+        ),
     ]);
 }

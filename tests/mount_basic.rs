@@ -339,7 +339,8 @@ fn wrong_sha256_is_refused() {
     assert_store_empty(&lazycas, "a second sha256 mismatch");
 }
 
-/// A mismatch from the first source discards its bytes and the mirror is tried next.
+/// A mismatch from the first source discards its bytes and the mirror is tried next, with
+/// `Cache-Control: no-cache` (so a proxy cannot hand back the same bad bytes).
 #[test]
 fn mismatch_falls_back_to_the_mirror() {
     require_fuse!();
@@ -363,6 +364,14 @@ fn mismatch_falls_back_to_the_mirror() {
     assert!(
         log.count(&good.uri()) >= 1,
         "the mirror was not tried:\n{log}"
+    );
+    let retried_fresh = log
+        .for_uri(&good.uri())
+        .iter()
+        .all(|r| r.cache_control.as_deref() == Some("no-cache"));
+    assert!(
+        retried_fresh,
+        "after a mismatch the next source must be asked with Cache-Control: no-cache:\n{log}"
     );
     assert_eq!(
         lazycas.stored_blobs(),

@@ -17,7 +17,7 @@ use service_support::*;
 use std::fs;
 use std::io::{self, Read};
 use std::os::unix::fs::MetadataExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -72,7 +72,10 @@ fn four_nodes_behind_one_squid_cost_the_origin_one_download() {
     require_fuse!();
     let run = fan_in(4, 64 * MIB, Via::Squid);
     eprintln!("FIGURE squid fan-in: {run}");
-    assert_eq!(run.proxy_requests, 4, "every node must go through squid: {run}");
+    assert_eq!(
+        run.proxy_requests, 4,
+        "every node must go through squid: {run}"
+    );
     assert_eq!(
         run.proxy_ranged, 0,
         "through a proxy lazycas must send plain GETs (cacheable): {run}"
@@ -91,7 +94,10 @@ fn four_nodes_behind_one_squid_cost_the_origin_one_download() {
 #[ignore]
 fn squid_fan_in_figures() {
     require_fuse!();
-    let runs: Vec<FanIn> = [1, 4, 8].iter().map(|&n| fan_in(n, 64 * MIB, Via::Squid)).collect();
+    let runs: Vec<FanIn> = [1, 4, 8]
+        .iter()
+        .map(|&n| fan_in(n, 64 * MIB, Via::Squid))
+        .collect();
     let baseline = fan_in(4, 64 * MIB, Via::Direct);
     println!("| nodes | via | blob MiB | origin bytes | origin requests | x blob | squid results | seconds |");
     println!("|---|---|---|---|---|---|---|---|");
@@ -141,10 +147,18 @@ fn a_stopped_squid_of_a_group_fails_over_to_the_other() {
         d.stop();
     }
     let served_by = |s: &Squid| -> Vec<String> {
-        s.log().into_iter().map(|r| r.url).filter(|u| u.contains("/fo/")).collect()
+        s.log()
+            .into_iter()
+            .map(|r| r.url)
+            .filter(|u| u.contains("/fo/"))
+            .collect()
     };
     let counts = [served_by(&squids[0]).len(), served_by(&squids[1]).len()];
-    assert_eq!(counts[0] + counts[1], blobs.len(), "each blob through one squid: {counts:?}");
+    assert_eq!(
+        counts[0] + counts[1],
+        blobs.len(),
+        "each blob through one squid: {counts:?}"
+    );
     let victim = if counts[0] >= counts[1] { 0 } else { 1 };
     let other = 1 - victim;
     let routed_to_victim = served_by(&squids[victim]);
@@ -216,13 +230,23 @@ fn quota_holds_while_300_mib_are_read() {
             .sum();
         max_used = max_used.max(used);
         max_on_disk = max_on_disk.max(on_disk);
-        assert!(used <= QUOTA, "after reading asset {i}: status says {used} bytes used > quota {QUOTA}");
-        assert!(on_disk <= QUOTA, "after reading asset {i}: {on_disk} bytes of blobs on disk > quota");
+        assert!(
+            used <= QUOTA,
+            "after reading asset {i}: status says {used} bytes used > quota {QUOTA}"
+        );
+        assert!(
+            on_disk <= QUOTA,
+            "after reading asset {i}: {on_disk} bytes of blobs on disk > quota"
+        );
     }
     // The blob just read is the most recently used: it stays, and reading it again is free.
     let before = nginx.log().total_bytes();
     assert_reads(d.path(&format!("q/{}", N - 1)), &blobs[N - 1]);
-    assert_eq!(nginx.log().total_bytes(), before, "the last blob was evicted instead of older ones");
+    assert_eq!(
+        nginx.log().total_bytes(),
+        before,
+        "the last blob was evicted instead of older ones"
+    );
     // An evicted asset is fetched again, verified, and reads fine.
     assert_reads(d.path("q/0"), &blobs[0]);
     let status = status_json(&node);
@@ -244,7 +268,10 @@ fn quota_holds_while_300_mib_are_read() {
         status["used_bytes"],
         nginx.log().total_bytes() as f64 / MIB as f64
     );
-    assert!(evictions >= (N as u64) - 4, "expected LRU evictions, the log shows {evictions}");
+    assert!(
+        evictions >= (N as u64) - 4,
+        "expected LRU evictions, the log shows {evictions}"
+    );
     assert_eq!(status["quota_bytes"].as_u64(), Some(QUOTA));
     d.stop();
 }
@@ -271,7 +298,10 @@ fn strip_ansi(text: &str) -> String {
 /// `KEY=VALUE` from a log line, as a number.
 fn field(line: &str, key: &str) -> Option<u64> {
     let rest = &line[line.find(key)? + key.len()..];
-    rest.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
+    rest.split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()
 }
 
 /// "An open blob is never evicted": a file held open through the mount survives eviction
@@ -295,8 +325,10 @@ fn an_open_blob_is_never_evicted() {
     });
     let mut d = node.mount();
     let held_path = d.path("open/0");
-    let mut held = with_deadline(READ_DEADLINE, "opening open/0", move || fs::File::open(held_path))
-        .expect("open open/0");
+    let mut held = with_deadline(READ_DEADLINE, "opening open/0", move || {
+        fs::File::open(held_path)
+    })
+    .expect("open open/0");
     for (i, b) in blobs.iter().enumerate().skip(1) {
         assert_reads(d.path(&format!("open/{i}")), b);
         assert!(
@@ -335,11 +367,19 @@ fn gc_evicts_unpinned_content_and_keeps_pulled_content() {
     }
     let before = status_json(&node);
     assert_eq!(before["blobs"].as_u64(), Some(2), "{before}");
-    assert_eq!(before["pinned_bytes"].as_u64(), Some(pinned.len()), "{before}");
+    assert_eq!(
+        before["pinned_bytes"].as_u64(),
+        Some(pinned.len()),
+        "{before}"
+    );
     let out = node.cli(&["gc", "--to", "0"]);
     out.assert_success();
     let after = status_json(&node);
-    assert_eq!(after["blobs"].as_u64(), Some(1), "gc --to 0 must leave only the pinned blob: {after}\n{out}");
+    assert_eq!(
+        after["blobs"].as_u64(),
+        Some(1),
+        "gc --to 0 must leave only the pinned blob: {after}\n{out}"
+    );
     assert!(node.blob_path(&pinned.sha256).exists());
     assert!(!node.blob_path(&loose.sha256).exists());
 }
@@ -358,7 +398,10 @@ fn offline_node_serves_its_cache_and_fails_uncached_reads_fast() {
     let uncached = nginx.put_random("off/uncached.bin", 3 * MIB);
     let node = Lazycas::with_config(Config {
         timeout_secs: Some(TIMEOUT_SECS),
-        proxies: Some(vec![closed_port_url("").trim_end_matches('/').to_string(), "DIRECT".into()]),
+        proxies: Some(vec![
+            closed_port_url("").trim_end_matches('/').to_string(),
+            "DIRECT".into(),
+        ]),
         assets: vec![
             asset_of(&nginx, "off/cached", &cached),
             asset_of(&nginx, "off/uncached", &uncached),
@@ -384,7 +427,10 @@ fn offline_node_serves_its_cache_and_fails_uncached_reads_fast() {
     }
     let bound = Duration::from_secs(TIMEOUT_SECS) + Duration::from_secs(5);
     eprintln!("FIGURE offline: uncached read failed with EIO after {took:?} (timeout_secs = {TIMEOUT_SECS})");
-    assert!(took <= bound, "the uncached read took {took:?} to fail (bound {bound:?})");
+    assert!(
+        took <= bound,
+        "the uncached read took {took:?} to fail (bound {bound:?})"
+    );
     // The cached asset still serves after the failure.
     assert_reads(d.path("off/cached"), &cached);
     d.stop();
@@ -410,7 +456,11 @@ fn sigkill_mid_download_then_restart_leaves_a_consistent_store() {
             .iter()
             .any(|p| fs::metadata(p).is_ok_and(|m| m.len() > 0))
     });
-    assert!(partial, "no download in progress appeared in tmp/:\n{}", killed.log());
+    assert!(
+        partial,
+        "no download in progress appeared in tmp/:\n{}",
+        killed.log()
+    );
     let tmp_before: Vec<(PathBuf, u64)> = node
         .temp_files()
         .into_iter()
@@ -422,14 +472,27 @@ fn sigkill_mid_download_then_restart_leaves_a_consistent_store() {
     killed.signal(libc::SIGKILL);
     assert!(wait_until(Duration::from_secs(10), || !killed.is_running()));
     let outcome = reader.join().expect("reader thread");
-    assert!(outcome.is_err(), "the read cannot have completed: the download was cut off");
-    eprintln!("killed mid-download; tmp/ held {tmp_before:?} of {} bytes", blob.len());
+    assert!(
+        outcome.is_err(),
+        "the read cannot have completed: the download was cut off"
+    );
+    eprintln!(
+        "killed mid-download; tmp/ held {tmp_before:?} of {} bytes",
+        blob.len()
+    );
     assert!(
         tmp_before.iter().all(|(_, n)| *n < blob.len()),
         "the kill came too late: {tmp_before:?}"
     );
-    assert!(!node.blob_path(&blob.sha256).exists(), "a partial blob is in blobs/");
-    assert!(node.stored_blobs().is_empty(), "blobs/ holds {:?}", node.stored_blobs());
+    assert!(
+        !node.blob_path(&blob.sha256).exists(),
+        "a partial blob is in blobs/"
+    );
+    assert!(
+        node.stored_blobs().is_empty(),
+        "blobs/ holds {:?}",
+        node.stored_blobs()
+    );
     // The dead daemon left its mount behind (as a crash does); the restart must clear it.
     let stale = fs::metadata(&node.mountpoint);
     assert_eq!(
@@ -442,16 +505,26 @@ fn sigkill_mid_download_then_restart_leaves_a_consistent_store() {
     let notify_path = notify.path().to_string_lossy().into_owned();
     let mut restarted = node.spawn(&[("NOTIFY_SOCKET", &notify_path)]);
     let mountpoint = node.mountpoint.clone();
-    let answered = notify.wait_for("READY=1", Duration::from_secs(30), || fs::metadata(&mountpoint).map(|m| m.ino()));
+    let answered = notify.wait_for("READY=1", Duration::from_secs(30), || {
+        fs::metadata(&mountpoint).map(|m| m.ino())
+    });
     assert!(
         matches!(answered, Some(Ok(1))),
         "after the restart the mount must answer (root inode 1): {answered:?}\n{}",
         restarted.log()
     );
-    assert!(node.temp_files().is_empty(), "temp files survived the restart: {:?}", node.temp_files());
+    assert!(
+        node.temp_files().is_empty(),
+        "temp files survived the restart: {:?}",
+        node.temp_files()
+    );
     assert!(!node.blob_path(&blob.sha256).exists());
     let status = status_json(&node);
-    assert_eq!(status["blobs"].as_u64(), Some(0), "the database lists a blob: {status}");
+    assert_eq!(
+        status["blobs"].as_u64(),
+        Some(0),
+        "the database lists a blob: {status}"
+    );
     let verify = node.cli(&["verify"]);
     verify.assert_success();
     assert_reads(restarted.path("big"), &blob);
@@ -509,9 +582,16 @@ fn ready_is_sent_only_once_the_mount_answers() {
         (mounted, stat)
     });
     let Some((mounted, stat)) = at_ready else {
-        panic!("no READY=1 within 30 s; got {:?}\n{}", notify.received(), d.log());
+        panic!(
+            "no READY=1 within 30 s; got {:?}\n{}",
+            notify.received(),
+            d.log()
+        );
     };
-    assert!(mounted, "READY=1 arrived before the mount was in /proc/mounts");
+    assert!(
+        mounted,
+        "READY=1 arrived before the mount was in /proc/mounts"
+    );
     assert!(
         matches!(stat, Ok((1, true))),
         "READY=1 arrived before the mount answered stat (root inode 1): {stat:?}"
@@ -523,18 +603,24 @@ fn ready_is_sent_only_once_the_mount_answers() {
     );
     d.signal(libc::SIGHUP);
     assert!(
-        notify.wait_for("RELOADING=1", Duration::from_secs(10), || ()).is_some(),
+        notify
+            .wait_for("RELOADING=1", Duration::from_secs(10), || ())
+            .is_some(),
         "no RELOADING=1 after SIGHUP: {:?}",
         notify.received()
     );
     assert!(
-        notify.wait_for("READY=1", Duration::from_secs(10), || ()).is_some(),
+        notify
+            .wait_for("READY=1", Duration::from_secs(10), || ())
+            .is_some(),
         "no READY=1 after the reload: {:?}",
         notify.received()
     );
     d.signal(libc::SIGTERM);
     assert!(
-        notify.wait_for("STOPPING=1", Duration::from_secs(10), || ()).is_some(),
+        notify
+            .wait_for("STOPPING=1", Duration::from_secs(10), || ())
+            .is_some(),
         "no STOPPING=1 on SIGTERM: {:?}",
         notify.received()
     );
@@ -574,7 +660,10 @@ fn sighup_picks_up_a_new_asset() {
         "a broken config on SIGHUP must be refused with a log line:\n{}",
         d.log()
     );
-    assert!(d.is_running(), "a broken config on SIGHUP killed the daemon");
+    assert!(
+        d.is_running(),
+        "a broken config on SIGHUP killed the daemon"
+    );
     assert_reads(d.path("hup/first"), &first);
     assert_reads(d.path("hup/second"), &second);
     node.write_config();
@@ -596,7 +685,10 @@ fn shipped_unit_passes_systemd_analyze_verify() {
         "DeviceAllow=/dev/fuse rw",
         "CapabilityBoundingSet=CAP_SYS_ADMIN",
     ] {
-        assert!(unit.lines().any(|l| l.trim() == line), "the unit lacks `{line}`");
+        assert!(
+            unit.lines().any(|l| l.trim() == line),
+            "the unit lacks `{line}`"
+        );
     }
     // A private mount namespace would hide the FUSE mount from the rest of the node.
     for hidden in [
@@ -620,7 +712,11 @@ fn shipped_unit_passes_systemd_analyze_verify() {
     let dir = tempfile::tempdir().unwrap();
     let copy = dir.path().join("lazycas.service");
     let bin = common::lazycas::lazycas_bin();
-    fs::write(&copy, unit.replace("/usr/local/bin/lazycas", &bin.to_string_lossy())).unwrap();
+    fs::write(
+        &copy,
+        unit.replace("/usr/local/bin/lazycas", &bin.to_string_lossy()),
+    )
+    .unwrap();
     let mut cmd = Command::new(analyze);
     cmd.arg("verify").arg(&copy).env("SYSTEMD_LOG_COLOR", "0");
     let out = run(cmd, Duration::from_secs(60));
@@ -655,7 +751,11 @@ fn shipped_squid_settings_parse() {
     let shipped = fs::read_to_string(shipped_file("squid-lazycas.conf")).unwrap();
     let dropin = dir.path().join("lazycas.conf");
     let spool = dir.path().join("spool");
-    fs::write(&dropin, shipped.replace("/var/spool/squid", &spool.to_string_lossy())).unwrap();
+    fs::write(
+        &dropin,
+        shipped.replace("/var/spool/squid", &spool.to_string_lossy()),
+    )
+    .unwrap();
     let main = dir.path().join("squid.conf");
     fs::write(
         &main,
@@ -679,6 +779,124 @@ fn shipped_squid_settings_parse() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Unprivileged use
+
+/// "Non-root `lazycas mount` works where `fusermount3` is available (store under
+/// `$XDG_CACHE_HOME`)". The daemon runs as `nobody` with a config that names no store; it mounts
+/// through the setuid fusermount3, stores under `$XDG_CACHE_HOME/lazycas`, serves reads to its
+/// user, and unmounts on SIGTERM. Needs root (to become `nobody`), `setpriv`, and a /dev/fuse
+/// that every user may open, as udev sets it up (mode 0666); skipped otherwise.
+#[test]
+fn unprivileged_mount_uses_fusermount3_and_the_xdg_cache() {
+    require_fuse!();
+    use std::os::unix::fs::PermissionsExt;
+    const NOBODY: u32 = 65534;
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    let fuse_mode = fs::metadata("/dev/fuse")
+        .map(|m| m.mode() & 0o777)
+        .unwrap_or(0);
+    let setpriv = process::find_program("setpriv");
+    if !root
+        || fuse_mode & 0o006 != 0o006
+        || setpriv.is_none()
+        || process::find_program("fusermount3").is_none()
+    {
+        eprintln!(
+            "SKIPPED: needs root to become nobody, setpriv, fusermount3 and a world-usable /dev/fuse (mode {fuse_mode:o})"
+        );
+        return;
+    }
+    let setpriv = setpriv.unwrap();
+    let as_nobody = |program: &Path| {
+        let mut cmd = Command::new(&setpriv);
+        cmd.arg(format!("--reuid={NOBODY}"))
+            .arg(format!("--regid={NOBODY}"))
+            .arg("--clear-groups")
+            .arg(program);
+        cmd
+    };
+    let nginx = Nginx::start();
+    let blob = nginx.put_random("user/blob.bin", 2 * MIB);
+    let node = Lazycas::new();
+    // A config without `store`: the default for a non-root user is $XDG_CACHE_HOME/lazycas.
+    let config = format!(
+        "timeout_secs = 10\n\n[[asset]]\nname = \"user/blob\"\nurl = \"{}\"\nsha256 = \"{}\"\n",
+        nginx.url_of(&blob),
+        blob.sha256
+    );
+    fs::write(&node.config_path, config).unwrap();
+    let bin = node.root.join("lazycas");
+    fs::copy(common::lazycas::lazycas_bin(), &bin).unwrap();
+    fs::set_permissions(&bin, fs::Permissions::from_mode(0o755)).unwrap();
+    let xdg = node.root.join("xdg-cache");
+    let mut chown = Command::new("chown");
+    chown
+        .arg("-R")
+        .arg(format!("{NOBODY}:{NOBODY}"))
+        .arg(&node.root);
+    run(chown, Duration::from_secs(30)).assert_success();
+
+    let mut cmd = as_nobody(&bin);
+    cmd.arg("mount")
+        .arg(&node.mountpoint)
+        .arg("--config")
+        .arg(&node.config_path)
+        .current_dir(&node.root)
+        .env("XDG_CACHE_HOME", &xdg)
+        .env("HOME", &node.root)
+        .env("NO_COLOR", "1");
+    let mut daemon = process::Proc::spawn(
+        "lazycas mount (as nobody)",
+        cmd,
+        &node.root.join("daemon.log"),
+    );
+    let mountpoint = node.mountpoint.clone();
+    let mounted = wait_until(Duration::from_secs(30), || {
+        is_mounted(&mountpoint) || !daemon.is_running()
+    });
+    assert!(
+        mounted && is_mounted(&mountpoint),
+        "an unprivileged lazycas mount did not come up:\n{}",
+        daemon.log()
+    );
+    let entry = mounts::mount_entry(&mountpoint).unwrap_or_default();
+    assert!(
+        entry.contains(&format!("user_id={NOBODY}")),
+        "not a user mount: {entry}"
+    );
+
+    let mut sum = as_nobody(Path::new("/usr/bin/sha256sum"));
+    sum.arg(mountpoint.join("user/blob"));
+    let out = run(sum, READ_DEADLINE);
+    assert!(
+        out.success() && out.stdout.starts_with(&blob.sha256),
+        "nobody could not read its mount: {out}\n{}",
+        daemon.log()
+    );
+    let stored = xdg
+        .join("lazycas/blobs/sha256")
+        .join(&blob.sha256[..2])
+        .join(&blob.sha256);
+    assert!(
+        stored.exists(),
+        "the blob is not under $XDG_CACHE_HOME/lazycas:\n{}",
+        daemon.log()
+    );
+    assert_eq!(fs::metadata(&stored).unwrap().uid(), NOBODY);
+
+    daemon.signal(libc::SIGTERM);
+    let status = daemon.wait_timeout(process::GRACE);
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "exit after SIGTERM: {status:?}\n{}",
+        daemon.log()
+    );
+    assert!(!is_mounted(&mountpoint), "the user mount was left behind");
+    unmount(&mountpoint);
+}
+
+// ---------------------------------------------------------------------------------------------
 // The demo
 
 /// "`lazycas demo` exits 0": it mounts, shows the lazy fetch and the verified read, and cleans
@@ -697,7 +915,10 @@ fn demo_exits_0_and_cleans_up() {
         "a reader never sees unverified bytes",
         "temporary directory removed",
     ] {
-        assert!(out.stdout.contains(needle), "demo output lacks {needle:?}:\n{out}");
+        assert!(
+            out.stdout.contains(needle),
+            "demo output lacks {needle:?}:\n{out}"
+        );
     }
     let work = out
         .stdout

@@ -48,7 +48,8 @@ struct Shared {
     files: HashMap<String, Arc<[u8]>>,
     counters: Counters,
     stop: AtomicBool,
-    conns: Mutex<Vec<TcpStream>>,
+    /// Open connections by number, so `stop` can close them.
+    conns: Mutex<HashMap<u64, TcpStream>>,
 }
 
 /// A running loopback origin; stopped (and its connections closed) on [`Origin::stop`] or drop.
@@ -67,7 +68,7 @@ impl Origin {
             files,
             counters: Counters::default(),
             stop: AtomicBool::new(false),
-            conns: Mutex::new(Vec::new()),
+            conns: Mutex::new(HashMap::new()),
         });
         let acceptor = {
             let shared = shared.clone();
@@ -106,7 +107,7 @@ impl Origin {
             let _ = t.join();
         }
         if let Ok(mut conns) = self.shared.conns.lock() {
-            for c in conns.drain(..) {
+            for (_, c) in conns.drain() {
                 let _ = c.shutdown(Shutdown::Both);
             }
         }
@@ -120,19 +121,24 @@ impl Drop for Origin {
 }
 
 fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
-    for stream in listener.incoming() {
+    for (id, stream) in (0u64..).zip(listener.incoming()) {
         if shared.stop.load(Ordering::SeqCst) {
             return;
         }
         let Ok(stream) = stream else { continue };
         if let (Ok(copy), Ok(mut conns)) = (stream.try_clone(), shared.conns.lock()) {
-            conns.push(copy);
+            conns.insert(id, copy);
         }
         let shared = shared.clone();
         let spawned = std::thread::Builder::new()
             .name("demo-origin-conn".into())
             .spawn(move || {
-                let _ = serve_connection(stream, &shared);
+                let _ = serve_connection(&stream, &shared);
+                // Close now: the copy kept for `stop` would otherwise hold the socket open.
+                let _ = stream.shutdown(Shutdown::Both);
+                if let Ok(mut conns) = shared.conns.lock() {
+                    conns.remove(&id);
+                }
             });
         if spawned.is_err() {
             // Out of threads: the client sees the connection close and retries.
@@ -150,11 +156,11 @@ struct RequestHead {
     keep_alive: bool,
 }
 
-fn serve_connection(stream: TcpStream, shared: &Shared) -> io::Result<()> {
+fn serve_connection(stream: &TcpStream, shared: &Shared) -> io::Result<()> {
     stream.set_read_timeout(Some(IDLE))?;
     stream.set_nodelay(true)?;
     let mut reader = BufReader::new(stream.try_clone()?);
-    let mut writer = stream;
+    let mut writer = stream.try_clone()?;
     loop {
         let Some(head) = read_head(&mut reader)? else {
             return Ok(());
@@ -398,6 +404,7 @@ mod tests {
 
     fn get(addr: SocketAddr, req: &str) -> (String, Vec<u8>) {
         let mut s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         s.write_all(req.as_bytes()).unwrap();
         let mut out = Vec::new();
         s.read_to_end(&mut out).unwrap();

@@ -55,7 +55,11 @@ pub fn assert_same_tree(mounted: &Path, extracted: &Path) -> usize {
     assert_diff_clean(mounted, extracted);
     let work = tempfile::tempdir().expect("tempdir");
     let mut n = 0;
-    let dir_format = if counts_subdirs(extracted) { DIR_FORMAT_NLINK } else { DIR_FORMAT };
+    let dir_format = if counts_subdirs(extracted) {
+        DIR_FORMAT_NLINK
+    } else {
+        DIR_FORMAT
+    };
     for (kind, format) in [("! -type d", NON_DIR_FORMAT), ("-type d", dir_format)] {
         let got = listing(mounted, kind, format, &work.path().join("mounted"));
         let want = listing(extracted, kind, format, &work.path().join("extracted"));
@@ -71,13 +75,17 @@ fn counts_subdirs(dir: &Path) -> bool {
     let parent = dir.parent().unwrap_or(dir);
     let probe = tempfile::tempdir_in(parent).expect("probe dir");
     fs::create_dir(probe.path().join("sub")).expect("mkdir probe/sub");
-    fs::metadata(probe.path()).map(|m| m.nlink() == 3).unwrap_or(false)
+    fs::metadata(probe.path())
+        .map(|m| m.nlink() == 3)
+        .unwrap_or(false)
 }
 
 #[track_caller]
 fn assert_diff_clean(mounted: &Path, extracted: &Path) {
     let mut cmd = Command::new("diff");
-    cmd.args(["-r", "--no-dereference", "-x", "*.special"]).arg(mounted).arg(extracted);
+    cmd.args(["-r", "--no-dereference", "-x", "*.special"])
+        .arg(mounted)
+        .arg(extracted);
     let out = run(cmd, WALK_TIMEOUT);
     assert!(
         out.success(),
@@ -92,7 +100,11 @@ fn assert_diff_clean(mounted: &Path, extracted: &Path) {
 /// Sorted lines of `find DIR <kind> -fprintf FILE FORMAT`.
 fn listing(dir: &Path, kind: &str, format: &str, file: &Path) -> Vec<Vec<u8>> {
     let mut cmd = Command::new("find");
-    cmd.arg(dir).args(kind.split(' ')).arg("-fprintf").arg(file).arg(format);
+    cmd.arg(dir)
+        .args(kind.split(' '))
+        .arg("-fprintf")
+        .arg(file)
+        .arg(format);
     run(cmd, WALK_TIMEOUT).assert_success();
     let bytes = fs::read(file).expect("read listing");
     let mut lines: Vec<Vec<u8>> = bytes
@@ -146,7 +158,11 @@ fn assert_same_devices(mounted: &Path, extracted: &Path) {
             if !(ft.is_char_device() || ft.is_block_device()) {
                 continue;
             }
-            let rel = e.path().strip_prefix(extracted).expect("under extraction").to_path_buf();
+            let rel = e
+                .path()
+                .strip_prefix(extracted)
+                .expect("under extraction")
+                .to_path_buf();
             let want = e.metadata().expect("stat").rdev();
             let got = fs::symlink_metadata(mounted.join(&rel))
                 .unwrap_or_else(|err| panic!("stat {} on the mount: {err}", rel.display()))

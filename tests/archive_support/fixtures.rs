@@ -35,15 +35,32 @@ pub fn rich_tree(root: &Path, dialect: Dialect) -> PathBuf {
     // The root's own attributes come from the `./` entry.
     let mut t = SourceTree::new(root, f(0o750, 0).owner(1000, 100));
     t.dir("docs", f(0o750, 10).owner(1000, 1000));
-    t.file("docs/readme.txt", &text_bytes(3000, 1), f(0o644, 1).owner(1000, 1000));
+    t.file(
+        "docs/readme.txt",
+        &text_bytes(3000, 1),
+        f(0o644, 1).owner(1000, 1000),
+    );
     t.file("docs/empty", b"", f(0o600, 2));
     t.dir("sizes", f(0o755, 20));
-    for (i, n) in [1usize, 511, 512, 513, 10_240, (1 << 20) + 7].into_iter().enumerate() {
-        t.file(format!("sizes/s-{n}"), &mixed_bytes(n, 100 + i as u64), f(0o644, 3));
+    for (i, n) in [1usize, 511, 512, 513, 10_240, (1 << 20) + 7]
+        .into_iter()
+        .enumerate()
+    {
+        t.file(
+            format!("sizes/s-{n}"),
+            &mixed_bytes(n, 100 + i as u64),
+            f(0o644, 3),
+        );
     }
     t.dir("modes", f(0o755, 30));
-    for mode in [0o400, 0o444, 0o640, 0o700, 0o777, 0o000, 0o4755, 0o2755, 0o6755, 0o1755] {
-        t.file(format!("modes/m{mode:04o}"), format!("{mode:o}\n").as_bytes(), f(mode, 4));
+    for mode in [
+        0o400, 0o444, 0o640, 0o700, 0o777, 0o000, 0o4755, 0o2755, 0o6755, 0o1755,
+    ] {
+        t.file(
+            format!("modes/m{mode:04o}"),
+            format!("{mode:o}\n").as_bytes(),
+            f(mode, 4),
+        );
     }
     t.dir("sticky", f(0o1777, 31));
     t.dir("setgid-dir", f(0o2775, 32).owner(0, 100));
@@ -78,6 +95,13 @@ pub fn rich_tree(root: &Path, dialect: Dialect) -> PathBuf {
     t.fifo("special/fifo.special", f(0o644, 10));
     t.char_device("special/null.special", 1, 3, f(0o666, 10));
     t.block_device("special/loop.special", 7, 200, f(0o660, 10).owner(0, 6));
+    // A minor number past 255 uses the high bits of the device number.
+    t.block_device(
+        "special/nvme.special",
+        259,
+        70_000,
+        f(0o660, 10).owner(0, 6),
+    );
     t.dir("deep", f(0o755, 90));
     let mut deep = String::from("deep");
     for (i, d) in ["a", "b", "c", "d", "e", "f", "g", "h"].iter().enumerate() {
@@ -88,7 +112,11 @@ pub fn rich_tree(root: &Path, dialect: Dialect) -> PathBuf {
     t.dir("unicode", f(0o755, 100));
     t.file("unicode/naïve café.txt", "café\n".as_bytes(), f(0o644, 12));
     t.dir("unicode/日本語", f(0o755, 101));
-    t.file("unicode/日本語/ファイル.txt", "ファイル\n".as_bytes(), f(0o644, 12));
+    t.file(
+        "unicode/日本語/ファイル.txt",
+        "ファイル\n".as_bytes(),
+        f(0o644, 12),
+    );
     match dialect {
         Dialect::Gnu | Dialect::Pax => long_and_big(&mut t),
         Dialect::Ustar => ustar_limits(&mut t),
@@ -96,11 +124,28 @@ pub fn rich_tree(root: &Path, dialect: Dialect) -> PathBuf {
     match dialect {
         Dialect::Gnu | Dialect::Ustar => {
             t.dir("bytes", f(0o755, 110));
-            t.file(OsStr::from_bytes(b"bytes/caf\xe9"), b"latin-1 name\n", f(0o644, 13));
-            t.file(OsStr::from_bytes(b"bytes/\xff\xfe\x80"), b"not utf-8\n", f(0o644, 13));
+            t.file(
+                OsStr::from_bytes(b"bytes/caf\xe9"),
+                b"latin-1 name\n",
+                f(0o644, 13),
+            );
+            t.file(
+                OsStr::from_bytes(b"bytes/\xff\xfe\x80"),
+                b"not utf-8\n",
+                f(0o644, 13),
+            );
+            t.symlink(
+                "bytes/latin-1-target",
+                OsStr::from_bytes(b"caf\xe9"),
+                f(0, 13),
+            );
         }
         Dialect::Pax => {
-            t.file(OsStr::from_bytes(b"caf\xe9-pax"), b"latin-1 name in PAX\n", f(0o644, 13));
+            t.file(
+                OsStr::from_bytes(b"caf\xe9-pax"),
+                b"latin-1 name in PAX\n",
+                f(0o644, 13),
+            );
             t.xattr("docs", "user.on_a_dir", b"dir value");
             t.xattr("docs/readme.txt", "user.lazycas_test", b"hello");
             t.xattr("hard/a", "user.other", b"value with spaces");
@@ -120,15 +165,26 @@ fn long_and_big(t: &mut SourceTree) {
         chain = format!("{chain}/{}{i}", "d".repeat(60));
         t.dir(&chain, f(0o755, 121 + i));
     }
-    t.file(format!("{chain}/file.txt"), b"deep long path\n", f(0o644, 14));
+    t.file(
+        format!("{chain}/file.txt"),
+        b"deep long path\n",
+        f(0o644, 14),
+    );
     t.symlink("long/symlink", "t".repeat(150), f(0, 14));
-    t.hardlink(format!("long/hard-{long_name}"), format!("long/{long_name}"));
+    t.hardlink(
+        format!("long/hard-{long_name}"),
+        format!("long/{long_name}"),
+    );
     // Names around the 100-byte name field ("./" counts): 99, 100 and 101 bytes.
     for len in [97, 98, 99] {
         t.file("e".repeat(len), format!("{len}\n").as_bytes(), f(0o644, 14));
     }
     t.symlink("long/target-1000", "z/".repeat(500), f(0, 14));
-    t.file("owners/bigid", b"big\n", f(0o644, 15).owner(3_000_000, 4_000_000));
+    t.file(
+        "owners/bigid",
+        b"big\n",
+        f(0o644, 15).owner(3_000_000, 4_000_000),
+    );
     t.file("times/y2300", b"2300\n", Meta::new(0o644, 10_413_792_000));
 }
 
@@ -142,7 +198,11 @@ fn ustar_limits(t: &mut SourceTree) {
         chain = format!("{chain}/{}{i}", "p".repeat(40));
         t.dir(&chain, f(0o755, 131 + i));
     }
-    t.file(format!("{chain}/{}", "q".repeat(99)), b"prefix field\n", f(0o644, 16));
+    t.file(
+        format!("{chain}/{}", "q".repeat(99)),
+        b"prefix field\n",
+        f(0o644, 16),
+    );
     // "./" + 98 bytes: exactly the 100-byte name field.
     t.file("x".repeat(98), b"hundred\n", f(0o644, 16));
     t.symlink("pfx/target100", "y".repeat(100), f(0, 16));
@@ -170,15 +230,31 @@ pub fn sparse_tree(root: &Path) -> PathBuf {
         ],
         f(0o644, 2),
     );
-    t.sparse("sparse/tail-hole", 32 << 20, &[(0, chunk(70 << 10, 5))], f(0o600, 3));
+    t.sparse(
+        "sparse/tail-hole",
+        32 << 20,
+        &[(0, chunk(70 << 10, 5))],
+        f(0o600, 3),
+    );
     t.sparse("sparse/all-hole", 16 << 20, &[], f(0o644, 4));
-    let many: Vec<(u64, Vec<u8>)> = (0..100).map(|i| (i * (64 << 10), chunk(512, 10 + i))).collect();
+    let many: Vec<(u64, Vec<u8>)> = (0..100)
+        .map(|i| (i * (64 << 10), chunk(512, 10 + i)))
+        .collect();
     t.sparse("sparse/many-chunks", 8 << 20, &many, f(0o644, 5));
-    t.sparse("sparse/lead-hole", 5 << 20, &[((5 << 20) - 8192, chunk(8192, 6))], f(0o644, 6));
+    t.sparse(
+        "sparse/lead-hole",
+        5 << 20,
+        &[((5 << 20) - 8192, chunk(8192, 6))],
+        f(0o644, 6),
+    );
     t.sparse(
         "sparse/unaligned",
         (3 << 20) + 5,
-        &[(777, chunk(1000, 7)), ((2 << 20) + 4097, chunk(1000, 8)), ((3 << 20) + 4, chunk(1, 9))],
+        &[
+            (777, chunk(1000, 7)),
+            ((2 << 20) + 4097, chunk(1000, 8)),
+            ((3 << 20) + 4, chunk(1, 9)),
+        ],
         f(0o755, 7),
     );
     t.file("plain.txt", &text_bytes(5000, 11), f(0o644, 8));
@@ -191,7 +267,11 @@ pub fn sparse_tree(root: &Path) -> PathBuf {
 pub fn links_tree(root: &Path) -> PathBuf {
     let mut t = SourceTree::new(root, f(0o755, 0));
     t.dir("files", f(0o755, 1));
-    t.file("files/data.bin", &mixed_bytes(300_000, 20), f(0o644, 2).owner(10, 20));
+    t.file(
+        "files/data.bin",
+        &mixed_bytes(300_000, 20),
+        f(0o644, 2).owner(10, 20),
+    );
     t.hardlink("files/data-link1", "files/data.bin");
     t.dir("other", f(0o755, 3));
     t.hardlink("other/data-link2", "files/data.bin");
@@ -223,7 +303,11 @@ pub fn links_tree(root: &Path) -> PathBuf {
         ("spaces", "a b  c".into()),
     ];
     for (i, (name, target)) in links.iter().enumerate() {
-        t.symlink(format!("sym/{name}"), target, f(0, 8 + i as i64).owner(i as u32, 0));
+        t.symlink(
+            format!("sym/{name}"),
+            target,
+            f(0, 8 + i as i64).owner(i as u32, 0),
+        );
     }
     // A hard link to a symlink links the symlink itself (link(2) does not follow it).
     t.hardlink("sym/hard-to-symlink", "sym/rel-file");
@@ -245,12 +329,29 @@ pub fn names_tree(root: &Path) -> PathBuf {
     }
     let d255 = format!("d{}", "b".repeat(254));
     t.dir(&d255, f(0o755, 10));
-    t.file(format!("{d255}/{}", "c".repeat(255)), b"deep 255\n", f(0o644, 11));
+    t.file(
+        format!("{d255}/{}", "c".repeat(255)),
+        b"deep 255\n",
+        f(0o644, 11),
+    );
     t.file("cafe\u{301}", b"nfd\n", f(0o644, 12));
     t.file("caf\u{e9}", b"nfc\n", f(0o644, 12));
     t.dir("名前", f(0o755, 13));
     t.file("名前/ファイル.txt", b"jp\n", f(0o644, 14));
-    let odd = ["Ελληνικά.txt", "עברית.txt", "quote\"name", "back\\slash", "-dash", "*star?", "sp ace", "[x]", "new\nline", "tab\tname", " lead", "trail "];
+    let odd = [
+        "Ελληνικά.txt",
+        "עברית.txt",
+        "quote\"name",
+        "back\\slash",
+        "-dash",
+        "*star?",
+        "sp ace",
+        "[x]",
+        "new\nline",
+        "tab\tname",
+        " lead",
+        "trail ",
+    ];
     for name in odd {
         t.file(name, name.as_bytes(), f(0o644, 15));
     }

@@ -25,7 +25,13 @@ pub const T0: i64 = 1_700_000_000;
 #[track_caller]
 pub fn tar_create(src: &Path, out: &Path, args: &[&str]) {
     let mut cmd = Command::new("tar");
-    cmd.arg("--sort=name").args(args).arg("-cf").arg(out).arg("-C").arg(src).arg(".");
+    cmd.arg("--sort=name")
+        .args(args)
+        .arg("-cf")
+        .arg(out)
+        .arg("-C")
+        .arg(src)
+        .arg(".");
     run(cmd, TOOL_TIMEOUT).assert_success();
 }
 
@@ -87,10 +93,15 @@ pub fn gzip_members(input: &Path, out: &Path, cuts: &[u64]) {
     bounds.push(data.len());
     let mut file = fs::File::create(out).expect("create concatenated archive");
     for w in bounds.windows(2) {
-        assert!(w[0] <= w[1] && w[1] <= data.len(), "bad cuts {cuts:?} for {} bytes", data.len());
+        assert!(
+            w[0] <= w[1] && w[1] <= data.len(),
+            "bad cuts {cuts:?} for {} bytes",
+            data.len()
+        );
         let mut enc = GzEncoder::new(Vec::new(), Compression::new(6));
         enc.write_all(&data[w[0]..w[1]]).expect("gzip");
-        file.write_all(&enc.finish().expect("gzip")).expect("write member");
+        file.write_all(&enc.finish().expect("gzip"))
+            .expect("write member");
     }
 }
 
@@ -101,7 +112,12 @@ pub fn gzip_members(input: &Path, out: &Path, cuts: &[u64]) {
 pub fn extract(archive: &Path, dest: &Path, extra: &[&str]) -> Output {
     fs::create_dir_all(dest).expect("create extraction dir");
     let mut cmd = Command::new("tar");
-    cmd.arg("-xf").arg(archive).arg("-C").arg(dest).arg("--numeric-owner").args(extra);
+    cmd.arg("-xf")
+        .arg(archive)
+        .arg("-C")
+        .arg(dest)
+        .arg("--numeric-owner")
+        .args(extra);
     run(cmd, TOOL_TIMEOUT)
 }
 
@@ -136,11 +152,19 @@ pub fn big_fixture() -> &'static Path {
         tree.file("before.txt", &text_bytes(10_000, 1), Meta::new(0o644, T0));
         tree.dir("big", Meta::new(0o755, T0 + 1));
         let pieces = (0..BIG_MEMBER / (8 << 20)).map(|i| mixed_bytes(8 << 20, 0xB16 + i * 1000));
-        tree.file_from_pieces("big/member.bin", pieces, Meta::new(0o640, T0 + 2).owner(1000, 1000));
+        tree.file_from_pieces(
+            "big/member.bin",
+            pieces,
+            Meta::new(0o640, T0 + 2).owner(1000, 1000),
+        );
         tree.dir("after", Meta::new(0o755, T0 + 3));
         for i in 0..10u64 {
             let name = format!("after/small-{i}.txt");
-            tree.file(&name, &text_bytes(1000 + 37 * i as usize, 50 + i), Meta::new(0o644, T0 + 4));
+            tree.file(
+                &name,
+                &text_bytes(1000 + 37 * i as usize, 50 + i),
+                Meta::new(0o644, T0 + 4),
+            );
         }
         let src = tree.finish();
         let tar = work.path().join("big.tar");

@@ -19,6 +19,8 @@ pub const DIRECTORY: u8 = b'5';
 pub const GNU_LONGNAME: u8 = b'L';
 /// PAX extended header for the next entry.
 pub const PAX: u8 = b'x';
+/// PAX global header: defaults for every later entry.
+pub const PAX_GLOBAL: u8 = b'g';
 
 /// One 512-byte header.
 #[derive(Clone, Debug)]
@@ -82,7 +84,11 @@ fn number(field: &mut [u8], v: i64) {
     let n = field.len();
     for (i, b) in field.iter_mut().enumerate() {
         let from_end = n - 1 - i;
-        *b = if from_end < 8 { bytes[7 - from_end] } else { fill };
+        *b = if from_end < 8 {
+            bytes[7 - from_end]
+        } else {
+            fill
+        };
     }
     field[0] = if v < 0 { 0xff } else { 0x80 };
 }
@@ -113,7 +119,11 @@ impl RawTar {
     }
 
     pub fn dir(&mut self, name: &str, mode: u32, mtime: i64) -> &mut RawTar {
-        let h = Header { mode, mtime, ..Header::new(name.as_bytes(), DIRECTORY) };
+        let h = Header {
+            mode,
+            mtime,
+            ..Header::new(name.as_bytes(), DIRECTORY)
+        };
         self.header(&h)
     }
 
@@ -148,6 +158,15 @@ impl RawTar {
 
     /// A PAX extended header holding `records` (`key=value`), for the next entry.
     pub fn pax(&mut self, records: &[(&str, &str)]) -> &mut RawTar {
+        self.pax_header(PAX, records)
+    }
+
+    /// A PAX global header holding `records`, for every later entry.
+    pub fn pax_global(&mut self, records: &[(&str, &str)]) -> &mut RawTar {
+        self.pax_header(PAX_GLOBAL, records)
+    }
+
+    fn pax_header(&mut self, kind: u8, records: &[(&str, &str)]) -> &mut RawTar {
         let mut body = Vec::new();
         for (k, v) in records {
             let rest = format!(" {k}={v}\n");
@@ -158,7 +177,10 @@ impl RawTar {
             }
             body.extend_from_slice(format!("{len}{rest}").as_bytes());
         }
-        let h = Header { size: body.len() as u64, ..Header::new(b"./PaxHeaders/x", PAX) };
+        let h = Header {
+            size: body.len() as u64,
+            ..Header::new(b"./PaxHeaders/x", kind)
+        };
         self.header(&h).data(&body)
     }
 

@@ -41,9 +41,15 @@ impl Published {
     /// The catalog entry: `kind` is left to inference when the URL ends in `.tar.gz`, `.tgz` or
     /// `.tar` (so inference is exercised), else `kind = "archive"`.
     pub fn asset(&self) -> Asset {
-        let inferred = [".tar.gz", ".tgz", ".tar"].iter().any(|s| self.url.ends_with(s));
+        let inferred = [".tar.gz", ".tgz", ".tar"]
+            .iter()
+            .any(|s| self.url.ends_with(s));
         let mut a = Asset::file(&self.name, &self.url, &self.sha256);
-        a.kind = if inferred { None } else { Some("archive".into()) };
+        a.kind = if inferred {
+            None
+        } else {
+            Some("archive".into())
+        };
         a
     }
 }
@@ -65,7 +71,10 @@ impl Served {
             .iter()
             .enumerate()
             .map(|(i, (name, file))| {
-                let base = file.file_name().expect("archive file name").to_string_lossy();
+                let base = file
+                    .file_name()
+                    .expect("archive file name")
+                    .to_string_lossy();
                 publish(&origin, name, &format!("{i}/{base}"), file)
             })
             .collect();

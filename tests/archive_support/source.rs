@@ -73,7 +73,10 @@ impl SourceTree {
     /// The parent of `rel`, created (with default attributes) if missing.
     fn parent_of(&self, rel: &OsStr) -> PathBuf {
         let p = self.path(rel);
-        let parent = p.parent().expect("a relative path has a parent").to_path_buf();
+        let parent = p
+            .parent()
+            .expect("a relative path has a parent")
+            .to_path_buf();
         fs::create_dir_all(&parent).unwrap_or_else(|e| panic!("mkdir {}: {e}", parent.display()));
         p
     }
@@ -113,7 +116,13 @@ impl SourceTree {
     }
 
     /// A sparse file of `size` bytes with `chunks` (offset, bytes) written and holes elsewhere.
-    pub fn sparse(&mut self, rel: impl AsRef<OsStr>, size: u64, chunks: &[(u64, Vec<u8>)], meta: Meta) {
+    pub fn sparse(
+        &mut self,
+        rel: impl AsRef<OsStr>,
+        size: u64,
+        chunks: &[(u64, Vec<u8>)],
+        meta: Meta,
+    ) {
         let p = self.parent_of(rel.as_ref());
         let f = fs::File::create(&p).unwrap_or_else(|e| panic!("create {}: {e}", p.display()));
         f.set_len(size).expect("truncate");
@@ -146,12 +155,22 @@ impl SourceTree {
 
     /// A character device `major:minor`.
     pub fn char_device(&mut self, rel: impl AsRef<OsStr>, major: u32, minor: u32, meta: Meta) {
-        self.mknod(rel.as_ref(), libc::S_IFCHR, libc::makedev(major, minor), meta);
+        self.mknod(
+            rel.as_ref(),
+            libc::S_IFCHR,
+            libc::makedev(major, minor),
+            meta,
+        );
     }
 
     /// A block device `major:minor`.
     pub fn block_device(&mut self, rel: impl AsRef<OsStr>, major: u32, minor: u32, meta: Meta) {
-        self.mknod(rel.as_ref(), libc::S_IFBLK, libc::makedev(major, minor), meta);
+        self.mknod(
+            rel.as_ref(),
+            libc::S_IFBLK,
+            libc::makedev(major, minor),
+            meta,
+        );
     }
 
     fn mknod(&mut self, rel: &OsStr, kind: libc::mode_t, dev: libc::dev_t, meta: Meta) {
@@ -159,7 +178,13 @@ impl SourceTree {
         let c = cpath(&p);
         // SAFETY: a valid C string; mknod does not keep the pointer.
         let r = unsafe { libc::mknod(c.as_ptr(), kind | 0o600, dev) };
-        assert_eq!(r, 0, "mknod {}: {}", p.display(), std::io::Error::last_os_error());
+        assert_eq!(
+            r,
+            0,
+            "mknod {}: {}",
+            p.display(),
+            std::io::Error::last_os_error()
+        );
         apply(&p, meta, true);
     }
 
@@ -172,7 +197,8 @@ impl SourceTree {
 
     /// Applies directory attributes, deepest first, and returns the root.
     pub fn finish(mut self) -> PathBuf {
-        self.dirs.sort_by_key(|(p, _)| std::cmp::Reverse(p.components().count()));
+        self.dirs
+            .sort_by_key(|(p, _)| std::cmp::Reverse(p.components().count()));
         for (p, meta) in &self.dirs {
             apply(p, *meta, true);
         }
@@ -200,19 +226,68 @@ fn apply(p: &Path, meta: Meta, has_mode: bool) {
     let c = cpath(p);
     // SAFETY: a valid C string and two timespecs.
     let r = unsafe {
-        libc::utimensat(libc::AT_FDCWD, c.as_ptr(), [t, t].as_ptr(), libc::AT_SYMLINK_NOFOLLOW)
+        libc::utimensat(
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            [t, t].as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
     };
-    assert_eq!(r, 0, "utimensat {}: {}", p.display(), std::io::Error::last_os_error());
+    assert_eq!(
+        r,
+        0,
+        "utimensat {}: {}",
+        p.display(),
+        std::io::Error::last_os_error()
+    );
 }
 
 /// `len` bytes of text-like content (words from a small vocabulary, newlines): compresses
 /// about 3:1 with gzip, like source code or logs.
 pub fn text_bytes(len: usize, seed: u64) -> Vec<u8> {
     const WORDS: &[&str] = &[
-        "archive", "lazycas", "member", "index", "checkpoint", "window", "inflate", "verify",
-        "digest", "tar", "gzip", "the", "of", "a", "to", "fn", "let", "mut", "struct", "impl",
-        "return", "0x1f8b", "offset", "size", "mode", "uid", "gid", "mtime", "link", "{", "}",
-        "=", ";", "//", "42", "2024", "node", "hpc", "container", "image", "layer", "blob",
+        "archive",
+        "lazycas",
+        "member",
+        "index",
+        "checkpoint",
+        "window",
+        "inflate",
+        "verify",
+        "digest",
+        "tar",
+        "gzip",
+        "the",
+        "of",
+        "a",
+        "to",
+        "fn",
+        "let",
+        "mut",
+        "struct",
+        "impl",
+        "return",
+        "0x1f8b",
+        "offset",
+        "size",
+        "mode",
+        "uid",
+        "gid",
+        "mtime",
+        "link",
+        "{",
+        "}",
+        "=",
+        ";",
+        "//",
+        "42",
+        "2024",
+        "node",
+        "hpc",
+        "container",
+        "image",
+        "layer",
+        "blob",
     ];
     let picks = random_bytes(len / 2 + 16, seed);
     let mut out = Vec::with_capacity(len + 16);
@@ -221,7 +296,7 @@ pub fn text_bytes(len: usize, seed: u64) -> Vec<u8> {
         let b = picks[i % picks.len()] as usize;
         i += 1;
         out.extend_from_slice(WORDS[b % WORDS.len()].as_bytes());
-        out.push(if b % 11 == 0 { b'\n' } else { b' ' });
+        out.push(if b.is_multiple_of(11) { b'\n' } else { b' ' });
     }
     out.truncate(len);
     out
@@ -236,7 +311,7 @@ pub fn mixed_bytes(len: usize, seed: u64) -> Vec<u8> {
     while out.len() < len {
         let want = PIECE.min(len - out.len());
         let piece_seed = seed.wrapping_add(n);
-        if n % 2 == 0 {
+        if n.is_multiple_of(2) {
             out.extend_from_slice(&random_bytes(want, piece_seed));
         } else {
             out.extend_from_slice(&text_bytes(want, piece_seed));

@@ -1,14 +1,16 @@
 //! `Lazycas`: one lazycas "node" (a tempdir holding its store, config file and mount point) and
 //! `Daemon`: a running `lazycas mount` on it.
 //!
-//! `Lazycas::mount()` writes the config, starts the binary and returns once the mount point is in
-//! /proc/mounts (or panics with the daemon's stderr if it exits first). Dropping a `Daemon` sends
-//! SIGTERM to its PID, SIGKILL after a grace period, and unmounts whatever is left
+//! `Lazycas::mount()` writes the config, starts the binary and returns once the mount is in the
+//! mount table (or panics with the daemon's stderr if it exits first). Dropping a `Daemon` sends
+//! SIGTERM to its PID, SIGKILL after a grace period, and unmounts its mount if the daemon left it
 //! (`fusermount3 -u`, then `umount -l`), also when the test panics; a panicking test also gets
-//! the daemon's stderr printed. `Lazycas::cli()` runs subcommands against the same config and
-//! store. Several `Lazycas` values in one test are several independent nodes.
+//! the daemon's stderr printed. Stale mounts of killed daemons are unmounted when the node and all
+//! its daemons are dropped, before the tempdir is removed. `Lazycas::cli()` runs subcommands
+//! against the same config and store. Several `Lazycas` values in one test are several
+//! independent nodes (own store, config, mount point).
 
-use super::mounts::{mount_entry, mount_ids, top_mount_id, unmount, unmount_top};
+use super::mounts::{mount_answers, mount_entry, mount_ids, top_mount_id, unmount, unmount_top};
 use super::process::{run, wait_until, Output, Proc, GRACE};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus};
@@ -301,6 +303,8 @@ impl Lazycas {
             cmd.env("RUST_LOG", "info,lazycas=debug");
         }
         cmd.env("RUST_BACKTRACE", "1");
+        // Plain logs: tests search them and print them on failure.
+        cmd.env("NO_COLOR", "1");
         // Keep a developer's own cache out of reach whatever the config says.
         cmd.env("XDG_CACHE_HOME", self.root.join("xdg-cache"));
         cmd
@@ -389,8 +393,14 @@ impl Daemon {
     /// stale mount of a killed daemon) does not count: the new one must appear on top.
     #[track_caller]
     pub fn wait_mounted(&mut self, timeout: Duration) {
-        let fresh =
-            |d: &Daemon| top_mount_id(&d.mountpoint).filter(|id| Some(*id) != d.mounted_before);
+        let fresh = |d: &Daemon| {
+            let top = top_mount_id(&d.mountpoint)?;
+            // Mount IDs are reused: after the daemon detached a stale mount, its own mount may
+            // get the same ID. A dead stale mount fails stat with ENOTCONN; ours answers.
+            let new = d.mounted_before.is_none_or(|before| top != before)
+                || mount_answers(&d.mountpoint, Duration::from_secs(1));
+            new.then_some(top)
+        };
         let ok = wait_until(timeout, || fresh(self).is_some() || !self.proc.is_running());
         if ok && self.proc.is_running() {
             self.mount_id = fresh(self);
@@ -461,8 +471,8 @@ impl Daemon {
         }
     }
 
-    /// SIGKILL, as a crash. The mount is left behind (as after a real crash); it is unmounted
-    /// when the daemon value and its node are dropped, after any daemon mounted over it.
+    /// SIGKILL, as a crash. The mount is left behind (as after a real crash); the harness unmounts
+    /// it when the node (`Lazycas`) and all its daemons are dropped.
     pub fn kill(&mut self) -> ExitStatus {
         self.proc.kill()
     }
@@ -483,12 +493,14 @@ impl Drop for Daemon {
                 tail(&self.log(), 300)
             );
         }
-        if self.proc.is_running() {
+        // Unmount only a mount this daemon held until now: once it is dead, its mount may have
+        // been detached and its ID reused by another daemon's mount. Whatever is left goes when
+        // the node's directory does (see `NodeDir`).
+        let owner = self.proc.is_running();
+        if owner {
             self.proc.terminate(GRACE);
         }
-        // Only our own mount; anything else left on the mount point goes when the node's
-        // directory does (see `NodeDir`).
-        if let Some(id) = self.mount_id {
+        if let Some(id) = self.mount_id.filter(|_| owner) {
             if !unmount_top(&self.mountpoint, Some(id)) {
                 eprintln!(
                     "harness: could not unmount {} yet",

@@ -82,6 +82,18 @@ fn unescape_octal(field: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// True if `stat(mountpoint)` succeeds within `timeout`: a live mount answers, a stale one (its
+/// daemon dead) fails with ENOTCONN. The stat runs on its own thread, which a hung daemon may
+/// keep blocked until it dies.
+pub fn mount_answers(mountpoint: &Path, timeout: Duration) -> bool {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let p = mountpoint.to_path_buf();
+    std::thread::spawn(move || {
+        let _ = tx.send(std::fs::metadata(&p).is_ok());
+    });
+    rx.recv_timeout(timeout).unwrap_or(false)
+}
+
 /// Unmounts the mount `mountpoint` shows now, if it is mount `id` (or any mount, for None):
 /// `fusermount3 -u`, then `umount -l` as the fallback for a busy or dead mount. Returns false if
 /// that mount is still there afterwards.

@@ -88,28 +88,35 @@ pub fn fan_in(n: usize, size: usize, via: Via) -> FanIn {
         })
         .collect();
     let mut daemons: Vec<Daemon> = nodes.iter().map(Lazycas::mount).collect();
-    let paths: Vec<_> = daemons.iter().map(|d| d.path("images/shared.sif")).collect();
+    let paths: Vec<_> = daemons
+        .iter()
+        .map(|d| d.path("images/shared.sif"))
+        .collect();
     let expected = blob.sha256.clone();
-    let elapsed = with_deadline(Duration::from_secs(300), "N nodes reading one blob", move || {
-        let start = Arc::new(Barrier::new(paths.len() + 1));
-        let readers: Vec<_> = paths
-            .into_iter()
-            .map(|p| {
-                let start = start.clone();
-                std::thread::spawn(move || {
-                    start.wait();
-                    sha256_file(&p)
+    let elapsed = with_deadline(
+        Duration::from_secs(300),
+        "N nodes reading one blob",
+        move || {
+            let start = Arc::new(Barrier::new(paths.len() + 1));
+            let readers: Vec<_> = paths
+                .into_iter()
+                .map(|p| {
+                    let start = start.clone();
+                    std::thread::spawn(move || {
+                        start.wait();
+                        sha256_file(&p)
+                    })
                 })
-            })
-            .collect();
-        start.wait();
-        let began = Instant::now();
-        for r in readers {
-            let got = r.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
-            assert_eq!(got, expected, "a node read wrong bytes");
-        }
-        began.elapsed()
-    });
+                .collect();
+            start.wait();
+            let began = Instant::now();
+            for r in readers {
+                let got = r.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
+                assert_eq!(got, expected, "a node read wrong bytes");
+            }
+            began.elapsed()
+        },
+    );
     let log = nginx.log();
     let proxied: Vec<_> = squid
         .as_ref()

@@ -5,7 +5,9 @@ use std::path::PathBuf;
 
 /// `systemd/NAME` in this repository.
 pub fn shipped_file(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("systemd").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("systemd")
+        .join(name)
 }
 
 /// Directives of `squid-lazycas.conf` that describe a site's machine (where the cache lives, how
@@ -42,7 +44,7 @@ pub fn squid_settings_for_test() -> String {
         })
         .collect();
     assert!(
-        kept.iter().any(|l| *l == "collapsed_forwarding on"),
+        kept.contains(&"collapsed_forwarding on"),
         "squid-lazycas.conf must turn collapsed_forwarding on: {kept:?}"
     );
     kept.join("\n")
