@@ -43,6 +43,7 @@ pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 /// Mounts and serves until told to stop.
 pub fn run(req: &MountRequest, config: Config) -> anyhow::Result<()> {
+    limit_malloc_arenas();
     let rt = runtime()?;
     let store = Arc::new(
         Store::open(&config.store)
@@ -200,6 +201,18 @@ pub fn limits_of(c: &Config) -> crate::store::Limits {
     crate::store::Limits {
         quota: c.quota,
         min_free: c.min_free,
+    }
+}
+
+/// glibc gives each thread that allocates its own arena and rarely returns their free memory:
+/// with FUSE, tokio and download threads passing 128-256 KiB buffers around, resident memory
+/// then tracks the bytes that went through rather than the bytes in use. Two arenas keep the
+/// daemon's footprint at its working set.
+fn limit_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only tunes the allocator; called before any thread is started.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
     }
 }
 

@@ -32,6 +32,11 @@ pub(super) struct Plan<'a> {
     pub progress: &'a (dyn Fn(u64) + Send + Sync),
 }
 
+/// Pieces queued between the producers and the writer. A piece is a slice of hyper's read
+/// buffer and keeps the whole buffer alive, so this queue is kept short: its memory is not
+/// what the pieces' lengths add up to.
+const PIECES_IN_FLIGHT: usize = 16;
+
 struct Piece {
     offset: u64,
     data: Bytes,
@@ -51,7 +56,7 @@ pub(super) async fn run(
     plan: Plan<'_>,
     sink: Box<dyn BlobSink>,
 ) -> (Option<Box<dyn BlobSink>>, Result<(Digest, u64), FetchError>) {
-    let (tx, rx) = mpsc::channel::<Piece>(256);
+    let (tx, rx) = mpsc::channel::<Piece>(PIECES_IN_FLIGHT);
     let window = Arc::new(Semaphore::new(plan.settings.parallel * 2));
     let chunk = plan.settings.chunk_size;
     let consumer = {
