@@ -66,6 +66,11 @@ pub struct Served {
 impl Served {
     /// Publishes `archives` (catalog name, local file) as `<i>/<file name>` and mounts.
     pub fn start(archives: &[(&str, &Path)]) -> Served {
+        Served::start_with(archives, Config::default())
+    }
+
+    /// `start` with `config` (its assets are replaced by the archives').
+    pub fn start_with(archives: &[(&str, &Path)], config: Config) -> Served {
         let origin = Nginx::start();
         let published: Vec<Published> = archives
             .iter()
@@ -80,7 +85,7 @@ impl Served {
             .collect();
         let node = Lazycas::with_config(Config {
             assets: published.iter().map(Published::asset).collect(),
-            ..Config::default()
+            ..config
         });
         let daemon = node.mount();
         Served {
