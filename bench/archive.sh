@@ -27,7 +27,8 @@
 # archivemount has no seek index: a read decompresses from the start of the archive. Its slow
 # measures stop after BENCH_SLOW_BUDGET seconds (default 300) and show `>N s`, or the number of
 # reads that fitted; the whole run takes about 15 minutes, most of it archivemount's.
-# BENCH_ARCHIVEMOUNT=0 leaves it out (its column then says "skipped").
+# BENCH_ARCHIVEMOUNT=0 leaves it out (its column then says "skipped"). BENCH_CONFIG adds
+# top-level TOML lines to lazycas's config (e.g. 'archive_cache = "512M"').
 #
 # Needs root (FUSE, drop_caches), nginx, curl, python3, pigz, tar, fusermount3, archivemount
 # (Debian package), ratarmount (`pip install ratarmount`: installed into a venv in BENCH_VENV,
@@ -361,6 +362,7 @@ done
 # --- lazycas ------------------------------------------------------------------------------------
 cat >"$work/lazycas.toml" <<EOF
 store = "$work/store"
+${BENCH_CONFIG:-}
 
 [[asset]]
 name = "bench/archive"

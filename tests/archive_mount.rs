@@ -907,7 +907,7 @@ fn member_of_200_mib_matches_gnu_tar_and_nothing_is_extracted_to_disk() {
         peak >> 20
     );
     assert!(
-        peak < 128 << 20,
+        peak < 64 << 20,
         "daemon peak RSS {} MiB after reading a 200 MiB member",
         peak >> 20
     );
