@@ -520,20 +520,7 @@ fn catalog_lines(root: &Path, archives: &[PathBuf]) -> anyhow::Result<Vec<String
             } else {
                 ""
             };
-            let size = if meta.is_dir() {
-                String::new()
-            } else {
-                format_size(meta.len())
-            };
-            out.push((
-                rel.clone(),
-                format!(
-                    "{} {:>7}  {rel}{}{note}",
-                    mode_string(&meta),
-                    size,
-                    if meta.is_dir() { "/" } else { "" }
-                ),
-            ));
+            out.push((rel.clone(), listing_line(&meta, &rel, note)));
             if meta.is_dir() && !is_archive && rel != "sha256" {
                 stack.push(path);
             }
@@ -541,6 +528,18 @@ fn catalog_lines(root: &Path, archives: &[PathBuf]) -> anyhow::Result<Vec<String
     }
     out.sort();
     Ok(out.into_iter().map(|(_, l)| l).collect())
+}
+
+/// One `ls -l`-style line: mode, size (blank for directories), name, `/` for directories, then
+/// `suffix` (a symlink target or a note).
+fn listing_line(meta: &std::fs::Metadata, rel: &str, suffix: &str) -> String {
+    let size = if meta.is_dir() {
+        String::new()
+    } else {
+        format_size(meta.len())
+    };
+    let slash = if meta.is_dir() { "/" } else { "" };
+    format!("{} {size:>7}  {rel}{slash}{suffix}", mode_string(meta))
 }
 
 /// `ls -lR`-style lines of a directory tree (at most 50), with symlink targets.
@@ -569,20 +568,7 @@ fn tree_lines(dir: &Path) -> anyhow::Result<Vec<String>> {
             } else {
                 String::new()
             };
-            let size = if meta.is_dir() {
-                String::new()
-            } else {
-                format_size(meta.len())
-            };
-            out.push((
-                rel.clone(),
-                format!(
-                    "{} {:>7}  {rel}{}{target}",
-                    mode_string(&meta),
-                    size,
-                    if meta.is_dir() { "/" } else { "" }
-                ),
-            ));
+            out.push((rel.clone(), listing_line(&meta, &rel, &target)));
             if meta.is_dir() {
                 stack.push(path);
             }

@@ -46,18 +46,8 @@ fn run_into(mut cmd: Command, out: &Path) {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap_or_else(|e| panic!("cannot run {what}: {e}"));
-    let deadline = Instant::now() + TOOL_TIMEOUT;
-    let status = loop {
-        if let Some(s) = child.try_wait().expect("waitpid") {
-            break s;
-        }
-        if Instant::now() >= deadline {
-            // SAFETY: our own unreaped child.
-            unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGKILL) };
-            let _ = child.wait();
-            panic!("{what} did not finish within {TOOL_TIMEOUT:?}");
-        }
-        std::thread::sleep(Duration::from_millis(10));
+    let Some(status) = crate::common::process::wait_or_kill(&mut child, TOOL_TIMEOUT) else {
+        panic!("{what} did not finish within {TOOL_TIMEOUT:?}");
     };
     let mut err = String::new();
     if let Some(mut e) = child.stderr.take() {

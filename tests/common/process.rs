@@ -192,19 +192,9 @@ pub fn run(mut cmd: Command, timeout: Duration) -> Output {
     let mut child = cmd
         .spawn()
         .unwrap_or_else(|e| panic!("cannot run {command}: {e}"));
-    let deadline = Instant::now() + timeout;
-    let status = loop {
-        if let Some(s) = child.try_wait().expect("waitpid") {
-            break s;
-        }
-        if Instant::now() >= deadline {
-            // SAFETY: our own unreaped child.
-            unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGKILL) };
-            let _ = child.wait();
-            let stderr = std::fs::read_to_string(&err_path).unwrap_or_default();
-            panic!("{command} did not finish within {timeout:?}; stderr:\n{stderr}");
-        }
-        std::thread::sleep(Duration::from_millis(10));
+    let Some(status) = wait_or_kill(&mut child, timeout) else {
+        let stderr = std::fs::read_to_string(&err_path).unwrap_or_default();
+        panic!("{command} did not finish within {timeout:?}; stderr:\n{stderr}");
     };
     let read =
         |p: &Path| String::from_utf8_lossy(&std::fs::read(p).unwrap_or_default()).into_owned();
@@ -213,6 +203,26 @@ pub fn run(mut cmd: Command, timeout: Duration) -> Output {
         stdout: read(&out_path),
         stderr: read(&err_path),
         command,
+    }
+}
+
+/// Waits for `child` up to `timeout`; past it, kills it (by its PID) and returns `None`.
+pub fn wait_or_kill(
+    child: &mut std::process::Child,
+    timeout: Duration,
+) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(s) = child.try_wait().expect("waitpid") {
+            return Some(s);
+        }
+        if Instant::now() >= deadline {
+            // SAFETY: our own unreaped child.
+            unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGKILL) };
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
     }
 }
 
