@@ -82,6 +82,11 @@ impl Archives {
         })
     }
 
+    /// Releases decoded spans no reader used for `idle`; returns the bytes released.
+    pub fn release_idle_spans(&self, idle: std::time::Duration) -> u64 {
+        self.cache.release_idle(idle)
+    }
+
     /// The archive if it is already open (never fetches).
     pub fn get(&self, d: &Digest) -> Option<Arc<OpenArchive>> {
         self.open.lock().get(d).cloned()

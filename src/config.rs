@@ -157,7 +157,7 @@ pub struct Config {
     pub fetch_parallel: usize,
     /// Let other users (containers run as other uids) read the mount (root only).
     pub allow_other: bool,
-    /// Bytes of decoded archive spans kept in memory.
+    /// Bytes of decoded archive spans kept in memory (`"auto"`: see [`auto_archive_cache`]).
     pub archive_cache: u64,
     /// Catalog assets from the file.
     pub assets: Vec<AssetConfig>,
@@ -245,7 +245,10 @@ impl Config {
         if fetch_chunk_size < 64 * 1024 {
             return Err(bad("fetch_chunk_size", "must be at least 64K".into()));
         }
-        let archive_cache = size("archive_cache", &raw.archive_cache)?.unwrap_or(64 << 20);
+        let archive_cache = match raw.archive_cache.as_deref().map(str::trim) {
+            None | Some("auto") => auto_archive_cache(),
+            Some(_) => size("archive_cache", &raw.archive_cache)?.unwrap_or(0),
+        };
         let fetch_parallel = raw.fetch_parallel.unwrap_or(4);
         if !(1..=64).contains(&fetch_parallel) {
             return Err(bad("fetch_parallel", "must be between 1 and 64".into()));
@@ -408,6 +411,36 @@ fn parse_route(s: &str) -> Result<Route, String> {
     Ok(Route::Proxy(url))
 }
 
+/// The default `archive_cache`: 1/32 of the memory this process may use (the machine's, or its
+/// cgroup's limit when lower), between 64 MiB and 512 MiB. Random reads across a large archive
+/// are served from it instead of decoding again from a checkpoint; idle spans are released after
+/// a few minutes, so the memory is only held while archives are being read.
+pub fn auto_archive_cache() -> u64 {
+    const MIN: u64 = 64 << 20;
+    const MAX: u64 = 512 << 20;
+    let total = [mem_total(), cgroup_memory_max()]
+        .into_iter()
+        .flatten()
+        .min();
+    total.map_or(MIN, |t| (t / 32).clamp(MIN, MAX))
+}
+
+/// `MemTotal` from `/proc/meminfo`, in bytes.
+fn mem_total() -> Option<u64> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = meminfo.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// This process's cgroup v2 `memory.max` (e.g. systemd's `MemoryMax=`), if it sets one.
+fn cgroup_memory_max() -> Option<u64> {
+    let cgroups = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    let path = cgroups.lines().find_map(|l| l.strip_prefix("0::"))?;
+    let max = std::fs::read_to_string(format!("/sys/fs/cgroup{path}/memory.max")).ok()?;
+    max.trim().parse().ok()
+}
+
 /// Parses `"50G"`, `"512M"`, `"1.5T"`, `"4096"` (binary units; `B`, `iB` suffixes accepted).
 pub fn parse_size(s: &str) -> Result<u64, String> {
     let t = s.trim();
@@ -506,6 +539,18 @@ mod tests {
         assert_eq!(c.timeout, Duration::from_secs(30));
         assert!(c.assets.is_empty());
         assert_eq!(c.quota, None);
+        assert!((64 << 20..=512 << 20).contains(&c.archive_cache));
+        assert_eq!(c.archive_cache, auto_archive_cache());
+    }
+
+    #[test]
+    fn archive_cache_is_auto_or_a_size() {
+        let auto = Config::parse("archive_cache = \"auto\"", None).unwrap();
+        assert_eq!(auto.archive_cache, auto_archive_cache());
+        let fixed = Config::parse("archive_cache = \"16M\"", None).unwrap();
+        assert_eq!(fixed.archive_cache, 16 << 20);
+        let err = Config::parse("archive_cache = \"lots\"", None).unwrap_err();
+        assert!(err.to_string().contains("archive_cache"), "{err}");
     }
 
     #[test]

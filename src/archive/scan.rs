@@ -9,7 +9,7 @@
 //! bytes after the last member that do not start a new member are ignored with a warning, as
 //! gzip does.
 
-use super::checkpoint::{pack_window, Checkpoint};
+use super::checkpoint::{Checkpoint, WindowProbe};
 use super::gzip::{self, HeaderError, HeaderParse, Trailer, TRAILER_LEN};
 use super::inflate::{RawInflate, AT_BLOCK_END, IN_LAST_BLOCK};
 use super::ArchiveError;
@@ -57,6 +57,10 @@ pub(crate) struct GzipScanner {
     spacing: u64,
     want_checkpoints: bool,
     checkpoints: Vec<Checkpoint>,
+    /// Checkpoints whose window is still being probed (index into `checkpoints`).
+    probing: Vec<(usize, WindowProbe)>,
+    /// The last compressed byte given to inflate (a mid-byte checkpoint needs its high bits).
+    last_in: u8,
     warned_trailing: bool,
 }
 
@@ -79,6 +83,8 @@ impl GzipScanner {
             spacing: spacing.max(1),
             want_checkpoints: true,
             checkpoints: Vec::new(),
+            probing: Vec::new(),
+            last_in: 0,
             warned_trailing: false,
         })
     }
@@ -109,7 +115,8 @@ impl GzipScanner {
     }
 
     /// Ends the stream; returns the checkpoints and the decompressed length.
-    pub(crate) fn finish(self) -> Result<(Vec<Checkpoint>, u64), ArchiveError> {
+    pub(crate) fn finish(mut self) -> Result<(Vec<Checkpoint>, u64), ArchiveError> {
+        self.settle_probes(true);
         let what = match self.state {
             State::Deflate => Some("inside deflate data"),
             State::Trailer => Some("inside a member trailer"),
@@ -198,6 +205,16 @@ impl GzipScanner {
                     offset: self.cpos,
                     what,
                 })?;
+            if step.consumed > 0 {
+                let consumed = &input[used..used + step.consumed];
+                self.last_in = consumed[consumed.len() - 1];
+                if !self.probing.is_empty() {
+                    for (_, probe) in &mut self.probing {
+                        probe.feed(consumed);
+                    }
+                    self.settle_probes(false);
+                }
+            }
             used += step.consumed;
             self.cpos += step.consumed as u64;
             if step.produced > 0 {
@@ -238,13 +255,31 @@ impl GzipScanner {
                 offset: self.cpos,
                 what,
             })?;
+        let bits = (data_type & 7) as u8;
+        let prime = (bits > 0).then(|| (bits, self.last_in >> (8 - bits)));
+        self.probing
+            .push((self.checkpoints.len(), WindowProbe::new(window, prime)));
+        // The window is filled in when its probe is done (`settle_probes`).
         self.checkpoints.push(Checkpoint {
             uoff: self.uoff,
             cbyte: self.cpos,
-            bits: (data_type & 7) as u8,
-            window: Some(pack_window(&window)),
+            bits,
+            window: Some(Vec::new()),
         });
         Ok(())
+    }
+
+    /// Stores the windows of finished probes (of all of them when `all`: the stream is over).
+    fn settle_probes(&mut self, all: bool) {
+        let mut i = 0;
+        while i < self.probing.len() {
+            if all || self.probing[i].1.is_done() {
+                let (at, probe) = self.probing.swap_remove(i);
+                self.checkpoints[at].window = Some(probe.finish());
+            } else {
+                i += 1;
+            }
+        }
     }
 
     /// Consumes trailer bytes and checks them when complete.
@@ -362,6 +397,70 @@ mod tests {
         }
         let small = sample(100_000);
         assert_eq!(scan(&gzip(&small), 1, 4096).unwrap().0, small);
+    }
+
+    /// Resumes raw inflate at `cp` and decodes `n` bytes.
+    fn decode_from(gz: &[u8], cp: &Checkpoint, n: usize) -> Vec<u8> {
+        let window = super::super::checkpoint::unpack_window(cp.window.as_ref().unwrap()).unwrap();
+        let mut inf = RawInflate::new().unwrap();
+        if cp.bits > 0 {
+            let byte = gz[cp.cbyte as usize - 1];
+            inf.prime(cp.bits, byte >> (8 - cp.bits)).unwrap();
+        }
+        inf.set_dictionary(&window).unwrap();
+        let mut out = Vec::new();
+        let mut input = &gz[cp.cbyte as usize..];
+        while out.len() < n {
+            let step = inf.inflate_append(input, &mut out, n).unwrap();
+            input = &input[step.consumed..];
+            if step.stream_end {
+                break;
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn windows_are_stored_sparse_and_still_resume_exactly() {
+        // Text that references its past, with runs of noise that nothing references.
+        let mut data = Vec::new();
+        let mut x = 99u64;
+        while data.len() < 2_000_000 {
+            data.extend_from_slice(&sample(20_000));
+            for _ in 0..20_000 {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                data.push(x as u8);
+            }
+        }
+        let gz = gzip(&data);
+        let (_, cps) = scan(&gz, 3000, 100_000).unwrap();
+        let mut zeroed = 0;
+        let mut windows = 0;
+        for cp in cps.iter().filter(|c| c.window.is_some()) {
+            let u = cp.uoff as usize;
+            let window =
+                super::super::checkpoint::unpack_window(cp.window.as_ref().unwrap()).unwrap();
+            let truth = &data[u - window.len()..u];
+            assert_eq!(window.len(), 32 * 1024);
+            for (w, t) in window.iter().zip(truth) {
+                assert!(
+                    *w == *t || *w == 0,
+                    "a stored window byte is neither the real one nor 0"
+                );
+            }
+            zeroed += window.iter().zip(truth).filter(|(w, t)| w != t).count();
+            windows += 1;
+            let n = (data.len() - u).min(100_000);
+            assert_eq!(decode_from(&gz, cp, n), &data[u..u + n], "resume at {u}");
+        }
+        assert!(windows >= 10, "{windows} windows");
+        // Most of each window is never referenced (the noise, and much of the text).
+        assert!(
+            zeroed > windows * 8 * 1024,
+            "only {zeroed} bytes zeroed in {windows} windows"
+        );
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! full decode of the slot replaces it.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use lru::LruCache;
 use parking_lot::Mutex;
@@ -45,9 +46,15 @@ impl Span {
     }
 }
 
+/// A cached span and when it was last used.
+struct Entry {
+    span: Arc<Span>,
+    used: Instant,
+}
+
 /// The LRU and its byte count.
 struct Inner {
-    lru: LruCache<SpanKey, Arc<Span>>,
+    lru: LruCache<SpanKey, Entry>,
     bytes: u64,
 }
 
@@ -89,7 +96,31 @@ impl SpanCache {
 
     /// The span cached for `key`, marked as recently used.
     pub(crate) fn get(&self, key: &SpanKey) -> Option<Arc<Span>> {
-        self.inner.lock().lru.get(key).cloned()
+        let mut inner = self.inner.lock();
+        let entry = inner.lru.get_mut(key)?;
+        entry.used = Instant::now();
+        Some(entry.span.clone())
+    }
+
+    /// Drops the spans not used for `idle` or longer (the least recently used come first, so
+    /// this stops at the first recent one); returns the bytes released. The daemon calls it
+    /// periodically so a mount that stopped reading archives gives the memory back.
+    pub fn release_idle(&self, idle: Duration) -> u64 {
+        let Some(cutoff) = Instant::now().checked_sub(idle) else {
+            return 0;
+        };
+        let mut inner = self.inner.lock();
+        let mut freed = 0;
+        while let Some((_, entry)) = inner.lru.peek_lru() {
+            if entry.used > cutoff {
+                break;
+            }
+            if let Some((_, old)) = inner.lru.pop_lru() {
+                freed += old.span.data.len() as u64;
+            }
+        }
+        inner.bytes -= freed;
+        freed
     }
 
     /// Caches `span` under `key` unless a span covering at least as much is already there;
@@ -100,18 +131,20 @@ impl SpanCache {
             return;
         }
         let mut inner = self.inner.lock();
-        if let Some(old) = inner.lru.get(&key) {
-            if old.start <= span.start && old.end() >= span.end() {
+        let used = Instant::now();
+        if let Some(old) = inner.lru.get_mut(&key) {
+            if old.span.start <= span.start && old.span.end() >= span.end() {
+                old.used = used;
                 return;
             }
         }
-        if let Some(old) = inner.lru.put(key, span) {
-            inner.bytes -= old.data.len() as u64;
+        if let Some(old) = inner.lru.put(key, Entry { span, used }) {
+            inner.bytes -= old.span.data.len() as u64;
         }
         inner.bytes += len;
         while inner.bytes > self.capacity {
             match inner.lru.pop_lru() {
-                Some((_, old)) => inner.bytes -= old.data.len() as u64,
+                Some((_, old)) => inner.bytes -= old.span.data.len() as u64,
                 None => break,
             }
         }
@@ -149,6 +182,23 @@ mod tests {
         assert!(c.get(&key(0)).is_some());
         c.insert(key(9), span(0, 1000));
         assert!(c.get(&key(9)).is_none());
+    }
+
+    #[test]
+    fn idle_spans_are_released_recent_ones_kept() {
+        let c = SpanCache::new(1000);
+        c.insert(key(0), span(0, 100));
+        c.insert(key(1), span(100, 100));
+        std::thread::sleep(Duration::from_millis(400));
+        c.insert(key(2), span(200, 100));
+        assert!(c.get(&key(0)).is_some());
+        assert_eq!(c.release_idle(Duration::from_millis(200)), 100);
+        assert!(c.get(&key(1)).is_none());
+        assert!(c.get(&key(0)).is_some() && c.get(&key(2)).is_some());
+        assert_eq!(c.resident_bytes(), 200);
+        assert_eq!(c.release_idle(Duration::from_secs(3600)), 0);
+        assert_eq!(c.release_idle(Duration::ZERO), 200);
+        assert_eq!(c.resident_bytes(), 0);
     }
 
     #[test]

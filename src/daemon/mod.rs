@@ -144,6 +144,7 @@ async fn wait_for_stop(
         return Stop::Signal;
     };
     let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut ticks: u64 = 0;
     loop {
         tokio::select! {
             _ = term.recv() => return Stop::Signal,
@@ -155,6 +156,10 @@ async fn wait_for_stop(
                 }
                 if let Err(e) = ctx.store.flush_stats() {
                     tracing::warn!("could not save counters: {e}");
+                }
+                ticks += 1;
+                if ticks % SPAN_SWEEP_TICKS == 0 {
+                    release_idle_spans(ctx);
                 }
             }
         }
@@ -208,6 +213,24 @@ pub fn limits_of(c: &Config) -> crate::store::Limits {
 /// with FUSE, tokio and download threads passing 128-256 KiB buffers around, resident memory
 /// then tracks the bytes that went through rather than the bytes in use. Two arenas keep the
 /// daemon's footprint at its working set.
+/// Seconds between sweeps of the decoded-span cache.
+const SPAN_SWEEP_TICKS: u64 = 60;
+/// Decoded archive spans unused this long are released.
+const SPAN_IDLE: Duration = Duration::from_secs(300);
+
+/// Gives back the memory of archive spans nobody read lately (and the allocator's free pages).
+fn release_idle_spans(ctx: &Context) {
+    let freed = ctx.archives.release_idle_spans(SPAN_IDLE);
+    if freed > 0 {
+        tracing::debug!(bytes = freed, "released idle archive spans");
+        #[cfg(all(target_os = "linux", target_env = "gnu"))]
+        // SAFETY: malloc_trim only returns free heap pages to the kernel.
+        unsafe {
+            libc::malloc_trim(0);
+        }
+    }
+}
+
 fn limit_malloc_arenas() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only tunes the allocator; called before any thread is started.
