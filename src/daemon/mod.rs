@@ -158,7 +158,7 @@ async fn wait_for_stop(
                     tracing::warn!("could not save counters: {e}");
                 }
                 ticks += 1;
-                if ticks % SPAN_SWEEP_TICKS == 0 {
+                if ticks.is_multiple_of(SPAN_SWEEP_TICKS) {
                     release_idle_spans(ctx);
                 }
             }
