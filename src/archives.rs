@@ -125,7 +125,12 @@ impl Archives {
             label: label.clone(),
             source,
         };
-        let observer = IndexingObserver::default();
+        // Warnings about single entries ("skipping a member named ../x") name the archive.
+        let span = tracing::warn_span!("archive", name = %label);
+        let observer = IndexingObserver {
+            slot: Arc::default(),
+            span: span.clone(),
+        };
         let built = observer.slot.clone();
         let info = self
             .store
@@ -137,6 +142,7 @@ impl Archives {
         let store = self.store.clone();
         let label2 = label.clone();
         let index = tokio::task::spawn_blocking(move || -> Result<ArchiveIndex, ArchivesError> {
+            let _in_archive = span.enter();
             let err = |source| ArchivesError::Archive {
                 label: label2.clone(),
                 source,
@@ -153,7 +159,11 @@ impl Archives {
                 }
                 .map_err(err)?;
                 ArchiveIndex::save(&conn, &info.digest, built).map_err(err)?;
-                tracing::info!(archive = %label2, ms = started.elapsed().as_millis() as u64, "indexed {}", info.digest.short());
+                tracing::info!(
+                    ms = started.elapsed().as_millis() as u64,
+                    "indexed {}",
+                    info.digest.short()
+                );
             }
             ArchiveIndex::open(&store.db_path(), &info.digest).map_err(err)
         })
@@ -215,9 +225,10 @@ struct IndexState {
 }
 
 /// Feeds the download into an [`IndexBuilder`] as it arrives; the result waits in `slot`.
-#[derive(Default)]
 struct IndexingObserver {
     slot: Arc<Mutex<Option<IndexState>>>,
+    /// The archive's span, entered while its bytes are parsed.
+    span: tracing::Span,
 }
 
 impl ByteObserver for IndexingObserver {
@@ -230,6 +241,7 @@ impl ByteObserver for IndexingObserver {
     }
 
     fn observe(&mut self, data: &[u8]) {
+        let _in_archive = self.span.enter();
         let mut slot = self.slot.lock();
         let Some(state) = slot.as_mut() else {
             return;

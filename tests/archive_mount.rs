@@ -1554,10 +1554,10 @@ fn assert_hostile(cases: &[(&str, &str, Vec<u8>, Verdict)]) {
                             "{name}: {s} is listed: {names:?}"
                         );
                         assert!(
-                            log.lines()
-                                .any(|l| l.contains(s)
-                                    && (l.contains("WARN") || l.contains("ERROR"))),
-                            "{name}: no warning naming {s} in the daemon log:\n{}",
+                            log.lines().any(|l| l.contains(s)
+                                && l.contains(name)
+                                && (l.contains("WARN") || l.contains("ERROR"))),
+                            "{name}: no warning naming {s} and the archive in the daemon log:\n{}",
                             tail(&log, 40)
                         );
                     }
