@@ -49,13 +49,11 @@ budget=${BENCH_SLOW_BUDGET:-300}
 reads=${BENCH_READS:-1000}
 runs=${BENCH_RUNS:-3}
 
-say() { echo "bench: $*" >&2; }
-die() { say "error: $*"; exit 1; }
+source "$(dirname "$0")/lib.sh"
 
 for tool in nginx curl fusermount3 python3 pigz tar archivemount; do
     command -v "$tool" >/dev/null || [ -x "/usr/sbin/$tool" ] || die "$tool not found"
 done
-nginx_bin=$(command -v nginx || echo /usr/sbin/nginx)
 [ -e /dev/fuse ] || die "/dev/fuse is missing"
 
 ratarmount_bin=${RATARMOUNT:-$(command -v ratarmount || true)}
@@ -146,24 +144,6 @@ mkdir -p "$mnt" "$work/docroot" "$work/nginx/logs" "$work/nginx/tmp"
 nginx_pid=""
 fs_pid=""
 
-# Alive and not yet a zombie (our own unreaped children only, so the PID cannot be reused).
-alive() {
-    local state
-    [ -r "/proc/$1/stat" ] || return 1
-    read -r _ _ state _ <"/proc/$1/stat" || return 1
-    [ "$state" != Z ]
-}
-
-# SIGTERM a child by PID, wait up to 10 s, then SIGKILL; reap it.
-stop_pid() {
-    local pid=$1
-    kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 100); do alive "$pid" || break; sleep 0.1; done
-    if alive "$pid"; then kill -KILL "$pid" 2>/dev/null || true; fi
-    wait "$pid" 2>/dev/null || true
-}
-
-mounted() { awk -v m="$1" '$2 == m { found = 1 } END { exit !found }' /proc/mounts; }
 
 unmount_mnt() {
     if mounted "$mnt"; then
@@ -332,43 +312,7 @@ bench_tool() {
 # --- origin -------------------------------------------------------------------------------------
 ln "$archive" "$work/docroot/bench.tar.gz" 2>/dev/null || cp "$archive" "$work/docroot/bench.tar.gz"
 sha=$(sha256sum "$archive" | cut -d' ' -f1)
-port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-token="bench-$$-$RANDOM"
-cat >"$work/nginx/nginx.conf" <<EOF
-daemon off;
-master_process off;
-worker_processes 1;
-pid $work/nginx/nginx.pid;
-error_log $work/nginx/logs/error.log warn;
-events { worker_connections 1024; }
-http {
-    access_log off;
-    client_body_temp_path $work/nginx/tmp/body;
-    proxy_temp_path $work/nginx/tmp/proxy;
-    fastcgi_temp_path $work/nginx/tmp/fastcgi;
-    uwsgi_temp_path $work/nginx/tmp/uwsgi;
-    scgi_temp_path $work/nginx/tmp/scgi;
-    default_type application/octet-stream;
-    sendfile on;
-    tcp_nopush on;
-    keepalive_requests 100000;
-    server {
-        listen 127.0.0.1:$port;
-        root $work/docroot;
-        location = /__bench { return 200 "$token"; }
-    }
-}
-EOF
-"$nginx_bin" -p "$work/nginx" -c "$work/nginx/nginx.conf" -e "$work/nginx/logs/error.log" \
-    2>>"$work/nginx/logs/stderr.log" &
-nginx_pid=$!
-for _ in $(seq 100); do
-    [ "$(curl -s "http://127.0.0.1:$port/__bench" || true)" = "$token" ] && break
-    alive "$nginx_pid" || break
-    sleep 0.1
-done
-[ "$(curl -s "http://127.0.0.1:$port/__bench" || true)" = "$token" ] ||
-    die "nginx did not start: $(cat "$work/nginx/logs/error.log" "$work/nginx/logs/stderr.log")"
+start_nginx "$work/nginx" "$work/docroot"
 
 # --- lazycas ------------------------------------------------------------------------------------
 cat >"$work/lazycas.toml" <<EOF

@@ -23,13 +23,11 @@ runs=${BENCH_RUNS:-2}
 target=${CARGO_TARGET_DIR:-$repo/target}
 bench_dir=${BENCH_DIR:-$target}
 
-say() { echo "bench: $*" >&2; }
-die() { say "error: $*"; exit 1; }
+source "$(dirname "$0")/lib.sh"
 
 for tool in nginx curl fusermount3 sha256sum python3; do
     command -v "$tool" >/dev/null || [ -x "/usr/sbin/$tool" ] || die "$tool not found (see .ci/run)"
 done
-nginx_bin=$(command -v nginx || echo /usr/sbin/nginx)
 [ -e /dev/fuse ] || die "/dev/fuse is missing"
 
 say "building the release binary"
@@ -43,24 +41,6 @@ mnt=$work/mnt
 nginx_pid=""
 daemon_pid=""
 
-# Alive and not yet a zombie (our own unreaped children only, so the PID cannot be reused).
-alive() {
-    local state
-    [ -r "/proc/$1/stat" ] || return 1
-    read -r _ _ state _ <"/proc/$1/stat" || return 1
-    [ "$state" != Z ]
-}
-
-# SIGTERM a child by PID, wait up to 10 s, then SIGKILL; reap it.
-stop_pid() {
-    local pid=$1 i
-    kill -TERM "$pid" 2>/dev/null || true
-    for i in $(seq 100); do alive "$pid" || break; sleep 0.1; done
-    if alive "$pid"; then kill -KILL "$pid" 2>/dev/null || true; fi
-    wait "$pid" 2>/dev/null || true
-}
-
-mounted() { awk -v m="$1" '$2 == m { found = 1 } END { exit !found }' /proc/mounts; }
 
 stop_daemon() {
     if [ -n "$daemon_pid" ]; then
@@ -81,9 +61,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
 
 now() { date +%s.%N; }
 
@@ -124,43 +101,7 @@ head -c "$((size_mib * 1024 * 1024))" /dev/urandom >"$work/docroot/blob"
 bytes=$((size_mib * 1024 * 1024))
 sha=$(sha256sum "$work/docroot/blob" | cut -d' ' -f1)
 
-port=$(free_port)
-token="bench-$$-$RANDOM"
-cat >"$work/nginx/nginx.conf" <<EOF
-daemon off;
-master_process off;
-worker_processes 1;
-pid $work/nginx/nginx.pid;
-error_log $work/nginx/logs/error.log warn;
-events { worker_connections 1024; }
-http {
-    access_log $work/nginx/logs/access.log;
-    client_body_temp_path $work/nginx/tmp/body;
-    proxy_temp_path $work/nginx/tmp/proxy;
-    fastcgi_temp_path $work/nginx/tmp/fastcgi;
-    uwsgi_temp_path $work/nginx/tmp/uwsgi;
-    scgi_temp_path $work/nginx/tmp/scgi;
-    default_type application/octet-stream;
-    sendfile on;
-    tcp_nopush on;
-    keepalive_requests 100000;
-    server {
-        listen 127.0.0.1:$port;
-        root $work/docroot;
-        location = /__bench { return 200 "$token"; }
-    }
-}
-EOF
-"$nginx_bin" -p "$work/nginx" -c "$work/nginx/nginx.conf" -e "$work/nginx/logs/error.log" \
-    2>>"$work/nginx/logs/stderr.log" &
-nginx_pid=$!
-for _ in $(seq 100); do
-    [ "$(curl -s "http://127.0.0.1:$port/__bench" || true)" = "$token" ] && break
-    alive "$nginx_pid" || break
-    sleep 0.1
-done
-[ "$(curl -s "http://127.0.0.1:$port/__bench" || true)" = "$token" ] ||
-    die "nginx did not start: $(cat "$work/nginx/logs/error.log" "$work/nginx/logs/stderr.log")"
+start_nginx "$work/nginx" "$work/docroot" "$work/nginx/logs/access.log"
 url=http://127.0.0.1:$port/blob
 
 # --- lazycas -----------------------------------------------------------------------------------

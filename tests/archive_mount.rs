@@ -243,6 +243,18 @@ fn peak_rss(daemon: &Daemon) -> u64 {
         .map_or(0, |kb| kb * 1024)
 }
 
+/// `fixtures::rich_tree` in `work/src`, archived by GNU tar as `work/file` with `args`.
+fn rich_archive(
+    work: &Path,
+    dialect: Dialect,
+    file: &str,
+    args: &[&str],
+    compress: Compress,
+) -> PathBuf {
+    let src = fixtures::rich_tree(&work.join("src"), dialect);
+    archive_of(&src, work, file, args, compress)
+}
+
 // ---------------------------------------------------------------------------------------------
 // Tar dialects and compressions, each compared with GNU tar's extraction
 
@@ -250,10 +262,9 @@ fn peak_rss(daemon: &Daemon) -> u64 {
 fn gnu_format_matches_gnu_tar() {
     require_fuse!();
     let work = workdir();
-    let src = fixtures::rich_tree(&work.path().join("src"), Dialect::Gnu);
-    let a = archive_of(
-        &src,
+    let a = rich_archive(
         work.path(),
+        Dialect::Gnu,
         "gnu.tar.gz",
         &["--format=gnu"],
         Compress::Gzip,
@@ -298,10 +309,9 @@ fn gnu_format_matches_gnu_tar() {
 fn pax_format_matches_gnu_tar() {
     require_fuse!();
     let work = workdir();
-    let src = fixtures::rich_tree(&work.path().join("src"), Dialect::Pax);
-    let a = archive_of(
-        &src,
+    let a = rich_archive(
         work.path(),
+        Dialect::Pax,
         "pax.tgz",
         &["--format=pax", "--xattrs"],
         Compress::Gzip,
@@ -345,10 +355,9 @@ fn pax_format_matches_gnu_tar() {
 fn ustar_format_matches_gnu_tar() {
     require_fuse!();
     let work = workdir();
-    let src = fixtures::rich_tree(&work.path().join("src"), Dialect::Ustar);
-    let a = archive_of(
-        &src,
+    let a = rich_archive(
         work.path(),
+        Dialect::Ustar,
         "ustar.tar.gz",
         &["--format=ustar"],
         Compress::Gzip,
@@ -514,10 +523,9 @@ fn v7_format_matches_gnu_tar() {
 fn uncompressed_tar_matches_gnu_tar() {
     require_fuse!();
     let work = workdir();
-    let src = fixtures::rich_tree(&work.path().join("src"), Dialect::Gnu);
-    let a = archive_of(
-        &src,
+    let a = rich_archive(
         work.path(),
+        Dialect::Gnu,
         "plain.tar",
         &["--format=gnu"],
         Compress::None,
@@ -1421,10 +1429,9 @@ fn members_can_be_executed_and_memory_mapped() {
 fn index_is_built_once_per_content_and_serves_from_cache_after_restart_offline() {
     require_fuse!();
     let work = workdir();
-    let src = fixtures::rich_tree(&work.path().join("src"), Dialect::Gnu);
-    let a = archive_of(
-        &src,
+    let a = rich_archive(
         work.path(),
+        Dialect::Gnu,
         "shared.tar.gz",
         &["--format=gnu"],
         Compress::Gzip,
