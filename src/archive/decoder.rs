@@ -10,7 +10,7 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 
 use super::checkpoint::{unpack_window, Checkpoint};
-use super::gzip::{self, HeaderParse, TRAILER_LEN};
+use super::gzip::{self, HeaderParse, HEADER_CHUNK, TRAILER_LEN};
 use super::inflate::RawInflate;
 use super::span_cache::Span;
 use super::ArchiveError;
@@ -19,8 +19,6 @@ use super::ArchiveError;
 pub(crate) const SPAN_SIZE: u64 = 256 * 1024;
 /// Compressed bytes read from the blob at a time.
 const INPUT_CHUNK: usize = 64 * 1024;
-/// Header bytes read at a time when looking for the next member.
-const HEADER_CHUNK: usize = 4096;
 
 /// Where the decoder is in the gzip framing.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]

@@ -10,6 +10,8 @@ pub(crate) const MAGIC: [u8; 2] = [0x1f, 0x8b];
 pub(crate) const TRAILER_LEN: usize = 8;
 /// A header longer than this (huge FNAME/FCOMMENT/FEXTRA) is treated as corrupt.
 pub(crate) const MAX_HEADER: usize = 1 << 20;
+/// How many header bytes the scanner and the decoder hand `parse_header` at a time.
+pub(crate) const HEADER_CHUNK: usize = 4096;
 
 const FTEXT_FHCRC: u8 = 0x02;
 const FEXTRA: u8 = 0x04;

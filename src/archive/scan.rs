@@ -10,7 +10,7 @@
 //! gzip does.
 
 use super::checkpoint::{Checkpoint, WindowProbe};
-use super::gzip::{self, HeaderError, HeaderParse, Trailer, TRAILER_LEN};
+use super::gzip::{self, HeaderError, HeaderParse, Trailer, HEADER_CHUNK, TRAILER_LEN};
 use super::inflate::{RawInflate, AT_BLOCK_END, IN_LAST_BLOCK};
 use super::ArchiveError;
 
@@ -18,8 +18,6 @@ use super::ArchiveError;
 const MIN_MEMBER_CHECKPOINT_GAP: u64 = 64 * 1024;
 /// Output buffer size.
 const OUT_CHUNK: usize = 64 * 1024;
-/// How much of the input the header parser looks at per step.
-const HEADER_CHUNK: usize = 4096;
 
 /// Where in the gzip framing the next input byte belongs.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
