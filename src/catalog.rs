@@ -1,18 +1,19 @@
 //! The catalog: names users type (`medperf/fets/additional_files`, `images/x:1.0.sif`) bound to
-//! assets (URLs + pinned digest + kind). Entries come from the config file's `[[asset]]` tables
-//! and from `lazycas add` (kept in the store's `catalog` table, so a running mount sees them at
-//! once). A [`Catalog`] is an immutable snapshot; the daemon swaps in a new one when the
-//! database changes.
+//! assets (a [`Source`] + kind). Entries come from the config file's `[[asset]]` tables and
+//! from `lazycas add` (kept in the store's `catalog` table). A [`Catalog`] is an immutable
+//! snapshot; a running mount reads the current one from a [`LiveCatalog`], which the daemon
+//! refreshes when the database or the config changes.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use parking_lot::{Mutex, RwLock};
 use rusqlite::{params, Connection};
 use url::Url;
 
 use crate::config::{check_name, AssetConfig, AssetKind, Config};
 use crate::digest::Digest;
-use crate::fetch::BlobSource;
+use crate::source::{Location, Source};
 
 /// Where an entry was defined.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,13 +46,11 @@ impl Asset {
         self.config.sha256
     }
 
-    /// What to hand the fetcher.
-    pub fn source(&self) -> BlobSource {
-        let mut urls = vec![self.config.url.clone()];
-        urls.extend(self.config.mirrors.iter().cloned());
-        BlobSource {
+    /// Where its bytes come from, and what they must hash to.
+    pub fn source(&self) -> Source {
+        Source {
             label: self.config.name.clone(),
-            urls,
+            location: self.config.location.clone(),
             expected: self.config.sha256,
             size_hint: self.config.size,
         }
@@ -183,10 +182,73 @@ impl Catalog {
             .find(|a| a.digest().as_ref() == Some(d))
     }
 
+    /// Where to get the blob `d`: from the asset pinned to it, or only from the store.
+    pub fn source_of(&self, d: &Digest) -> Source {
+        match self.by_digest(d) {
+            Some(a) => a.source(),
+            None => Source::stored(*d),
+        }
+    }
+
     /// Every pinned digest.
     pub fn pinned_digests(&self) -> impl Iterator<Item = Digest> + '_ {
         self.assets.values().filter_map(|a| a.digest())
     }
+}
+
+/// The catalog a running mount serves: an immutable snapshot, swapped whole when the config or
+/// the database changes. Readers never wait for a reload; the daemon does the reloading.
+pub struct LiveCatalog {
+    current: RwLock<Arc<Catalog>>,
+    conn: Mutex<Connection>,
+    /// SQLite's `data_version` when the snapshot was loaded: it changes when another
+    /// connection (a `lazycas add` in another process) commits.
+    version: Mutex<i64>,
+}
+
+impl LiveCatalog {
+    /// Loads the catalog now, over its own database connection.
+    pub fn new(config: &Config, conn: Connection) -> Result<LiveCatalog, CatalogError> {
+        let version = data_version(&conn)?;
+        let catalog = Catalog::load(config, &conn)?;
+        Ok(LiveCatalog {
+            current: RwLock::new(Arc::new(catalog)),
+            conn: Mutex::new(conn),
+            version: Mutex::new(version),
+        })
+    }
+
+    /// The snapshot in force.
+    pub fn current(&self) -> Arc<Catalog> {
+        self.current.read().clone()
+    }
+
+    /// Reloads if another process changed the database since the last load; returns whether
+    /// it did.
+    pub fn refresh(&self, config: &Config) -> Result<bool, CatalogError> {
+        let conn = self.conn.lock();
+        let now = data_version(&conn)?;
+        let mut seen = self.version.lock();
+        if now == *seen {
+            return Ok(false);
+        }
+        *self.current.write() = Arc::new(Catalog::load(config, &conn)?);
+        *seen = now;
+        Ok(true)
+    }
+
+    /// Reloads now (the config changed); on failure the old snapshot stays.
+    pub fn reload(&self, config: &Config) -> Result<(), CatalogError> {
+        let conn = self.conn.lock();
+        let now = data_version(&conn)?;
+        *self.current.write() = Arc::new(Catalog::load(config, &conn)?);
+        *self.version.lock() = now;
+        Ok(())
+    }
+}
+
+fn data_version(conn: &Connection) -> Result<i64, CatalogError> {
+    Ok(conn.query_row("PRAGMA data_version", [], |r| r.get(0))?)
 }
 
 /// Entries added with `lazycas add`.
@@ -209,34 +271,57 @@ pub fn added_assets(conn: &Connection) -> Result<Vec<Asset>, CatalogError> {
     let mut out = Vec::new();
     for row in rows {
         let (name, url, sha, kind, mirrors, index, size, added_at) = row?;
-        let parsed = (|| -> Option<AssetConfig> {
-            let mirrors: Vec<String> = serde_json::from_str(&mirrors).ok()?;
-            Some(AssetConfig {
-                url: Url::parse(&url).ok()?,
-                sha256: sha.map(|s| Digest::parse(&s)).transpose().ok()?,
-                kind: AssetKind::parse(&kind)?,
-                mirrors: mirrors.iter().filter_map(|m| Url::parse(m).ok()).collect(),
-                index_sha256: index.map(|s| Digest::parse(&s)).transpose().ok()?,
-                size: size.map(|s| s as u64),
-                name: name.clone(),
-            })
-        })();
-        match parsed {
-            Some(config) => out.push(Asset {
+        match parse_row(&name, &url, sha, &kind, &mirrors, index, size) {
+            Ok(config) => out.push(Asset {
                 config,
                 origin: Origin::Added,
                 added_at,
             }),
-            None => tracing::warn!(name = %name, "catalog row is unreadable; skipped"),
+            Err(why) => tracing::warn!(name = %name, "catalog row is unreadable ({why}); skipped"),
         }
     }
     Ok(out)
 }
 
+/// One `catalog` row as an [`AssetConfig`], or what is wrong with it.
+fn parse_row(
+    name: &str,
+    url: &str,
+    sha: Option<String>,
+    kind: &str,
+    mirrors: &str,
+    index: Option<String>,
+    size: Option<i64>,
+) -> Result<AssetConfig, String> {
+    let url = Url::parse(url).map_err(|e| format!("url {url:?}: {e}"))?;
+    let mirrors: Vec<String> =
+        serde_json::from_str(mirrors).map_err(|e| format!("mirrors {mirrors:?}: {e}"))?;
+    let mirrors = mirrors
+        .iter()
+        .map(|m| Url::parse(m).map_err(|e| format!("mirror {m:?}: {e}")))
+        .collect::<Result<Vec<_>, _>>()?;
+    let digest = |what: &str, s: Option<String>| {
+        s.map(|s| Digest::parse(&s).map_err(|e| format!("{what}: {e}")))
+            .transpose()
+    };
+    Ok(AssetConfig {
+        location: Location::http(url, mirrors),
+        sha256: digest("sha256", sha)?,
+        kind: AssetKind::parse(kind).ok_or_else(|| format!("kind {kind:?}"))?,
+        index_sha256: digest("index_sha256", index)?,
+        size: size.map(|s| s.max(0) as u64),
+        name: name.to_string(),
+    })
+}
+
 /// Adds or replaces an entry (what `lazycas add` does).
 pub fn add(conn: &Connection, a: &AssetConfig, now: i64) -> Result<(), CatalogError> {
     check_name(&a.name).map_err(CatalogError::Invalid)?;
-    let mirrors: Vec<&str> = a.mirrors.iter().map(Url::as_str).collect();
+    let Location::Http { urls } = &a.location;
+    let (url, mirrors) = urls
+        .split_first()
+        .ok_or_else(|| CatalogError::Invalid(format!("{}: no url", a.name)))?;
+    let mirrors: Vec<&str> = mirrors.iter().map(Url::as_str).collect();
     conn.execute(
         "INSERT INTO catalog(name, url, sha256, kind, mirrors, index_sha256, size, added_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
@@ -245,7 +330,7 @@ pub fn add(conn: &Connection, a: &AssetConfig, now: i64) -> Result<(), CatalogEr
              added_at = excluded.added_at",
         params![
             a.name,
-            a.url.as_str(),
+            url.as_str(),
             a.sha256.map(|d| d.hex()),
             a.kind.as_str(),
             serde_json::to_string(&mirrors).unwrap_or_else(|_| "[]".into()),
@@ -272,10 +357,9 @@ mod tests {
     fn asset(name: &str) -> AssetConfig {
         AssetConfig {
             name: name.into(),
-            url: Url::parse("http://127.0.0.1/x").unwrap(),
+            location: Location::http(Url::parse("http://127.0.0.1/x").unwrap(), vec![]),
             sha256: Some(Digest::of(name.as_bytes())),
             kind: AssetKind::File,
-            mirrors: vec![],
             index_sha256: None,
             size: None,
         }

@@ -13,6 +13,7 @@ use serde::Deserialize;
 use url::Url;
 
 use crate::digest::Digest;
+use crate::source::Location;
 
 /// A configuration problem; `Display` is one line naming the file and the key.
 #[derive(Debug, thiserror::Error)]
@@ -105,14 +106,12 @@ pub type ProxyGroups = Vec<Vec<Route>>;
 pub struct AssetConfig {
     /// Catalog name (may contain `/` and `:`).
     pub name: String,
-    /// Where the bytes come from.
-    pub url: Url,
+    /// Where the bytes come from (the url, then its mirrors).
+    pub location: Location,
     /// The pinned digest; `None` only with `allow_unpinned`.
     pub sha256: Option<Digest>,
     /// File or archive.
     pub kind: AssetKind,
-    /// Other URLs holding the same bytes, tried in order after `url`.
-    pub mirrors: Vec<Url>,
     /// Digest of a chunk index (`lazycas index`), for range-lazy reads.
     pub index_sha256: Option<Digest>,
     /// The blob's size, when the publisher knows it (lets `ls -l` show it before any fetch).
@@ -326,9 +325,8 @@ fn check_asset(a: RawAsset, allow_unpinned: bool) -> Result<AssetConfig, (&'stat
     Ok(AssetConfig {
         kind: a.kind.unwrap_or_else(|| AssetKind::infer(url.path())),
         name: a.name,
-        url,
+        location: Location::http(url, mirrors),
         sha256,
-        mirrors,
         index_sha256,
         size: a.size,
     })

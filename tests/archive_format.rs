@@ -13,6 +13,7 @@ use lazycas::archive::{
     ArchiveIndex, ArchiveReader, DirEntry, IndexBuilder, MemberId, MemberKind, SpanCache,
 };
 use lazycas::digest::Digest;
+use lazycas::store::BytesBlob;
 
 fn assert_send_sync<T: Send + Sync>() {}
 fn assert_send<T: Send>() {}
@@ -120,7 +121,7 @@ fn index_save_reopen_and_read_in_parallel() {
     let index = Arc::new(ArchiveIndex::open(&db, &digest).expect("open"));
     let reader = Arc::new(ArchiveReader::new(
         index.clone(),
-        fs::File::open(&archive).expect("blob"),
+        Arc::new(BytesBlob::new(bytes)),
         Arc::new(SpanCache::new(4 << 20)),
     ));
     let mut files = Vec::new();

@@ -6,14 +6,12 @@
 //! are skipped unchecked here; the end of the last member, a missing header or trailing garbage
 //! simply end the stream.
 
-use std::fs::File;
-use std::os::unix::fs::FileExt;
-
 use super::checkpoint::{unpack_window, Checkpoint};
 use super::gzip::{self, HeaderParse, HEADER_CHUNK, TRAILER_LEN};
 use super::inflate::RawInflate;
 use super::span_cache::Span;
 use super::ArchiveError;
+use crate::store::BlobRead;
 
 /// Size of the aligned slots decoded data is cut into (and cached by).
 pub(crate) const SPAN_SIZE: u64 = 256 * 1024;
@@ -43,7 +41,10 @@ pub(crate) struct StreamDecoder {
 
 impl StreamDecoder {
     /// A decoder resuming at `cp`.
-    pub(crate) fn resume(blob: &File, cp: &Checkpoint) -> Result<StreamDecoder, ArchiveError> {
+    pub(crate) fn resume(
+        blob: &dyn BlobRead,
+        cp: &Checkpoint,
+    ) -> Result<StreamDecoder, ArchiveError> {
         let gz_err = |what: String| ArchiveError::Gzip {
             offset: cp.cbyte,
             what,
@@ -89,7 +90,7 @@ impl StreamDecoder {
     }
 
     /// Decodes up to the end of the current slot; `None` at the end of the stream.
-    pub(crate) fn next_span(&mut self, blob: &File) -> Result<Option<Span>, ArchiveError> {
+    pub(crate) fn next_span(&mut self, blob: &dyn BlobRead) -> Result<Option<Span>, ArchiveError> {
         let start = self.pos;
         let want = (SPAN_SIZE - start % SPAN_SIZE) as usize;
         let mut data = Vec::with_capacity(want);
@@ -128,7 +129,7 @@ impl StreamDecoder {
     /// One inflate call (reading more input first if needed).
     fn inflate_some(
         &mut self,
-        blob: &File,
+        blob: &dyn BlobRead,
         data: &mut Vec<u8>,
         want: usize,
     ) -> Result<(), ArchiveError> {
@@ -155,7 +156,7 @@ impl StreamDecoder {
     }
 
     /// Reads the next chunk of compressed input.
-    fn refill(&mut self, blob: &File) -> Result<(), ArchiveError> {
+    fn refill(&mut self, blob: &dyn BlobRead) -> Result<(), ArchiveError> {
         self.buf.resize(INPUT_CHUNK, 0);
         let n = read_some(blob, self.file_pos, &mut self.buf)?;
         self.buf.truncate(n);
@@ -171,7 +172,7 @@ impl StreamDecoder {
     }
 
     /// Parses the next member header; ends the stream if there is none.
-    fn next_member(&mut self, blob: &File) -> Result<(), ArchiveError> {
+    fn next_member(&mut self, blob: &dyn BlobRead) -> Result<(), ArchiveError> {
         let at = self.compressed_pos();
         let mut header = Vec::new();
         loop {
@@ -201,10 +202,10 @@ impl StreamDecoder {
 }
 
 /// Reads as many bytes as the blob has at `offset`, up to `buf.len()` (0 at the end).
-fn read_some(blob: &File, offset: u64, buf: &mut [u8]) -> Result<usize, ArchiveError> {
+fn read_some(blob: &dyn BlobRead, offset: u64, buf: &mut [u8]) -> Result<usize, ArchiveError> {
     let mut done = 0;
     while done < buf.len() {
-        match blob.read_at(&mut buf[done..], offset + done as u64) {
+        match blob.read_at(offset + done as u64, &mut buf[done..]) {
             Ok(0) => break,
             Ok(n) => done += n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
@@ -215,7 +216,7 @@ fn read_some(blob: &File, offset: u64, buf: &mut [u8]) -> Result<usize, ArchiveE
 }
 
 /// The byte at `offset`.
-fn read_byte(blob: &File, offset: u64) -> Result<u8, ArchiveError> {
+fn read_byte(blob: &dyn BlobRead, offset: u64) -> Result<u8, ArchiveError> {
     let mut b = [0u8; 1];
     if read_some(blob, offset, &mut b)? != 1 {
         return Err(ArchiveError::Truncated {
@@ -227,7 +228,11 @@ fn read_byte(blob: &File, offset: u64) -> Result<u8, ArchiveError> {
 }
 
 /// Reads exactly `buf.len()` bytes at `offset` (plain tar member data).
-pub(crate) fn read_exact(blob: &File, offset: u64, buf: &mut [u8]) -> Result<(), ArchiveError> {
+pub(crate) fn read_exact(
+    blob: &dyn BlobRead,
+    offset: u64,
+    buf: &mut [u8],
+) -> Result<(), ArchiveError> {
     if read_some(blob, offset, buf)? != buf.len() {
         return Err(ArchiveError::Io {
             offset,

@@ -8,7 +8,6 @@
 //! served without decoding again. Memory: the cache bound, plus a few idle decoders (about
 //! 100 KiB each) and a small layout cache per reader; nothing grows with the archive.
 
-use std::fs::File;
 use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -22,6 +21,7 @@ use super::decoder::{read_exact, StreamDecoder, SPAN_SIZE};
 use super::index::DataLayout;
 use super::span_cache::{Span, SpanKey};
 use super::{ArchiveError, ArchiveIndex, MemberId, SpanCache};
+use crate::store::BlobRead;
 
 /// Idle decoders kept per reader (one per concurrent sequential stream, roughly).
 const MAX_IDLE_DECODERS: usize = 4;
@@ -33,7 +33,7 @@ const LAYOUT_CACHE: usize = 1024;
 /// Reads members of one archive. Thread-safe; share it across FUSE threads.
 pub struct ArchiveReader {
     index: Arc<ArchiveIndex>,
-    blob: File,
+    blob: Arc<dyn BlobRead>,
     cache: Arc<SpanCache>,
     layouts: Mutex<LruCache<MemberId, Arc<DataLayout>>>,
     decoders: Mutex<Vec<StreamDecoder>>,
@@ -50,7 +50,11 @@ impl std::fmt::Debug for ArchiveReader {
 
 impl ArchiveReader {
     /// A reader of the archive `index` describes, whose verified bytes are `blob`.
-    pub fn new(index: Arc<ArchiveIndex>, blob: File, cache: Arc<SpanCache>) -> ArchiveReader {
+    pub fn new(
+        index: Arc<ArchiveIndex>,
+        blob: Arc<dyn BlobRead>,
+        cache: Arc<SpanCache>,
+    ) -> ArchiveReader {
         let layouts = NonZeroUsize::new(LAYOUT_CACHE).unwrap_or(NonZeroUsize::MIN);
         ArchiveReader {
             index,
@@ -130,7 +134,7 @@ impl ArchiveReader {
         match self.index.format() {
             Format::Tar => {
                 let mut buf = vec![0u8; len];
-                read_exact(&self.blob, start, &mut buf)?;
+                read_exact(self.blob.as_ref(), start, &mut buf)?;
                 Ok(buf)
             }
             Format::Gzip => self.read_gzip(start, end),
@@ -162,7 +166,7 @@ impl ArchiveReader {
             };
             fresh = true;
             // A decoding error leaves the decoder unusable: it is dropped with `dec`.
-            let span = dec.next_span(&self.blob)?.ok_or_else(|| {
+            let span = dec.next_span(self.blob.as_ref())?.ok_or_else(|| {
                 self.index
                     .corrupt(format!("tar stream ends before offset {pos} while reading"))
             })?;
@@ -234,7 +238,7 @@ impl ArchiveReader {
     /// A new decoder at a checkpoint.
     fn resume(&self, cp: &Checkpoint) -> Result<StreamDecoder, ArchiveError> {
         self.resumes.fetch_add(1, Ordering::Relaxed);
-        StreamDecoder::resume(&self.blob, cp)
+        StreamDecoder::resume(self.blob.as_ref(), cp)
     }
 
     /// Keeps a decoder for later reads (dropping the least recently parked beyond the limit).

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
-use std::fs::{self, File};
+use std::fs;
 use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -17,6 +17,7 @@ use tempfile::TempDir;
 
 use super::*;
 use crate::digest::Digest;
+use crate::store::BytesBlob;
 
 /// An indexed archive, its database and a reader.
 struct Indexed {
@@ -52,7 +53,7 @@ fn store(path: &Path, bytes: &[u8], built: BuiltIndex, cache: u64) -> Indexed {
     let index = Arc::new(ArchiveIndex::open(&db, &digest).unwrap());
     let reader = ArchiveReader::new(
         index.clone(),
-        File::open(path).unwrap(),
+        Arc::new(BytesBlob::new(fs::read(path).unwrap())),
         Arc::new(SpanCache::new(cache)),
     );
     Indexed {
@@ -433,7 +434,7 @@ fn random_and_concurrent_reads_match_straight_decompression() {
         "no mid-byte checkpoint"
     );
     // Every checkpoint resumes to exactly the bytes a straight decompression gives there.
-    let file = File::open(&path).unwrap();
+    let file = BytesBlob::new(fs::read(&path).unwrap());
     for cp in &built.checkpoints {
         let mut dec = super::decoder::StreamDecoder::resume(&file, cp).unwrap();
         let span = dec.next_span(&file).unwrap().unwrap();

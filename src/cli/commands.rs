@@ -5,13 +5,15 @@ use anyhow::Context as _;
 use serde_json::json;
 
 use super::Failure;
-use crate::archives::Archives;
 use crate::catalog::{self, Catalog, Origin};
 use crate::config::{
     check_name, format_size, parse_size, parse_url_with_digest, AssetConfig, AssetKind, Config,
 };
+use crate::content::{Archives, Content};
+use crate::daemon::control;
 use crate::digest::Digest;
-use crate::fetch::{BlobSource, FetchSettings, Fetcher};
+use crate::fetch::{FetchSettings, Fetcher};
+use crate::source::{Location, Source};
 use crate::store::{db, now_secs, Store};
 
 /// The arguments of `lazycas add`.
@@ -97,24 +99,28 @@ pub fn add(config: &Config, a: AddArgs) -> Result<(), Failure> {
     };
     let asset = AssetConfig {
         name: a.name,
-        url,
+        location: Location::http(url, mirrors),
         sha256,
         kind,
-        mirrors,
         index_sha256,
         size,
     };
     let store = open_store(config)?;
-    store
-        .with_db(|c| {
-            catalog::add(c, &asset, now_secs()).map_err(|e| match e {
-                catalog::CatalogError::Db(e) => e,
-                other => rusqlite::Error::InvalidParameterName(other.to_string()),
-            })
-        })
-        .map_err(|e| Failure::Runtime(e.into()))?;
+    let conn = store.connect_db().map_err(|e| Failure::Runtime(e.into()))?;
+    catalog::add(&conn, &asset, now_secs()).map_err(|e| match e {
+        catalog::CatalogError::Invalid(m) => usage(m),
+        other => Failure::Runtime(other.into()),
+    })?;
+    tell_running_mount(&store);
     println!("added {} ({})", asset.name, asset.kind.as_str());
     Ok(())
+}
+
+/// Makes a running mount over this store show a catalog change before we return.
+fn tell_running_mount(store: &Store) {
+    if let Err(e) = control::refresh_catalog(store.root()) {
+        eprintln!("warning: {e}; the mount will show the change within a second");
+    }
 }
 
 /// Asks the origin for the size (HEAD, a few seconds at most) so `ls -l` on the mount shows it
@@ -140,6 +146,7 @@ pub fn rm(config: &Config, name: &str) -> Result<(), Failure> {
         catalog::CatalogError::NotFound(_) => usage(e.to_string()),
         other => Failure::Runtime(other.into()),
     })?;
+    tell_running_mount(&store);
     println!("removed {name}");
     Ok(())
 }
@@ -158,7 +165,10 @@ pub fn ls(config: &Config) -> Result<(), Failure> {
         "NAME", "KIND", "SIZE", "RESIDENT", "FROM"
     );
     for a in catalog.assets() {
-        let held = a.digest().and_then(|d| store.blob(&d).ok().flatten());
+        let held = match a.digest() {
+            Some(d) => store.blob(&d).map_err(|e| Failure::Runtime(e.into()))?,
+            None => None,
+        };
         let size = held.map(|h| h.size).or(a.config.size);
         let from = match a.origin {
             Origin::Config => "config",
@@ -199,9 +209,9 @@ pub fn pull(config: &Config, target: &str) -> Result<(), Failure> {
                 )));
             }
             let kind = AssetKind::infer(url.path());
-            let src = BlobSource {
+            let src = Source {
                 label: target.to_string(),
-                urls: vec![url],
+                location: Location::http(url, Vec::new()),
                 expected: digest,
                 size_hint: None,
             };
@@ -221,17 +231,16 @@ pub fn pull(config: &Config, target: &str) -> Result<(), Failure> {
         let bar = bar.clone();
         move |n: u64| bar.set_position(n)
     };
-    let result = rt.block_on(store.ensure_blob(&fetcher, &src, None, &progress));
+    let store = std::sync::Arc::new(store);
+    let content = Content::new(store.clone(), fetcher, config.archive_cache)
+        .map_err(|e| Failure::Runtime(e.into()))?;
+    let result = rt.block_on(content.ensure_blob(&src, None, &progress));
     bar.finish_and_clear();
     let info = result.map_err(|e| Failure::Runtime(anyhow::anyhow!(e.to_string())))?;
     if kind == AssetKind::Archive {
         // Build (or find) the seek index now too, so the first `ls` on a node is instant.
-        let store = std::sync::Arc::new(store);
-        let archives = Archives::new(store.clone(), config.archive_cache)
-            .map_err(|e| Failure::Runtime(e.into()))?;
-        rt.block_on(archives.open(&fetcher, &src))
+        rt.block_on(content.archives().open(&content, &src))
             .map_err(|e| Failure::Runtime(anyhow::anyhow!(e.to_string())))?;
-        return finish_pull(&store, &src.label, &info);
     }
     finish_pull(&store, &src.label, &info)
 }

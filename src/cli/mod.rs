@@ -3,6 +3,7 @@
 //! clear line on stderr naming the thing at fault.
 
 mod commands;
+pub mod demo;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -200,6 +201,6 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Status { json } => commands::status(&config, json),
         Command::Gc { to } => commands::gc(&config, to.as_deref()),
         Command::Verify => commands::verify(&config),
-        Command::Demo => crate::demo::run(&config).map_err(Failure::Runtime),
+        Command::Demo => demo::run(&config).map_err(Failure::Runtime),
     }
 }

@@ -1,12 +1,16 @@
 //! The mount's lifetime: builds the store, fetcher and filesystem, mounts, tells systemd it is
 //! ready, and runs until SIGTERM/SIGINT or an external unmount. SIGHUP reloads the config file
-//! and the catalog. A stale mount left by a killed daemon is cleared before mounting, and the
-//! mount is taken down (lazily if busy) on the way out, so none is left behind.
+//! and the catalog. Its once-a-second tick saves counters, picks up catalog changes other
+//! processes committed, and releases idle archive spans; `lazycas add`/`rm` also ask it over
+//! the [`control`] socket to refresh at once. A stale mount left by a killed daemon is cleared
+//! before mounting, and the mount is taken down (lazily if busy) on the way out, so none is
+//! left behind.
 
+pub mod control;
 mod fusermount;
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -14,11 +18,19 @@ use fuser::{MountOption, SessionACL};
 use parking_lot::RwLock;
 use tokio::signal::unix::{signal, SignalKind};
 
-use crate::archives::Archives;
+use crate::catalog::LiveCatalog;
 use crate::config::Config;
+use crate::content::Content;
 use crate::fetch::{FetchSettings, Fetcher};
-use crate::fs::{Context, LazyFs};
+use crate::fs::LazyFs;
 use crate::store::Store;
+
+/// What the running daemon keeps up to date.
+struct Live {
+    content: Arc<Content>,
+    catalog: Arc<LiveCatalog>,
+    config: RwLock<Arc<Config>>,
+}
 
 /// How the daemon was asked to run.
 #[derive(Debug, Clone)]
@@ -53,19 +65,24 @@ pub fn run(req: &MountRequest, config: Config) -> anyhow::Result<()> {
     store
         .reconcile()
         .context("reconciling the store with its database")?;
-    let fetcher = Arc::new(Fetcher::new(FetchSettings::from_config(&config))?);
-    let archives = Arc::new(Archives::new(store.clone(), config.archive_cache)?);
+    let fetcher = Fetcher::new(FetchSettings::from_config(&config))?;
+    let content = Arc::new(Content::new(store.clone(), fetcher, config.archive_cache)?);
+    let catalog =
+        Arc::new(LiveCatalog::new(&config, store.connect_db()?).context("loading the catalog")?);
     let allow_other = config.allow_other;
-    let ctx = Arc::new(Context {
-        store: store.clone(),
-        fetcher: RwLock::new(fetcher),
-        archives,
-        runtime: rt.handle().clone(),
+    let live = Live {
+        content: content.clone(),
+        catalog: catalog.clone(),
         config: RwLock::new(Arc::new(config)),
-    });
-    let fs = LazyFs::new(ctx.clone())?;
-    let reloader = fs.reloader();
+    };
+    let notifier = Arc::new(OnceLock::new());
+    let fs = LazyFs::new(content, catalog, rt.handle().clone(), notifier.clone());
 
+    // Before the mount appears: a signal sent as soon as it is visible must find its handler.
+    let signals = {
+        let _in_runtime = rt.enter();
+        Signals::install().context("installing signal handlers")?
+    };
     clear_stale_mount(&req.mountpoint);
     let mut options = fuser::Config::default();
     options.mount_options = vec![
@@ -96,6 +113,7 @@ pub fn run(req: &MountRequest, config: Config) -> anyhow::Result<()> {
         fuser::Session::new(fs, &req.mountpoint, &options)
     }
     .with_context(|| format!("mounting {}", req.mountpoint.display()))?;
+    let _ = notifier.set(session.notifier());
     let bg = session.spawn().context("starting the FUSE session")?;
     tracing::info!(mountpoint = %req.mountpoint.display(), store = %store.root().display(), "mounted");
     notify(&[
@@ -103,7 +121,12 @@ pub fn run(req: &MountRequest, config: Config) -> anyhow::Result<()> {
         sd_notify::NotifyState::Status("serving"),
     ]);
 
-    let stop = rt.block_on(wait_for_stop(&bg, req, &ctx, &reloader));
+    let control = {
+        let _in_runtime = rt.enter();
+        control::ControlSocket::bind(store.root())
+    };
+    let stop = rt.block_on(wait_for_stop(&bg, req, &live, control.as_ref(), signals));
+    drop(control);
     notify(&[sd_notify::NotifyState::Stopping]);
     if let Err(e) = store.flush_stats() {
         tracing::warn!("could not save counters: {e}");
@@ -132,41 +155,84 @@ enum Stop {
 async fn wait_for_stop(
     bg: &fuser::BackgroundSession,
     req: &MountRequest,
-    ctx: &Context,
-    reloader: &crate::fs::Reloader,
+    live: &Live,
+    control: Option<&control::ControlSocket>,
+    signals: Signals,
 ) -> Stop {
-    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::hangup()),
-    ) else {
-        tracing::error!("cannot install signal handlers");
-        return Stop::Signal;
-    };
+    let Signals {
+        mut term,
+        mut int,
+        mut hup,
+    } = signals;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut ticks: u64 = 0;
     loop {
         tokio::select! {
             _ = term.recv() => return Stop::Signal,
             _ = int.recv() => return Stop::Signal,
-            _ = hup.recv() => reload(req, ctx, reloader),
+            _ = hup.recv() => reload(req, live),
+            Some((request, conn)) = next_request(control) => {
+                let result = match request.as_str() {
+                    control::REFRESH_CATALOG => refresh_catalog(live).map(|_| ()),
+                    other => Err(format!("unknown request {other:?}")),
+                };
+                conn.answer(result).await;
+            }
             _ = tick.tick() => {
                 if bg.guard.is_finished() {
                     return Stop::Unmounted;
                 }
-                if let Err(e) = ctx.store.flush_stats() {
+                if let Err(e) = live.content.store().flush_stats() {
                     tracing::warn!("could not save counters: {e}");
+                }
+                if let Err(e) = refresh_catalog(live) {
+                    tracing::error!("{e}");
                 }
                 ticks += 1;
                 if ticks.is_multiple_of(SPAN_SWEEP_TICKS) {
-                    release_idle_spans(ctx);
+                    release_idle_spans(&live.content);
                 }
             }
         }
     }
 }
 
-fn reload(req: &MountRequest, ctx: &Context, reloader: &crate::fs::Reloader) {
+/// The signals the daemon answers.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> std::io::Result<Signals> {
+        Ok(Signals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+            hup: signal(SignalKind::hangup())?,
+        })
+    }
+}
+
+/// The next control request, or never when there is no control socket.
+async fn next_request(
+    control: Option<&control::ControlSocket>,
+) -> Option<(String, control::Request)> {
+    match control {
+        Some(c) => c.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Picks up catalog entries another process committed; returns whether anything changed.
+fn refresh_catalog(live: &Live) -> Result<bool, String> {
+    let config = live.config.read().clone();
+    live.catalog
+        .refresh(&config)
+        .map_err(|e| format!("catalog refresh failed, keeping the old one: {e}"))
+}
+
+fn reload(req: &MountRequest, live: &Live) {
     notify(&[sd_notify::NotifyState::Reloading]);
     if let Some(path) = &req.config_path {
         match Config::load(path) {
@@ -174,27 +240,31 @@ fn reload(req: &MountRequest, ctx: &Context, reloader: &crate::fs::Reloader) {
                 if let Some(s) = &req.store_override {
                     c.store = s.clone();
                 }
-                if c.store != ctx.store.root() {
+                let store = live.content.store();
+                if c.store != store.root() {
                     tracing::warn!(
                         "SIGHUP: a new store path takes a restart; keeping {}",
-                        ctx.store.root().display()
+                        store.root().display()
                     );
                 }
-                ctx.store.set_limits(limits_of(&c));
+                store.set_limits(limits_of(&c));
                 match Fetcher::new(FetchSettings::from_config(&c)) {
-                    Ok(f) => *ctx.fetcher.write() = Arc::new(f),
+                    Ok(f) => live.content.set_fetcher(f),
                     Err(e) => tracing::error!("SIGHUP: {e}; keeping the old proxies and deadlines"),
                 }
-                if c.allow_other != ctx.config.read().allow_other {
+                if c.allow_other != live.config.read().allow_other {
                     tracing::warn!("SIGHUP: allow_other changes take a remount");
                 }
-                *ctx.config.write() = Arc::new(c);
+                *live.config.write() = Arc::new(c);
                 tracing::info!("SIGHUP: reloaded {}", path.display());
             }
             Err(e) => tracing::error!("SIGHUP: {e}; keeping the old config"),
         }
     }
-    reloader.reload();
+    let config = live.config.read().clone();
+    if let Err(e) = live.catalog.reload(&config) {
+        tracing::error!("catalog reload failed, keeping the old one: {e}");
+    }
     notify(&[
         sd_notify::NotifyState::Ready,
         sd_notify::NotifyState::Status("serving"),
@@ -219,8 +289,8 @@ const SPAN_SWEEP_TICKS: u64 = 60;
 const SPAN_IDLE: Duration = Duration::from_secs(300);
 
 /// Gives back the memory of archive spans nobody read lately (and the allocator's free pages).
-fn release_idle_spans(ctx: &Context) {
-    let freed = ctx.archives.release_idle_spans(SPAN_IDLE);
+fn release_idle_spans(content: &Content) {
+    let freed = content.archives().release_idle_spans(SPAN_IDLE);
     if freed > 0 {
         tracing::debug!(bytes = freed, "released idle archive spans");
         #[cfg(all(target_os = "linux", target_env = "gnu"))]

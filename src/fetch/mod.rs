@@ -65,17 +65,16 @@ impl FetchSettings {
     }
 }
 
-/// What to fetch: where from, and what it must hash to.
-#[derive(Debug, Clone)]
-pub struct BlobSource {
+/// One blob to download: from which URLs, and what it must hash to. Borrowed from whatever
+/// describes the content (`crate::source::Source`); the fetcher keeps no copy.
+#[derive(Debug, Clone, Copy)]
+pub struct BlobRequest<'a> {
     /// The asset's name (or reference) for log lines and errors.
-    pub label: String,
+    pub label: &'a str,
     /// URLs holding the same bytes, in the order to try them.
-    pub urls: Vec<Url>,
+    pub urls: &'a [Url],
     /// The pinned digest; `None` accepts whatever the first complete download hashes to.
     pub expected: Option<Digest>,
-    /// The size, when the catalog knows it (lets the store make room before downloading).
-    pub size_hint: Option<u64>,
 }
 
 /// A successful download.
@@ -221,15 +220,15 @@ impl Fetcher {
     /// error ends the search at once).
     pub async fn fetch_blob(
         &self,
-        src: &BlobSource,
+        src: &BlobRequest<'_>,
         mut sink: Box<dyn BlobSink>,
         progress: &(dyn Fn(u64) + Send + Sync),
     ) -> Result<(Fetched, Box<dyn BlobSink>), FetchError> {
         let mut last = FetchError::NoSource {
-            label: src.label.clone(),
+            label: src.label.to_string(),
         };
         let mut no_cache = false;
-        for url in &src.urls {
+        for url in src.urls {
             for group in 0..self.routes.group_count() {
                 let mut tried: Vec<Route> = Vec::new();
                 while let Some((route, client)) = self.routes.pick(group, url, &tried) {
@@ -244,7 +243,7 @@ impl Fetcher {
                     let (returned, result) = self.attempt(attempt, sink, progress).await;
                     let Some(returned) = returned else {
                         return Err(result.err().unwrap_or(FetchError::NoSource {
-                            label: src.label.clone(),
+                            label: src.label.to_string(),
                         }));
                     };
                     sink = returned;
@@ -283,12 +282,12 @@ impl Fetcher {
         progress: &(dyn Fn(u64) + Send + Sync),
     ) -> (Option<Box<dyn BlobSink>>, Result<Fetched, FetchError>) {
         if let Err(source) = sink.restart() {
-            let label = a.src.label.clone();
+            let label = a.src.label.to_string();
             return (Some(sink), Err(FetchError::Sink { label, source }));
         }
         let started = Instant::now();
         let plan = attempt::Plan {
-            label: &a.src.label,
+            label: a.src.label,
             url: a.url,
             client: a.client,
             settings: &self.settings,
@@ -319,7 +318,7 @@ impl Fetcher {
 
 /// One try: which URL, through which route.
 struct Attempt<'a> {
-    src: &'a BlobSource,
+    src: &'a BlobRequest<'a>,
     url: &'a Url,
     route: &'a Route,
     client: &'a reqwest::Client,
@@ -327,14 +326,14 @@ struct Attempt<'a> {
 }
 
 fn check(
-    src: &BlobSource,
+    src: &BlobRequest<'_>,
     url: &Url,
     digest: Digest,
     size: u64,
 ) -> Result<(Digest, u64), FetchError> {
     match src.expected {
         Some(expected) if expected != digest => Err(FetchError::Mismatch {
-            label: src.label.clone(),
+            label: src.label.to_string(),
             url: url.to_string(),
             expected,
             actual: digest,

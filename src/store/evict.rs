@@ -52,11 +52,18 @@ pub fn free_bytes(path: &Path) -> Option<u64> {
     Some(st.f_bavail as u64 * st.f_frsize as u64)
 }
 
-/// Takes a shared lock (readers), so eviction leaves the blob alone while it is open.
-pub(super) fn lock_shared(f: &File) {
-    // SAFETY: flock on an fd we own. Failure only loses the eviction guard; reading still works.
-    unsafe {
-        libc::flock(f.as_raw_fd(), libc::LOCK_SH);
+/// Takes a shared lock (readers), so eviction (in any process) leaves the blob alone while it
+/// is open.
+pub(super) fn lock_shared(f: &File) -> std::io::Result<()> {
+    loop {
+        // SAFETY: flock on an fd we own.
+        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_SH) } == 0 {
+            return Ok(());
+        }
+        let e = std::io::Error::last_os_error();
+        if e.kind() != std::io::ErrorKind::Interrupted {
+            return Err(e);
+        }
     }
 }
 
@@ -172,7 +179,7 @@ impl Store {
         let tx = conn.unchecked_transaction()?;
         db::delete_blob(&tx, d)?;
         for hook in self.forget_hooks.read().iter() {
-            hook(&tx, d)?;
+            hook(&tx, d).map_err(|source| StoreError::Derived { digest: *d, source })?;
         }
         tx.commit()?;
         Ok(())

@@ -6,10 +6,11 @@
 //! file, verified while it arrives, fsynced, renamed to its digest name, and only then recorded
 //! as complete: a crash at any point leaves nothing or a complete blob.
 //!
-//! [`Store::ensure_blob`] is the single entry for "make this content local": concurrent callers
-//! for the same content share one download (single flight). It is not the place for formats
-//! (`archive`) nor for HTTP (`fetch`, which it drives).
+//! It knows nothing of HTTP or formats: `content` drives downloads into its temp files
+//! ([`Store::temp_file`], [`TempSink`]) and commits them ([`Store::commit`]); readers open
+//! blobs through [`Store::open_blob`] and read them through the [`BlobRead`] trait.
 
+mod blob;
 pub mod db;
 mod evict;
 mod sink;
@@ -24,19 +25,21 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use parking_lot::Mutex;
 use rusqlite::Connection;
-use tokio::sync::OnceCell;
 
 use crate::digest::Digest;
-use crate::fetch::{BlobSource, FetchError, Fetcher};
 
+pub use blob::{BlobRead, BytesBlob, CompleteBlob};
 pub use db::BlobRow;
 pub use evict::{free_bytes, EvictReport, Limits};
-pub use sink::ByteObserver;
+pub use sink::{ByteObserver, TempSink};
 pub use stats::{Stats, StatsSnapshot};
 pub use verify::{ReconcileReport, VerifyReport};
 
+/// Why a [`ForgetHook`] failed.
+pub type HookError = Box<dyn std::error::Error + Send + Sync>;
+
 /// Removes what an upper layer derived from a blob (an archive index) when the blob goes.
-pub type ForgetHook = Box<dyn Fn(&Connection, &Digest) -> rusqlite::Result<()> + Send + Sync>;
+pub type ForgetHook = Box<dyn Fn(&Connection, &Digest) -> Result<(), HookError> + Send + Sync>;
 
 /// A store failure; `Display` names the path or asset at fault.
 #[derive(Debug, thiserror::Error)]
@@ -52,15 +55,17 @@ pub enum StoreError {
     /// The metadata database failed.
     #[error("store database: {0}")]
     Db(#[from] rusqlite::Error),
-    /// The download failed on every source.
-    #[error(transparent)]
-    Fetch(#[from] FetchError),
-    /// The blob is not in the store and nothing says where to get it.
+    /// Removing what an upper layer derived from a blob failed.
+    #[error("removing what was derived from {digest}: {source}")]
+    Derived {
+        /// The blob being forgotten.
+        digest: Digest,
+        /// What the upper layer said.
+        source: HookError,
+    },
+    /// The blob is not in the store.
     #[error("{0} is not in the store")]
     Missing(Digest),
-    /// The store's disk is full even after eviction.
-    #[error("store is full: {0}")]
-    Full(String),
 }
 
 impl StoreError {
@@ -81,13 +86,10 @@ pub struct BlobInfo {
     pub size: u64,
 }
 
-type Flight = Arc<OnceCell<Result<BlobInfo, Arc<StoreError>>>>;
-
 /// The local content-addressed store.
 pub struct Store {
     root: PathBuf,
     db: Mutex<Connection>,
-    inflight: Mutex<HashMap<String, Flight>>,
     open_blobs: Mutex<HashMap<Digest, u32>>,
     stats: Stats,
     limits: parking_lot::RwLock<Limits>,
@@ -126,7 +128,6 @@ impl Store {
         let store = Store {
             root: root.to_path_buf(),
             db: Mutex::new(open_db(&root.join("lazycas.db"))?),
-            inflight: Mutex::new(HashMap::new()),
             open_blobs: Mutex::new(HashMap::new()),
             stats: Stats::default(),
             limits: parking_lot::RwLock::new(Limits::default()),
@@ -206,21 +207,27 @@ impl Store {
         self.with_db(db::blobs)
     }
 
-    /// Opens a complete blob for reading, and counts it as open (an open blob is never
-    /// evicted) until [`Store::release_blob`].
-    pub fn open_blob(&self, d: &Digest) -> Result<File, StoreError> {
+    /// Opens a complete blob for reading. It counts as open (never evicted, by this process
+    /// or another) until the returned value is dropped.
+    pub fn open_blob(self: &Arc<Self>, d: &Digest) -> Result<CompleteBlob, StoreError> {
         let path = self.blob_path(d);
         let file = File::open(&path).map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => StoreError::Missing(*d),
             _ => StoreError::io(&path, e),
         })?;
-        evict::lock_shared(&file);
-        *self.open_blobs.lock().entry(*d).or_insert(0) += 1;
+        evict::lock_shared(&file).map_err(|e| StoreError::io(&path, e))?;
+        let size = file.metadata().map_err(|e| StoreError::io(&path, e))?.len();
+        self.retain_blob(d);
         self.stats.touch(d);
-        Ok(file)
+        Ok(CompleteBlob::new(file, *d, size, self.clone()))
     }
 
-    /// The reader of a blob opened with [`Store::open_blob`] is done with it.
+    /// Counts `d` as open (kept from eviction) until [`Store::release_blob`].
+    pub fn retain_blob(&self, d: &Digest) {
+        *self.open_blobs.lock().entry(*d).or_insert(0) += 1;
+    }
+
+    /// Ends one [`Store::retain_blob`].
     pub fn release_blob(&self, d: &Digest) {
         let mut open = self.open_blobs.lock();
         if let Some(n) = open.get_mut(d) {
@@ -236,114 +243,18 @@ impl Store {
         self.open_blobs.lock().contains_key(d)
     }
 
-    /// Makes the content of `src` local: returns at once when the store holds it, otherwise
-    /// downloads it once however many callers ask at the same time. `observer` (used by the
-    /// archive indexer) sees the bytes in order if this call is the one that downloads.
-    pub async fn ensure_blob(
-        &self,
-        fetcher: &Fetcher,
-        src: &BlobSource,
-        observer: Option<Box<dyn ByteObserver>>,
-        progress: &(dyn Fn(u64) + Send + Sync),
-    ) -> Result<BlobInfo, Arc<StoreError>> {
-        if let Some(info) = self.resolve_local(src).map_err(Arc::new)? {
-            self.stats.hit();
-            return Ok(info);
-        }
-        let key = match &src.expected {
-            Some(d) => d.to_string(),
-            None => src.urls.first().map(|u| u.to_string()).unwrap_or_default(),
-        };
-        let flight = self.inflight.lock().entry(key.clone()).or_default().clone();
-        let mut observer = observer;
-        let result = flight
-            .get_or_init(|| async {
-                // Someone may have finished the download between our check and the flight.
-                if let Some(info) = self.resolve_local(src)? {
-                    return Ok(info);
-                }
-                self.stats.miss();
-                self.download(fetcher, src, observer.take(), progress).await
-            })
-            .await
-            .clone();
-        self.inflight.lock().remove(&key);
-        result
+    /// What `reference` (a URL or tag) resolved to before, with the size then seen.
+    pub fn reference(&self, reference: &str) -> Result<Option<(Digest, Option<u64>)>, StoreError> {
+        self.with_db(|c| db::reference(c, reference))
     }
 
-    /// The local blob for `src`: by its pinned digest, or by what its URL resolved to before.
-    fn resolve_local(&self, src: &BlobSource) -> Result<Option<BlobInfo>, StoreError> {
-        let digest = match src.expected {
-            Some(d) => d,
-            None => match src.urls.first() {
-                Some(u) => match self.with_db(|c| db::reference(c, u.as_str()))? {
-                    Some((d, _)) => d,
-                    None => return Ok(None),
-                },
-                None => return Ok(None),
-            },
-        };
-        self.blob(&digest)
-    }
-
-    async fn download(
-        &self,
-        fetcher: &Fetcher,
-        src: &BlobSource,
-        observer: Option<Box<dyn ByteObserver>>,
-        progress: &(dyn Fn(u64) + Send + Sync),
-    ) -> Result<BlobInfo, Arc<StoreError>> {
-        let incoming = src.size_hint.unwrap_or(0);
-        self.enforce_limits(&self.limits(), incoming)
-            .map_err(Arc::new)?;
-        let tmp = self.temp_file().map_err(Arc::new)?;
-        let sink = sink::TempSink::new(&tmp, observer)
-            .map_err(|e| Arc::new(StoreError::io(tmp.path(), e)))?;
-        let mut outcome = fetcher.fetch_blob(src, Box::new(sink), progress).await;
-        if let Err(FetchError::Sink { source, .. }) = &outcome {
-            if source.raw_os_error() == Some(libc::ENOSPC) {
-                // Disk full: make room once and start over; a second ENOSPC is final.
-                let used = self.used_bytes().map_err(Arc::new)?;
-                tracing::warn!(asset = %src.label, "disk full while downloading; evicting and retrying once");
-                self.evict_to(used / 2).map_err(Arc::new)?;
-                let sink = sink::TempSink::new(&tmp, None)
-                    .map_err(|e| Arc::new(StoreError::io(tmp.path(), e)))?;
-                outcome = fetcher.fetch_blob(src, Box::new(sink), progress).await;
-            }
-        }
-        let (fetched, sink) = match outcome {
-            Ok(ok) => ok,
-            Err(e) => {
-                self.stats.fetch_failed(e.is_mismatch());
-                return Err(Arc::new(StoreError::Fetch(e)));
-            }
-        };
-        drop(sink);
-        self.stats.fetched(&fetched);
-        let info = BlobInfo {
-            digest: fetched.digest,
-            size: fetched.size,
-        };
-        self.commit(tmp, &info).map_err(Arc::new)?;
-        if src.expected.is_none() {
-            if let Some(url) = src.urls.first() {
-                tracing::info!(asset = %src.label, "pinned unpinned {url} to {}", info.digest);
-                self.with_db(|c| {
-                    db::set_reference(c, url.as_str(), &info.digest, Some(info.size), now_secs())
-                })
-                .map_err(Arc::new)?;
-            }
-        }
-        // Keep the new blob out of this pass: its reader is about to open it.
-        *self.open_blobs.lock().entry(info.digest).or_insert(0) += 1;
-        let enforced = self.enforce_limits(&self.limits(), 0);
-        self.release_blob(&info.digest);
-        enforced.map_err(Arc::new)?;
-        Ok(info)
+    /// Remembers that `reference` resolved to `info` (pins an unpinned URL).
+    pub fn record_reference(&self, reference: &str, info: &BlobInfo) -> Result<(), StoreError> {
+        self.with_db(|c| db::set_reference(c, reference, &info.digest, Some(info.size), now_secs()))
     }
 
     /// A new temp file under `tmp/`, named after this process.
-    fn temp_file(&self) -> Result<tempfile::NamedTempFile, StoreError> {
+    pub fn temp_file(&self) -> Result<tempfile::NamedTempFile, StoreError> {
         let dir = self.root.join("tmp");
         tempfile::Builder::new()
             .prefix(&format!("{}-", std::process::id()))
@@ -352,7 +263,7 @@ impl Store {
     }
 
     /// fsync, rename into place, fsync the directory, then record the blob as complete.
-    fn commit(&self, tmp: tempfile::NamedTempFile, info: &BlobInfo) -> Result<(), StoreError> {
+    pub fn commit(&self, tmp: tempfile::NamedTempFile, info: &BlobInfo) -> Result<(), StoreError> {
         tmp.as_file()
             .sync_all()
             .map_err(|e| StoreError::io(tmp.path(), e))?;

@@ -18,7 +18,8 @@ pub trait ByteObserver: Send + 'static {
 /// Starts writeback of what was written every this many bytes, so the final fsync is short.
 const WRITEBACK_STEP: u64 = 16 << 20;
 
-pub(super) struct TempSink {
+/// The sink of one download: a temp file written in order, plus an optional observer.
+pub struct TempSink {
     file: File,
     written: u64,
     flushed: u64,
@@ -26,7 +27,8 @@ pub(super) struct TempSink {
 }
 
 impl TempSink {
-    pub(super) fn new(
+    /// Writes into (a clone of the handle of) `tmp`.
+    pub fn new(
         tmp: &tempfile::NamedTempFile,
         observer: Option<Box<dyn ByteObserver>>,
     ) -> io::Result<TempSink> {

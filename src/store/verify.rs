@@ -39,7 +39,7 @@ impl Store {
         for b in self.blobs()? {
             let path = self.blob_path(&b.digest);
             let actual = match hash_file(&path, &mut |n| progress(done + n)) {
-                Ok(d) => d,
+                Ok((d, _)) => d,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                     self.forget_blob(&b.digest)?;
                     report.missing += 1;
@@ -86,11 +86,31 @@ impl Store {
                 let Some(d) = f.file_name().to_str().and_then(|n| Digest::parse(n).ok()) else {
                     continue;
                 };
-                on_disk.insert(d);
-                if !known.contains(&d) {
-                    let size = f.metadata().map(|m| m.len()).unwrap_or(0);
-                    self.with_db(|c| db::insert_complete(c, &d, size, now_millis()))?;
-                    report.adopted += 1;
+                if known.contains(&d) {
+                    on_disk.insert(d);
+                    continue;
+                }
+                // A file the database does not know: renamed in just before a crash (so it was
+                // verified), or put there by hand. Rehash it before trusting it.
+                let path = f.path();
+                match hash_file(&path, &mut |_| {}) {
+                    Ok((actual, size)) if actual == d => {
+                        self.with_db(|c| db::insert_complete(c, &d, size, now_millis()))?;
+                        on_disk.insert(d);
+                        report.adopted += 1;
+                    }
+                    Ok((actual, _)) => {
+                        tracing::error!(
+                            "{} holds content hashing to {actual}; quarantined",
+                            path.display()
+                        );
+                        let dest = self.root().join("quarantine").join(d.hex());
+                        fs::rename(&path, &dest)
+                            .map_err(|source| StoreError::Io { path, source })?;
+                    }
+                    Err(e) => {
+                        tracing::error!("{}: {e}; not adopted", path.display());
+                    }
                 }
             }
         }
@@ -109,7 +129,11 @@ impl Store {
     }
 }
 
-fn hash_file(path: &std::path::Path, progress: &mut dyn FnMut(u64)) -> std::io::Result<Digest> {
+/// The digest and size of a file's bytes.
+fn hash_file(
+    path: &std::path::Path,
+    progress: &mut dyn FnMut(u64),
+) -> std::io::Result<(Digest, u64)> {
     let mut f = fs::File::open(path)?;
     let mut h = Hasher::new();
     let mut buf = vec![0u8; 1 << 20];
@@ -123,5 +147,5 @@ fn hash_file(path: &std::path::Path, progress: &mut dyn FnMut(u64)) -> std::io::
         n += k as u64;
         progress(n);
     }
-    Ok(h.finish())
+    Ok((h.finish(), n))
 }

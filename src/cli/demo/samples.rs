@@ -254,7 +254,7 @@ mod tests {
         assert_eq!(c.assets[1].kind, AssetKind::Archive);
         assert_eq!(c.assets[0].size, Some(IMAGE_SIZE as u64));
         assert_eq!(
-            c.assets[0].url.as_str(),
+            c.assets[0].location.describe(),
             "http://127.0.0.1:1234/images/demo-1.0.sif"
         );
         assert_eq!(c.assets[2].sha256, Some(s.tampered.pinned));

@@ -4,36 +4,19 @@
 //!
 //! Concurrent first lookups of one archive share one download and one index build (single
 //! flight). An index is built once per content: a second name, a remount or a restart with the
-//! same digest finds it in SQLite. This module sits between `fs` and `store`/`archive`; it
-//! never speaks HTTP (the store drives the fetcher) and never parses tar (the archive module).
+//! same digest finds it in SQLite. It never speaks HTTP ([`Content`] drives the fetcher) and
+//! never parses tar (the `archive` module).
 
 use std::collections::HashMap;
-use std::io::Read;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
-use tokio::sync::OnceCell;
 
+use super::{Content, ContentError, SingleFlight};
 use crate::archive::{ArchiveError, ArchiveIndex, ArchiveReader, IndexBuilder, SpanCache};
 use crate::digest::Digest;
-use crate::fetch::{BlobSource, Fetcher};
-use crate::store::{BlobInfo, ByteObserver, Store, StoreError};
-
-/// Why an archive could not be opened.
-#[derive(Debug, thiserror::Error)]
-pub enum ArchivesError {
-    /// Getting the blob failed.
-    #[error(transparent)]
-    Store(#[from] Arc<StoreError>),
-    /// The archive is malformed, or its index could not be stored.
-    #[error("{label}: {source}")]
-    Archive {
-        /// Asset name or digest.
-        label: String,
-        /// What the format layer said.
-        source: ArchiveError,
-    },
-}
+use crate::source::Source;
+use crate::store::{BlobRead, ByteObserver, Store};
 
 /// An archive whose index and blob are open.
 pub struct OpenArchive {
@@ -49,36 +32,32 @@ pub struct OpenArchive {
     pub reader: ArchiveReader,
 }
 
-type Flight = Arc<OnceCell<Result<Arc<OpenArchive>, Arc<ArchivesError>>>>;
-
 /// Open archives of one process.
 pub struct Archives {
     store: Arc<Store>,
     cache: Arc<SpanCache>,
     open: Mutex<HashMap<Digest, Arc<OpenArchive>>>,
-    flights: Mutex<HashMap<String, Flight>>,
+    flights: SingleFlight<String, Result<Arc<OpenArchive>, Arc<ContentError>>>,
 }
 
 impl Archives {
     /// Prepares the archive tables and registers index removal with blob eviction.
-    pub fn new(store: Arc<Store>, cache_bytes: u64) -> Result<Archives, ArchivesError> {
-        let conn = store
-            .connect_db()
-            .map_err(|e| ArchivesError::Store(Arc::new(e)))?;
-        ArchiveIndex::init_schema(&conn).map_err(|source| ArchivesError::Archive {
+    pub fn new(store: Arc<Store>, cache_bytes: u64) -> Result<Archives, ContentError> {
+        let conn = store.connect_db()?;
+        ArchiveIndex::init_schema(&conn).map_err(|source| ContentError::Archive {
             label: "archive index tables".into(),
             source,
         })?;
         store.on_forget(Box::new(|conn, d| {
             ArchiveIndex::delete(conn, d)
                 .map(|_| ())
-                .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))
+                .map_err(|e| Box::new(e) as crate::store::HookError)
         }));
         Ok(Archives {
             store,
             cache: Arc::new(SpanCache::new(cache_bytes)),
             open: Mutex::new(HashMap::new()),
-            flights: Mutex::new(HashMap::new()),
+            flights: SingleFlight::default(),
         })
     }
 
@@ -92,39 +71,29 @@ impl Archives {
         self.open.lock().get(d).cloned()
     }
 
-    /// Opens the archive `src` names: downloads and indexes it if needed, once however many
-    /// callers ask at the same time.
+    /// Opens the archive `src` names: downloads (through `content`) and indexes it if
+    /// needed, once however many callers ask at the same time.
     pub async fn open(
         &self,
-        fetcher: &Fetcher,
-        src: &BlobSource,
-    ) -> Result<Arc<OpenArchive>, Arc<ArchivesError>> {
+        content: &Content,
+        src: &Source,
+    ) -> Result<Arc<OpenArchive>, Arc<ContentError>> {
         if let Some(a) = src.expected.and_then(|d| self.get(&d)) {
             return Ok(a);
         }
-        let key = match src.expected {
-            Some(d) => d.to_string(),
-            None => src.urls.first().map(|u| u.to_string()).unwrap_or_default(),
-        };
-        let flight = self.flights.lock().entry(key.clone()).or_default().clone();
-        let result = flight
-            .get_or_init(|| async { self.open_uncached(fetcher, src).await.map_err(Arc::new) })
+        self.flights
+            .run(src.flight_key(), async {
+                self.open_uncached(content, src).await.map_err(Arc::new)
+            })
             .await
-            .clone();
-        self.flights.lock().remove(&key);
-        result
     }
 
     async fn open_uncached(
         &self,
-        fetcher: &Fetcher,
-        src: &BlobSource,
-    ) -> Result<Arc<OpenArchive>, ArchivesError> {
+        content: &Content,
+        src: &Source,
+    ) -> Result<Arc<OpenArchive>, ContentError> {
         let label = src.label.clone();
-        let archive_err = |source| ArchivesError::Archive {
-            label: label.clone(),
-            source,
-        };
         // Warnings about single entries ("skipping a member named ../x") name the archive.
         let span = tracing::warn_span!("archive", name = %label);
         let observer = IndexingObserver {
@@ -132,30 +101,31 @@ impl Archives {
             span: span.clone(),
         };
         let built = observer.slot.clone();
-        let info = self
-            .store
-            .ensure_blob(fetcher, src, Some(Box::new(observer)), &|_| {})
-            .await?;
+        let info = content
+            .ensure_blob(src, Some(Box::new(observer)), &|_| {})
+            .await
+            .map_err(ContentError::Shared)?;
         if let Some(a) = self.get(&info.digest) {
             return Ok(a);
         }
         let store = self.store.clone();
         let label2 = label.clone();
-        let index = tokio::task::spawn_blocking(move || -> Result<ArchiveIndex, ArchivesError> {
+        let blob: Arc<dyn BlobRead> = Arc::new(self.store.open_blob(&info.digest)?);
+        let blob2 = blob.clone();
+        let index = tokio::task::spawn_blocking(move || -> Result<ArchiveIndex, ContentError> {
             let _in_archive = span.enter();
-            let err = |source| ArchivesError::Archive {
+            let err = |source| ContentError::Archive {
                 label: label2.clone(),
                 source,
             };
-            let db_err = |e: StoreError| ArchivesError::Store(Arc::new(e));
-            let conn = store.connect_db().map_err(db_err)?;
+            let conn = store.connect_db()?;
             if !ArchiveIndex::exists(&conn, &info.digest).map_err(err)? {
                 let started = std::time::Instant::now();
                 let built = match built.lock().take() {
                     Some(b) if b.seen == info.size && b.error.is_none() => b.builder.finish(),
                     Some(IndexState { error: Some(e), .. }) => Err(e),
                     // Someone else downloaded it, or it was already local: one pass over the file.
-                    _ => index_file(&store, &info),
+                    _ => index_blob(blob2.as_ref()),
                 }
                 .map_err(err)?;
                 ArchiveIndex::save(&conn, &info.digest, built).map_err(err)?;
@@ -168,26 +138,16 @@ impl Archives {
             ArchiveIndex::open(&store.db_path(), &info.digest).map_err(err)
         })
         .await
-        .map_err(|e| {
-            archive_err(ArchiveError::Io {
-                offset: 0,
-                source: std::io::Error::other(e.to_string()),
-            })
+        .map_err(|e| ContentError::Task {
+            label: label.clone(),
+            message: format!("indexing task failed: {e}"),
         })??;
-        let file = self
-            .store
-            .open_blob(&info.digest)
-            .map_err(|e| ArchivesError::Store(Arc::new(e)))?;
         let index = Arc::new(index);
         let opened = Arc::new(OpenArchive {
             digest: info.digest,
-            source: src
-                .urls
-                .first()
-                .map(|u| u.to_string())
-                .unwrap_or_else(|| "store".into()),
+            source: src.location.describe(),
             size: info.size,
-            reader: ArchiveReader::new(index.clone(), file, self.cache.clone()),
+            reader: ArchiveReader::new(index.clone(), blob, self.cache.clone()),
             index,
         });
         Ok(self
@@ -200,24 +160,22 @@ impl Archives {
 }
 
 /// Builds an index by reading a local blob once.
-fn index_file(store: &Store, info: &BlobInfo) -> Result<crate::archive::BuiltIndex, ArchiveError> {
-    let path = store.blob_path(&info.digest);
-    let io = |offset, source| ArchiveError::Io { offset, source };
-    let mut f = std::fs::File::open(&path).map_err(|e| io(0, e))?;
+fn index_blob(blob: &dyn BlobRead) -> Result<crate::archive::BuiltIndex, ArchiveError> {
     let mut builder = IndexBuilder::new();
     let mut buf = vec![0u8; 1 << 20];
     let mut offset = 0u64;
     loop {
-        let n = f.read(&mut buf).map_err(|e| io(offset, e))?;
-        offset += n as u64;
+        let n = blob
+            .read_at(offset, &mut buf)
+            .map_err(|source| ArchiveError::Io { offset, source })?;
         if n == 0 {
             break;
         }
+        offset += n as u64;
         builder.feed(&buf[..n])?;
     }
     builder.finish()
 }
-
 struct IndexState {
     builder: IndexBuilder,
     seen: u64,

@@ -1,0 +1,245 @@
+//! Making content local: the one place that turns a [`Source`] into verified bytes on disk.
+//!
+//! [`Content`] sits between the namespaces (which know names) and the two lower layers: it
+//! asks the [`Store`] whether the bytes are held, and otherwise drives the [`Fetcher`] into a
+//! store temp file, verifies, commits, and records what an unpinned location resolved to.
+//! Concurrent requests for the same content share one piece of work ([`SingleFlight`]): blob
+//! downloads here, archive opens in [`archives`]. Readers get a [`BlobRead`], never a path.
+//!
+//! Not here: HTTP (`fetch`), on-disk layout and eviction (`store`), formats (`archive`),
+//! inodes and errno (`fs`).
+
+pub mod archives;
+mod flight;
+
+use std::sync::Arc;
+
+use parking_lot::RwLock;
+
+use crate::archive::ArchiveError;
+use crate::digest::Digest;
+use crate::fetch::{BlobRequest, FetchError, Fetcher};
+use crate::source::{Location, Source};
+use crate::store::{BlobInfo, BlobRead, ByteObserver, Store, StoreError, TempSink};
+
+pub use archives::{Archives, OpenArchive};
+pub use flight::SingleFlight;
+
+/// Why content could not be made local or opened. `Display` names the asset and the place.
+#[derive(Debug, thiserror::Error)]
+pub enum ContentError {
+    /// The local store failed (disk, database).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// No source delivered the right bytes.
+    #[error(transparent)]
+    Fetch(#[from] FetchError),
+    /// The archive is malformed, or its index could not be stored.
+    #[error("{label}: {source}")]
+    Archive {
+        /// Asset name or digest.
+        label: String,
+        /// What the format layer said.
+        source: ArchiveError,
+    },
+    /// The error of work another caller started (single flight), shared with every waiter.
+    #[error(transparent)]
+    Shared(Arc<ContentError>),
+    /// The background task doing the work died.
+    #[error("{label}: {message}")]
+    Task {
+        /// Asset name or digest.
+        label: String,
+        /// What happened to the task.
+        message: String,
+    },
+}
+
+impl ContentError {
+    /// True when the bytes arrived but hashed wrong (as opposed to unreachable or local).
+    pub fn is_mismatch(&self) -> bool {
+        match self {
+            ContentError::Fetch(e) => e.is_mismatch(),
+            ContentError::Shared(e) => e.is_mismatch(),
+            _ => false,
+        }
+    }
+}
+
+/// Reports bytes downloaded so far (progress bars).
+pub type Progress<'a> = &'a (dyn Fn(u64) + Send + Sync);
+
+/// Content of one process: the store, the fetcher in force, and the work in flight.
+pub struct Content {
+    store: Arc<Store>,
+    fetcher: RwLock<Arc<Fetcher>>,
+    blobs: SingleFlight<String, Result<BlobInfo, Arc<ContentError>>>,
+    archives: Archives,
+}
+
+impl Content {
+    /// Content over `store`, fetched with `fetcher`; `archive_cache` bounds decoded archive
+    /// spans kept in memory.
+    pub fn new(
+        store: Arc<Store>,
+        fetcher: Fetcher,
+        archive_cache: u64,
+    ) -> Result<Content, ContentError> {
+        let archives = Archives::new(store.clone(), archive_cache)?;
+        Ok(Content {
+            store,
+            fetcher: RwLock::new(Arc::new(fetcher)),
+            blobs: SingleFlight::default(),
+            archives,
+        })
+    }
+
+    /// The local store.
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    /// Replaces the fetcher (SIGHUP: new proxies or deadlines); downloads under way finish
+    /// with the old one.
+    pub fn set_fetcher(&self, fetcher: Fetcher) {
+        *self.fetcher.write() = Arc::new(fetcher);
+    }
+
+    /// Open archives.
+    pub fn archives(&self) -> &Archives {
+        &self.archives
+    }
+
+    /// The complete blob `d`, if the store holds it.
+    pub fn held(&self, d: &Digest) -> Result<Option<BlobInfo>, ContentError> {
+        Ok(self.store.blob(d)?)
+    }
+
+    /// The local blob for `src`: by its pinned digest, or by what its location resolved to
+    /// before. Never fetches.
+    pub fn local(&self, src: &Source) -> Result<Option<BlobInfo>, ContentError> {
+        match self.resolved_digest(src)? {
+            Some(d) => self.held(&d),
+            None => Ok(None),
+        }
+    }
+
+    /// The digest `src` has: pinned, or recorded when its location was first fetched.
+    pub fn resolved_digest(&self, src: &Source) -> Result<Option<Digest>, ContentError> {
+        if let Some(d) = src.expected {
+            return Ok(Some(d));
+        }
+        let Some(reference) = src.location.reference() else {
+            return Ok(None);
+        };
+        Ok(self.store.reference(&reference)?.map(|(d, _)| d))
+    }
+
+    /// The size of `src`'s content when known without fetching: held, recorded, or hinted.
+    pub fn known_size(&self, src: &Source) -> Result<Option<u64>, ContentError> {
+        if let Some(info) = self.local(src)? {
+            return Ok(Some(info.size));
+        }
+        if src.expected.is_none() {
+            if let Some(reference) = src.location.reference() {
+                if let Some((_, Some(size))) = self.store.reference(&reference)? {
+                    return Ok(Some(size));
+                }
+            }
+        }
+        Ok(src.size_hint)
+    }
+
+    /// Opens the complete blob `d` for reading.
+    pub fn open_blob(&self, d: &Digest) -> Result<Arc<dyn BlobRead>, ContentError> {
+        Ok(Arc::new(self.store.open_blob(d)?))
+    }
+
+    /// Makes the content of `src` local: returns at once when the store holds it, otherwise
+    /// downloads it once however many callers ask at the same time. `observer` (the archive
+    /// indexer) sees the bytes in order if this call is the one that downloads.
+    pub async fn ensure_blob(
+        &self,
+        src: &Source,
+        observer: Option<Box<dyn ByteObserver>>,
+        progress: Progress<'_>,
+    ) -> Result<BlobInfo, Arc<ContentError>> {
+        if let Some(info) = self.local(src).map_err(Arc::new)? {
+            self.store.stats().hit();
+            return Ok(info);
+        }
+        let mut observer = observer;
+        self.blobs
+            .run(src.flight_key(), async {
+                // Someone may have finished the download between our check and the flight.
+                if let Some(info) = self.local(src)? {
+                    return Ok(info);
+                }
+                self.store.stats().miss();
+                self.download(src, observer.take(), progress)
+                    .await
+                    .map_err(Arc::new)
+            })
+            .await
+    }
+
+    /// One download of `src` into the store, verified and committed.
+    async fn download(
+        &self,
+        src: &Source,
+        observer: Option<Box<dyn ByteObserver>>,
+        progress: Progress<'_>,
+    ) -> Result<BlobInfo, ContentError> {
+        let store = &self.store;
+        store.enforce_limits(&store.limits(), src.size_hint.unwrap_or(0))?;
+        let Location::Http { urls } = &src.location;
+        let request = BlobRequest {
+            label: &src.label,
+            urls,
+            expected: src.expected,
+        };
+        let fetcher = self.fetcher.read().clone();
+        let tmp = store.temp_file()?;
+        let sink = TempSink::new(&tmp, observer).map_err(|e| temp_error(&tmp, e))?;
+        let mut outcome = fetcher.fetch_blob(&request, Box::new(sink), progress).await;
+        if let Err(FetchError::Sink { source, .. }) = &outcome {
+            if source.raw_os_error() == Some(libc::ENOSPC) {
+                // Disk full: make room once and start over; a second ENOSPC is final. The
+                // observer went with the first sink, so an archive is indexed from the file.
+                let used = store.used_bytes()?;
+                tracing::warn!(asset = %src.label, "disk full while downloading; evicting and retrying once");
+                store.evict_to(used / 2)?;
+                let sink = TempSink::new(&tmp, None).map_err(|e| temp_error(&tmp, e))?;
+                outcome = fetcher.fetch_blob(&request, Box::new(sink), progress).await;
+            }
+        }
+        let (fetched, sink) =
+            outcome.inspect_err(|e| store.stats().fetch_failed(e.is_mismatch()))?;
+        drop(sink);
+        store.stats().fetched(&fetched);
+        let info = BlobInfo {
+            digest: fetched.digest,
+            size: fetched.size,
+        };
+        store.commit(tmp, &info)?;
+        if src.expected.is_none() {
+            if let Some(reference) = src.location.reference() {
+                tracing::info!(asset = %src.label, "pinned unpinned {reference} to {}", info.digest);
+                store.record_reference(&reference, &info)?;
+            }
+        }
+        // Keep the new blob out of this pass: its reader is about to open it.
+        store.retain_blob(&info.digest);
+        let enforced = store.enforce_limits(&store.limits(), 0);
+        store.release_blob(&info.digest);
+        enforced?;
+        Ok(info)
+    }
+}
+
+fn temp_error(tmp: &tempfile::NamedTempFile, source: std::io::Error) -> ContentError {
+    ContentError::Store(StoreError::Io {
+        path: tmp.path().to_path_buf(),
+        source,
+    })
+}

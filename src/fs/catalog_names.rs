@@ -1,0 +1,244 @@
+//! Catalog names as nodes ([`CatalogNames`], keys `Path(name)`): name prefixes are
+//! directories, file-kind entries are 0444 files holding their blob, archive-kind entries are
+//! the root directory of the archive's tree (its members belong to [`ArchiveTree`]).
+//!
+//! Listing and stat fetch nothing. Opening a file entry, or looking inside an archive entry,
+//! first makes the content local ([`Namespace::prepare`]). Until an archive is open its entry
+//! shows placeholder attributes (0555, the time it was added); the dispatcher tells the kernel
+//! to drop them once the archive opens.
+
+use std::sync::{Arc, Weak};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use fuser::FileType;
+
+use super::archive_tree::ArchiveTree;
+use super::blob_file;
+use super::namespace::{
+    Attr, DirEntry, Entry, Key, Namespace, Need, NodeRef, NsError, OpenFile, Ttl, Wait, Xattrs,
+};
+use crate::archive::MemberId;
+use crate::catalog::{self, Asset, LiveCatalog};
+use crate::config::AssetKind;
+use crate::content::{Content, OpenArchive};
+
+/// The catalog's names.
+pub struct CatalogNames {
+    catalog: Arc<LiveCatalog>,
+    content: Arc<Content>,
+    tree: Arc<ArchiveTree>,
+    /// When the mount started: the time of entries from the config file.
+    started: SystemTime,
+    me: Weak<CatalogNames>,
+}
+
+impl CatalogNames {
+    /// The namespace of `catalog`'s names; archive members are nodes of `tree`.
+    pub fn new(
+        catalog: Arc<LiveCatalog>,
+        content: Arc<Content>,
+        tree: Arc<ArchiveTree>,
+    ) -> Arc<CatalogNames> {
+        Arc::new_cyclic(|me| CatalogNames {
+            catalog,
+            content,
+            tree,
+            started: SystemTime::now(),
+            me: me.clone(),
+        })
+    }
+
+    /// The node of catalog path `path`.
+    pub fn node(&self, path: &str) -> NodeRef {
+        let me: Arc<dyn Namespace> = self.me.upgrade().expect("a namespace outlives its calls");
+        NodeRef {
+            ns: me,
+            key: Key::Path(path.into()),
+        }
+    }
+
+    fn entry(&self, key: &Key) -> Result<catalog::Entry, NsError> {
+        let path = match key {
+            Key::Top => "",
+            Key::Path(p) => p,
+            _ => return Err(NsError::NotFound),
+        };
+        self.catalog.current().entry(path).ok_or(NsError::NotFound)
+    }
+
+    fn asset(&self, key: &Key) -> Result<Arc<Asset>, NsError> {
+        match self.entry(key)? {
+            catalog::Entry::Asset(a) => Ok(a),
+            catalog::Entry::Dir => Err(NsError::IsDir),
+        }
+    }
+
+    /// The open archive of an archive entry, if it is open.
+    fn opened(&self, a: &Asset) -> Option<Arc<OpenArchive>> {
+        let d = self.content.resolved_digest(&a.source()).ok().flatten()?;
+        self.content.archives().get(&d)
+    }
+
+    /// The open archive of archive entry `key`, which `prepare` made ready.
+    fn archive_of(&self, key: &Key) -> Result<Arc<OpenArchive>, NsError> {
+        let a = match self.entry(key)? {
+            catalog::Entry::Asset(a) if a.config.kind == AssetKind::Archive => a,
+            _ => return Err(NsError::NotDir),
+        };
+        self.opened(&a).ok_or(NsError::NotFound)
+    }
+
+    fn mtime(&self, a: &Asset) -> SystemTime {
+        match a.added_at {
+            0 => self.started,
+            t => UNIX_EPOCH + Duration::from_secs(t.max(0) as u64),
+        }
+    }
+
+    fn asset_attr(&self, a: &Asset) -> Result<(Attr, Ttl), NsError> {
+        match a.config.kind {
+            AssetKind::Archive => match self.opened(a) {
+                Some(open) => Ok((ArchiveTree::attr_in(&open, MemberId::ROOT)?, Ttl::Catalog)),
+                None => Ok((Attr::dir(self.mtime(a)), Ttl::Catalog)),
+            },
+            AssetKind::File => {
+                let size = self.content.known_size(&a.source())?;
+                let ttl = if size.is_some() {
+                    Ttl::Catalog
+                } else {
+                    Ttl::Unsettled
+                };
+                Ok((Attr::file(size.unwrap_or(0), self.mtime(a)), ttl))
+            }
+        }
+    }
+}
+
+fn full_path(dir: &Key, name: &str) -> String {
+    match dir {
+        Key::Path(p) if !p.is_empty() => format!("{p}/{name}"),
+        _ => name.to_string(),
+    }
+}
+
+fn kind_of(entry: &catalog::Entry) -> FileType {
+    match entry {
+        catalog::Entry::Dir => FileType::Directory,
+        catalog::Entry::Asset(a) => match a.config.kind {
+            AssetKind::Archive => FileType::Directory,
+            AssetKind::File => FileType::RegularFile,
+        },
+    }
+}
+
+impl Namespace for CatalogNames {
+    fn name(&self) -> &'static str {
+        "catalog"
+    }
+
+    fn prepare(&self, key: &Key, need: Need) -> Option<Wait> {
+        let a = self.asset(key).ok()?;
+        match (a.config.kind, need) {
+            (AssetKind::Archive, Need::Children) if self.opened(&a).is_none() => {
+                let (content, src) = (self.content.clone(), a.source());
+                Some(Box::pin(async move {
+                    content.archives().open(&content, &src).await?;
+                    Ok(())
+                }))
+            }
+            (AssetKind::File, Need::Open) => blob_file::prepare_open(&self.content, &a.source()),
+            _ => None,
+        }
+    }
+
+    fn getattr(&self, key: &Key) -> Result<(Attr, Ttl), NsError> {
+        match self.entry(key)? {
+            catalog::Entry::Dir => Ok((Attr::dir(self.started), Ttl::Catalog)),
+            catalog::Entry::Asset(a) => self.asset_attr(&a),
+        }
+    }
+
+    fn lookup(&self, parent: &Key, name: &[u8]) -> Result<Entry, NsError> {
+        match self.entry(parent)? {
+            catalog::Entry::Asset(_) => {
+                let open = self.archive_of(parent)?;
+                self.tree.lookup_in(&open, MemberId::ROOT, name)
+            }
+            catalog::Entry::Dir => {
+                let name = std::str::from_utf8(name).map_err(|_| NsError::NotFound)?;
+                let path = full_path(parent, name);
+                let key = Key::Path(path.as_str().into());
+                let (attr, ttl) = self.getattr(&key)?;
+                Ok(Entry {
+                    node: self.node(&path),
+                    attr,
+                    ttl,
+                })
+            }
+        }
+    }
+
+    fn readdir(
+        &self,
+        dir: &Key,
+        after: u64,
+        add: &mut dyn FnMut(DirEntry) -> bool,
+    ) -> Result<(), NsError> {
+        let path = match self.entry(dir)? {
+            catalog::Entry::Asset(_) => {
+                let open = self.archive_of(dir)?;
+                return self.tree.readdir_in(&open, MemberId::ROOT, after, add);
+            }
+            catalog::Entry::Dir => match dir {
+                Key::Path(p) => p.to_string(),
+                _ => String::new(),
+            },
+        };
+        let children = self.catalog.current().children(&path);
+        for (i, (name, entry)) in children.into_iter().enumerate().skip(after as usize) {
+            let full = add(DirEntry {
+                node: self.node(&full_path(dir, &name)),
+                kind: kind_of(&entry),
+                name: name.into_bytes(),
+                cookie: i as u64 + 1,
+            });
+            if full {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn open(&self, key: &Key) -> Result<Box<dyn OpenFile>, NsError> {
+        let a = self.asset(key)?;
+        if a.config.kind == AssetKind::Archive {
+            return Err(NsError::IsDir);
+        }
+        blob_file::open(&self.content, &a.source())
+    }
+
+    fn xattrs(&self, key: &Key) -> Result<Xattrs, NsError> {
+        let a = match self.entry(key)? {
+            catalog::Entry::Asset(a) => a,
+            catalog::Entry::Dir => return Ok(Vec::new()),
+        };
+        let src = a.source();
+        let digest = self.content.resolved_digest(&src)?;
+        let held = self.content.local(&src)?;
+        let cached = match (held, a.config.size) {
+            (Some(info), _) => format!("{}/{}", info.size, info.size),
+            (None, Some(s)) => format!("0/{s}"),
+            (None, None) => "0/unknown".to_string(),
+        };
+        let mut v = Vec::with_capacity(3);
+        if let Some(d) = a.digest().or(digest) {
+            v.push((b"user.lazycas.digest".to_vec(), d.to_string().into_bytes()));
+        }
+        v.push((
+            b"user.lazycas.source".to_vec(),
+            src.location.describe().into_bytes(),
+        ));
+        v.push((b"user.lazycas.cached".to_vec(), cached.into_bytes()));
+        Ok(v)
+    }
+}

@@ -1,0 +1,98 @@
+//! The mount's top directory ([`Root`], key `Top`): the directories the mount reserves
+//! (`sha256/`; next `docker/`, `oras/`), each the top of its own namespace, then the catalog's
+//! top-level names. Adding a namespace is one more `(name, node)` pair given to [`Root::new`].
+
+use std::sync::{Arc, Weak};
+use std::time::SystemTime;
+
+use fuser::FileType;
+
+use super::catalog_names::CatalogNames;
+use super::namespace::{
+    Attr, DirEntry, Entry, Key, Namespace, NodeRef, NsError, OpenFile, Ttl, Xattrs,
+};
+
+/// The top directory.
+pub struct Root {
+    reserved: Vec<(&'static str, NodeRef)>,
+    catalog: Arc<CatalogNames>,
+    started: SystemTime,
+    me: Weak<Root>,
+}
+
+impl Root {
+    /// `reserved` directories first, then `catalog`'s names.
+    pub fn new(reserved: Vec<(&'static str, NodeRef)>, catalog: Arc<CatalogNames>) -> Arc<Root> {
+        Arc::new_cyclic(|me| Root {
+            reserved,
+            catalog,
+            started: SystemTime::now(),
+            me: me.clone(),
+        })
+    }
+
+    /// The node of the mount root (inode 1).
+    pub fn top(&self) -> NodeRef {
+        let me: Arc<dyn Namespace> = self.me.upgrade().expect("a namespace outlives its calls");
+        NodeRef {
+            ns: me,
+            key: Key::Top,
+        }
+    }
+}
+
+impl Namespace for Root {
+    fn name(&self) -> &'static str {
+        "root"
+    }
+
+    fn getattr(&self, _key: &Key) -> Result<(Attr, Ttl), NsError> {
+        Ok((Attr::dir(self.started), Ttl::Catalog))
+    }
+
+    fn lookup(&self, _parent: &Key, name: &[u8]) -> Result<Entry, NsError> {
+        if let Some((_, node)) = self.reserved.iter().find(|(n, _)| n.as_bytes() == name) {
+            let (attr, ttl) = node.ns.getattr(&node.key)?;
+            return Ok(Entry {
+                node: node.clone(),
+                attr,
+                ttl,
+            });
+        }
+        self.catalog.lookup(&Key::Top, name)
+    }
+
+    fn readdir(
+        &self,
+        _dir: &Key,
+        after: u64,
+        add: &mut dyn FnMut(DirEntry) -> bool,
+    ) -> Result<(), NsError> {
+        let fixed = self.reserved.len() as u64;
+        for (i, (name, node)) in self.reserved.iter().enumerate().skip(after as usize) {
+            let entry = DirEntry {
+                name: name.as_bytes().to_vec(),
+                node: node.clone(),
+                kind: FileType::Directory,
+                cookie: i as u64 + 1,
+            };
+            if add(entry) {
+                return Ok(());
+            }
+        }
+        // The catalog's cookies follow the reserved ones.
+        self.catalog
+            .readdir(&Key::Top, after.saturating_sub(fixed), &mut |mut e| {
+                e.cookie += fixed;
+                add(e)
+            })
+    }
+
+    fn open(&self, _key: &Key) -> Result<Box<dyn OpenFile>, NsError> {
+        Err(NsError::IsDir)
+    }
+
+    fn xattrs(&self, _key: &Key) -> Result<Xattrs, NsError> {
+        Ok(Vec::new())
+    }
+}
