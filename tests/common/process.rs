@@ -263,6 +263,12 @@ pub fn find_program(name: &str) -> Option<PathBuf> {
         .find(|p| is_executable(p))
 }
 
+/// True if this process runs as root (effective uid 0).
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
 /// Like `find_program`, but panics naming the Debian package to install.
 pub fn require_program(name: &str, package: &str) -> PathBuf {
     find_program(name).unwrap_or_else(|| {
