@@ -196,16 +196,6 @@ fn index_builds(daemon: &Daemon) -> usize {
         .count()
 }
 
-/// Peak resident memory of the daemon (VmHWM), in bytes.
-fn peak_rss(daemon: &Daemon) -> u64 {
-    let status = fs::read_to_string(format!("/proc/{}/status", daemon.pid())).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .map_or(0, |kb| kb * 1024)
-}
-
 /// `fixtures::rich_tree` in `work/src`, archived by GNU tar as `work/file` with `args`.
 fn rich_archive(
     work: &Path,
@@ -869,7 +859,7 @@ fn member_of_200_mib_matches_gnu_tar_and_nothing_is_extracted_to_disk() {
     // Memory does not follow the member or archive size: download buffers are bounded by
     // (2 x fetch_parallel + 1) x fetch_chunk_size (9 MiB here), decoded spans by
     // `archive_cache` (16 MiB here); the rest is SQLite, inflate state, buffers and threads.
-    let peak = peak_rss(&served.daemon);
+    let peak = served.daemon.peak_rss();
     eprintln!(
         "daemon peak RSS after reading the 200 MiB member: {} MiB",
         peak >> 20
@@ -1572,7 +1562,7 @@ fn assert_hostile(cases: &[(&str, &str, Vec<u8>, Verdict)]) {
         &good_bytes,
         "good.bin after hostile archives",
     );
-    let peak = peak_rss(&served.daemon);
+    let peak = served.daemon.peak_rss();
     eprintln!("daemon peak RSS: {} MiB", peak >> 20);
     assert!(
         peak <= HOSTILE_PEAK_RSS,
