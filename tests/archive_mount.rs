@@ -114,43 +114,6 @@ fn assert_log_clean(daemon: &Daemon) {
     );
 }
 
-/// Reads a whole file through the mount with a deadline.
-fn read(path: &Path) -> io::Result<Vec<u8>> {
-    let p = path.to_path_buf();
-    with_deadline(
-        WALK_TIMEOUT,
-        &format!("reading {}", p.display()),
-        move || fs::read(&p),
-    )
-}
-
-/// Lists a directory of the mount with a deadline.
-fn list(path: &Path, bound: Duration) -> io::Result<Vec<String>> {
-    let p = path.to_path_buf();
-    with_deadline(bound, &format!("listing {}", p.display()), move || {
-        let mut names = fs::read_dir(&p)?
-            .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
-            .collect::<io::Result<Vec<String>>>()?;
-        names.sort();
-        Ok(names)
-    })
-}
-
-#[track_caller]
-fn assert_same_bytes(got: &[u8], want: &[u8], what: &str) {
-    if got != want {
-        let first = got.iter().zip(want).position(|(a, b)| a != b);
-        panic!(
-            "{what}: got {} bytes (sha256 {}), expected {} (sha256 {}); first difference at {:?}",
-            got.len(),
-            sha256_hex(got),
-            want.len(),
-            sha256_hex(want),
-            first.unwrap_or(got.len().min(want.len()))
-        );
-    }
-}
-
 /// Every regular file under the node's store with its size.
 fn store_files(node: &Lazycas) -> Vec<(PathBuf, u64)> {
     files_under(&node.store)
@@ -231,16 +194,6 @@ fn index_builds(daemon: &Daemon) -> usize {
         .lines()
         .filter(|l| l.contains(" indexed "))
         .count()
-}
-
-/// Peak resident memory of the daemon (VmHWM), in bytes.
-fn peak_rss(daemon: &Daemon) -> u64 {
-    let status = fs::read_to_string(format!("/proc/{}/status", daemon.pid())).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .map_or(0, |kb| kb * 1024)
 }
 
 /// `fixtures::rich_tree` in `work/src`, archived by GNU tar as `work/file` with `args`.
@@ -337,18 +290,15 @@ fn pax_format_matches_gnu_tar() {
         x.expect("getxattr user.on_a_dir on a directory"),
         b"dir value"
     );
-    let names = common::xattr::list(&m.join("docs/readme.txt")).expect("listxattr");
-    for n in [
-        "user.lazycas_test",
-        "user.lazycas.digest",
-        "user.lazycas.source",
-        "user.lazycas.cached",
-    ] {
-        assert!(
-            names.iter().any(|x| x == n),
-            "listxattr lacks {n}: {names:?}"
-        );
-    }
+    common::xattr::assert_lists(
+        &m.join("docs/readme.txt"),
+        &[
+            "user.lazycas_test",
+            "user.lazycas.digest",
+            "user.lazycas.source",
+            "user.lazycas.cached",
+        ],
+    );
 }
 
 #[test]
@@ -623,11 +573,11 @@ fn empty_archives_are_empty_directories() {
         let file = &served.archive(name).file;
         let dest = work.path().join(format!("x-{}", name.replace('/', "_")));
         extract_ok(file, &dest, &[]);
-        assert!(list(&dest, WALK_TIMEOUT)
+        assert!(list_dir_within(&dest, WALK_TIMEOUT)
             .expect("list extraction")
             .is_empty());
         assert!(
-            list(&served.path(name), WALK_TIMEOUT)
+            list_dir_within(served.path(name), WALK_TIMEOUT)
                 .expect("list")
                 .is_empty(),
             "{name} is not empty"
@@ -821,14 +771,14 @@ fn hard_links_and_symlinks_match_gnu_tar() {
             Path::new("/nonexistent/lazycas/target")
         );
         // Reading through a relative link inside the archive reaches the member.
-        let via = read(&m.join("sym/rel-file")).expect("read through sym/rel-file");
+        let via = read(m.join("sym/rel-file")).expect("read through sym/rel-file");
         assert_same_bytes(
             &via,
             &fs::read(src.join("files/data.bin")).expect("source"),
             "sym/rel-file",
         );
         assert_errno(
-            read(&m.join("sym/loop-a")),
+            read(m.join("sym/loop-a")),
             libc::ELOOP,
             "reading through a symlink loop",
         );
@@ -858,7 +808,7 @@ fn unicode_and_255_byte_names_match_gnu_tar() {
         assert_mounts_like_gnu_tar(work.path(), &[("names/pax", &pax), ("names/gnu", &gnu)]);
     let kanji = "語".repeat(85);
     assert_eq!(
-        read(&served.path("names/pax").join(&kanji)).expect("read"),
+        read(served.path("names/pax").join(&kanji)).expect("read"),
         kanji.as_bytes()
     );
 }
@@ -876,7 +826,7 @@ fn twenty_thousand_small_files_match_gnu_tar() {
         Compress::Gzip,
     );
     let served = assert_mounts_like_gnu_tar(work.path(), &[("many", &a)]);
-    let flat = list(&served.path("many/flat"), WALK_TIMEOUT).expect("list flat");
+    let flat = list_dir_within(served.path("many/flat"), WALK_TIMEOUT).expect("list flat");
     assert_eq!(flat.len(), 10_000, "entries of the 10,000-file directory");
     // A member table of 20,000 entries, not an extraction: well under 256 bytes per member.
     assert_store_holds_only_blob_and_index(&served, "many", 20_000 * 256);
@@ -909,7 +859,7 @@ fn member_of_200_mib_matches_gnu_tar_and_nothing_is_extracted_to_disk() {
     // Memory does not follow the member or archive size: download buffers are bounded by
     // (2 x fetch_parallel + 1) x fetch_chunk_size (9 MiB here), decoded spans by
     // `archive_cache` (16 MiB here); the rest is SQLite, inflate state, buffers and threads.
-    let peak = peak_rss(&served.daemon);
+    let peak = served.daemon.peak_rss();
     eprintln!(
         "daemon peak RSS after reading the 200 MiB member: {} MiB",
         peak >> 20
@@ -957,10 +907,10 @@ fn later_entry_of_the_same_path_wins() {
     let served = assert_mounts_like_gnu_tar(work.path(), &[("later", &a)]);
     let m = served.path("later/x");
     let st = |p: &str| fs::symlink_metadata(m.join(p)).unwrap_or_else(|e| panic!("stat {p}: {e}"));
-    assert_eq!(read(&m.join("file")).expect("read"), b"BB");
+    assert_eq!(read(m.join("file")).expect("read"), b"BB");
     assert_eq!((st("file").mode() & 0o7777, st("file").nlink()), (0o600, 1));
     // The hard link made before the replacement keeps the old content, as unlink + create does.
-    assert_eq!(read(&m.join("hl")).expect("read"), b"A");
+    assert_eq!(read(m.join("hl")).expect("read"), b"A");
     assert!(st("f2d").is_dir() && st("d2f").is_file());
     assert_eq!(
         (st("dir2").mode() & 0o7777, st("dir2").mtime()),
@@ -1118,19 +1068,19 @@ fn dotdot_and_absolute_names_stay_inside_the_root() {
     );
     assert_same_tree(&served.path("escape"), &dest);
     let m = served.path("escape");
-    assert_eq!(read(&m.join("abs/f")).expect("read abs/f"), b"absolute");
+    assert_eq!(read(m.join("abs/f")).expect("read abs/f"), b"absolute");
     assert_eq!(
-        read(&m.join("double/slash/name")).expect("read double/slash/name"),
+        read(m.join("double/slash/name")).expect("read double/slash/name"),
         b"n"
     );
-    let names = list(&m, WALK_TIMEOUT).expect("list root");
+    let names = list_dir_within(&m, WALK_TIMEOUT).expect("list root");
     assert_eq!(
         names,
         ["abs", "double", "ok"],
         "root of the mounted archive"
     );
     assert_eq!(
-        list(&m.join("ok"), WALK_TIMEOUT).expect("list ok"),
+        list_dir_within(m.join("ok"), WALK_TIMEOUT).expect("list ok"),
         ["fine", "hl-abs", "hl-dotdot"]
     );
     let ino = |p: &str| fs::symlink_metadata(m.join(p)).expect("stat").ino();
@@ -1190,9 +1140,12 @@ fn entry_after_a_symlinked_dir_is_not_reached_through_the_link() {
     );
 
     let m = served.path("links/relative");
-    assert_eq!(list(&m, WALK_TIMEOUT).expect("list"), ["real", "rel"]);
     assert_eq!(
-        list(&m.join("real"), WALK_TIMEOUT).expect("list real"),
+        list_dir_within(&m, WALK_TIMEOUT).expect("list"),
+        ["real", "rel"]
+    );
+    assert_eq!(
+        list_dir_within(m.join("real"), WALK_TIMEOUT).expect("list real"),
         ["own"]
     );
     assert_eq!(
@@ -1357,7 +1310,7 @@ fn member_reads_twice_and_concurrently_give_the_same_bytes() {
     for i in [0u64, 99, 199] {
         let want = fs::read(src.join(format!("small/{i}.txt"))).expect("source");
         assert_eq!(
-            read(&m.join(format!("small/{i}.txt"))).expect("read small"),
+            read(m.join(format!("small/{i}.txt"))).expect("read small"),
             want
         );
     }
@@ -1459,7 +1412,7 @@ fn index_is_built_once_per_content_and_serves_from_cache_after_restart_offline()
         let listers: Vec<_> = paths
             .iter()
             .cloned()
-            .map(|p| std::thread::spawn(move || list(&p, WALK_TIMEOUT)))
+            .map(|p| std::thread::spawn(move || list_dir_within(&p, WALK_TIMEOUT)))
             .collect();
         for l in listers {
             l.join().expect("lister").expect("list archive root");
@@ -1547,7 +1500,7 @@ fn assert_hostile(cases: &[(&str, &str, Vec<u8>, Verdict)]) {
     for (name, _, _, verdict) in cases {
         for attempt in 0..2 {
             let started = Instant::now();
-            let r = list(&served.path(name), LS_BOUND);
+            let r = list_dir_within(served.path(name), LS_BOUND);
             let took = started.elapsed();
             eprintln!("{name} (attempt {attempt}): {r:?} after {took:?}");
             assert!(took <= LS_BOUND, "{name}: ls took {took:?}");
@@ -1609,7 +1562,7 @@ fn assert_hostile(cases: &[(&str, &str, Vec<u8>, Verdict)]) {
         &good_bytes,
         "good.bin after hostile archives",
     );
-    let peak = peak_rss(&served.daemon);
+    let peak = served.daemon.peak_rss();
     eprintln!("daemon peak RSS: {} MiB", peak >> 20);
     assert!(
         peak <= HOSTILE_PEAK_RSS,
@@ -1758,10 +1711,10 @@ fn hostile_link_cycles_and_missing_targets_match_gnu_tar() {
     let dest = work.path().join("extracted");
     let out = extract(&a, &dest, &[]);
     assert_eq!(out.code(), Some(2), "GNU tar refuses the bad links: {out}");
-    list(&served.path("cycles"), LS_BOUND).expect("list cycles");
+    list_dir_within(served.path("cycles"), LS_BOUND).expect("list cycles");
     assert_same_tree(&served.path("cycles"), &dest);
     let m = served.path("cycles");
-    assert_errno(read(&m.join("s1")), libc::ELOOP, "reading a symlink cycle");
+    assert_errno(read(m.join("s1")), libc::ELOOP, "reading a symlink cycle");
     assert_eq!(
         fs::symlink_metadata(m.join("good-link"))
             .expect("stat")

@@ -16,9 +16,6 @@ use std::process::Command;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-/// Upper bound for any single read through the mount that is expected to succeed.
-const READ_DEADLINE: Duration = Duration::from_secs(60);
-
 /// The deadline test's `timeout_secs`.
 const DEAD_ORIGIN_TIMEOUT_SECS: u64 = 2;
 
@@ -46,57 +43,6 @@ fn node(assets: Vec<Asset>) -> Lazycas {
         assets,
         ..Config::default()
     })
-}
-
-/// Reads a whole file through the mount, failing the test if it blocks for `READ_DEADLINE`.
-fn read(path: PathBuf) -> io::Result<Vec<u8>> {
-    let what = format!("reading {}", path.display());
-    with_deadline(READ_DEADLINE, &what, move || fs::read(&path))
-}
-
-/// Reads a file that must read back as `expected`.
-#[track_caller]
-fn assert_reads(path: PathBuf, expected: &[u8]) {
-    match read(path.clone()) {
-        Ok(got) => assert_same_bytes(&got, expected, &path.display().to_string()),
-        Err(e) => panic!("reading {} failed: {e}", path.display()),
-    }
-}
-
-/// Compares byte strings without printing megabytes on failure.
-#[track_caller]
-fn assert_same_bytes(got: &[u8], expected: &[u8], what: &str) {
-    if got == expected {
-        return;
-    }
-    let first_diff = got.iter().zip(expected).position(|(a, b)| a != b);
-    panic!(
-        "{what}: got {} bytes (sha256 {}), expected {} bytes (sha256 {}); first difference at {:?}",
-        got.len(),
-        sha256_hex(got),
-        expected.len(),
-        sha256_hex(expected),
-        first_diff.or(Some(got.len().min(expected.len()))),
-    );
-}
-
-/// Sorted names in a directory of the mount.
-fn list_dir(path: &Path) -> Vec<String> {
-    let p = path.to_path_buf();
-    let what = format!("listing {}", p.display());
-    let mut names: Vec<String> = with_deadline(READ_DEADLINE, &what, move || {
-        fs::read_dir(&p)
-            .unwrap_or_else(|e| panic!("readdir {}: {e}", p.display()))
-            .map(|e| {
-                e.expect("dirent")
-                    .file_name()
-                    .to_string_lossy()
-                    .into_owned()
-            })
-            .collect()
-    });
-    names.sort();
-    names
 }
 
 fn mode_of(path: &Path) -> u32 {
@@ -657,7 +603,7 @@ fn add_on_a_running_mount_shows_up_at_once() {
         list_dir(&mnt.mountpoint).contains(&"added".to_string()),
         "the added name is not listed at once"
     );
-    assert_eq!(list_dir(&mnt.path("added")), vec!["later.bin".to_string()]);
+    assert_eq!(list_dir(mnt.path("added")), vec!["later.bin".to_string()]);
     assert_eq!(mode_of(&mnt.path("added/later.bin")) & 0o7777, 0o444);
     assert_reads(mnt.path("added/later.bin"), &blob.bytes);
     let ls = lazycas.cli(&["ls"]);
@@ -760,17 +706,14 @@ fn xattrs_describe_each_asset() {
     let mnt = lazycas.mount();
     let file = mnt.path("dir/x.bin");
 
-    let names = xattr::list(&file).expect("listxattr");
-    for n in [
-        "user.lazycas.digest",
-        "user.lazycas.source",
-        "user.lazycas.cached",
-    ] {
-        assert!(
-            names.iter().any(|x| x == n),
-            "listxattr lacks {n}: {names:?}"
-        );
-    }
+    xattr::assert_lists(
+        &file,
+        &[
+            "user.lazycas.digest",
+            "user.lazycas.source",
+            "user.lazycas.cached",
+        ],
+    );
     let digest = xattr::get_string(&file, "user.lazycas.digest").expect("getxattr digest");
     assert!(
         digest == blob.sha256 || digest == format!("sha256:{}", blob.sha256),
@@ -895,12 +838,12 @@ fn sha256_dir_shows_the_blob() {
     let mnt = lazycas.mount();
 
     assert!(
-        list_dir(&mnt.path("sha256")).contains(&blob.sha256),
+        list_dir(mnt.path("sha256")).contains(&blob.sha256),
         "sha256/ does not list the pinned digest"
     );
     assert_no_requests(&origin, "listing sha256/");
     assert_reads(mnt.path("s.bin"), &blob.bytes);
-    assert!(list_dir(&mnt.path("sha256")).contains(&blob.sha256));
+    assert!(list_dir(mnt.path("sha256")).contains(&blob.sha256));
     let by_digest = mnt.path(&format!("sha256/{}", blob.sha256));
     assert_reads(by_digest.clone(), &blob.bytes);
     assert_eq!(fs::metadata(&by_digest).expect("stat").len(), blob.len());

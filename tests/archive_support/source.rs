@@ -4,13 +4,13 @@
 //! Directory attributes are applied last, deepest first ([`SourceTree::finish`]), because adding
 //! an entry to a directory changes its mtime.
 
-use std::ffi::{CString, OsStr};
+use std::ffi::OsStr;
 use std::fs;
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::common::random_bytes;
+use crate::common::xattr::cpath;
 
 /// The attributes a node gets.
 #[derive(Clone, Copy, Debug)]
@@ -204,10 +204,6 @@ impl SourceTree {
         }
         self.root
     }
-}
-
-fn cpath(p: &Path) -> CString {
-    CString::new(p.as_os_str().as_bytes()).expect("path without NUL")
 }
 
 /// Owner, then mode (chown clears setuid bits), then times, never following a symlink;

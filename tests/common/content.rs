@@ -84,6 +84,13 @@ impl Blob {
     }
 }
 
+/// A blob's bytes, so `assert_reads(path, &blob)` compares with them.
+impl AsRef<[u8]> for Blob {
+    fn as_ref(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
 /// Writes `bytes` to `docroot/rel`, creating directories, and returns it as a `Blob`.
 pub fn write_blob(docroot: &Path, rel: &str, bytes: Vec<u8>) -> Blob {
     let rel = rel.trim_start_matches('/').to_string();

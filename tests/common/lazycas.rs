@@ -11,7 +11,7 @@
 //! independent nodes (own store, config, mount point).
 
 use super::mounts::{mount_answers, mount_entry, mount_ids, top_mount_id, unmount, unmount_top};
-use super::process::{run, wait_until, Output, Proc, GRACE};
+use super::process::{run, status_bytes, wait_until, Output, Proc, GRACE};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -372,6 +372,16 @@ impl Daemon {
 
     pub fn pid(&self) -> u32 {
         self.proc.pid()
+    }
+
+    /// The daemon's resident memory now (VmRSS), in bytes; 0 once it is gone.
+    pub fn rss(&self) -> u64 {
+        status_bytes(self.pid(), "VmRSS").unwrap_or(0)
+    }
+
+    /// The daemon's peak resident memory so far (VmHWM), in bytes; 0 once it is gone.
+    pub fn peak_rss(&self) -> u64 {
+        status_bytes(self.pid(), "VmHWM").unwrap_or(0)
     }
 
     pub fn is_running(&mut self) -> bool {

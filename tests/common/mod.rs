@@ -9,9 +9,12 @@
 //! - `Lazycas` (a node: store, config, mount point) and `Daemon` (its running `lazycas mount`).
 //!
 //! Everything lives in per-test tempdirs and ephemeral ports, so tests run in parallel.
-//! Tests that need FUSE start with `require_fuse!()`, which skips them (with a message) where
-//! /dev/fuse is missing, unless `LAZYCAS_TESTS_REQUIRE_FUSE=1` (set by `.ci/run`) makes that a
-//! failure.
+//! Reading and listing through a mount with a deadline, and comparing bytes, are in `reads`.
+//!
+//! Tests that need FUSE start with `require_fuse!()` (or `require_fuse!(why_not)` when they need
+//! more than FUSE, such as root), which skips them (with a message) where they cannot run,
+//! unless `LAZYCAS_TESTS_REQUIRE_FUSE=1` (set by `.ci/run` and the `bench/` scripts that run
+//! tests) makes that a failure. It is the only way a FUSE test may decline to run.
 #![allow(dead_code, unused_imports, unused_macros)]
 
 pub mod content;
@@ -22,6 +25,7 @@ pub mod nginx;
 pub mod norange;
 pub mod origin;
 pub mod process;
+pub mod reads;
 pub mod squid;
 pub mod xattr;
 
@@ -32,17 +36,39 @@ pub use mounts::{fuse_unavailable, is_mounted, unmount};
 pub use nginx::Nginx;
 pub use norange::NoRangeServer;
 pub use origin::{AccessLog, Origin, Request};
-pub use process::{run, wait_until, with_deadline, Output};
+pub use process::{is_root, run, wait_until, with_deadline, Output};
+pub use reads::{
+    assert_reads, assert_same_bytes, list_dir, list_dir_within, read, read_within, READ_DEADLINE,
+};
 pub use squid::Squid;
 
-/// Returns from the test, after saying why, where FUSE tests cannot run. With
-/// `LAZYCAS_TESTS_REQUIRE_FUSE=1` it panics instead, so CI cannot pass by skipping.
+/// The variable that turns a FUSE test that cannot run from a skip into a failure.
+pub const REQUIRE_FUSE_VAR: &str = "LAZYCAS_TESTS_REQUIRE_FUSE";
+
+/// Decides for `require_fuse!`: None if the test can run; else, with `LAZYCAS_TESTS_REQUIRE_FUSE=1`,
+/// panics with `reason`; else returns `reason` for the test to print and return.
+#[track_caller]
+pub fn fuse_test_blocked(reason: Option<String>) -> Option<String> {
+    let reason = reason?;
+    if std::env::var_os(REQUIRE_FUSE_VAR).is_some_and(|v| v == "1") {
+        panic!("FUSE tests required ({REQUIRE_FUSE_VAR}=1) but this one cannot run: {reason}");
+    }
+    Some(reason)
+}
+
+/// Returns from the test, after printing `SKIPPED: <why>`, where it cannot run: FUSE is
+/// unavailable, or (`require_fuse!(why_not)`) the test's own precondition `why_not`, an
+/// `Option<String>` evaluated only where FUSE is available, says why not. With
+/// `LAZYCAS_TESTS_REQUIRE_FUSE=1` it panics instead, so CI (and a bench run) cannot pass by
+/// skipping.
 macro_rules! require_fuse {
     () => {
-        if let Some(reason) = $crate::common::fuse_unavailable() {
-            if std::env::var_os("LAZYCAS_TESTS_REQUIRE_FUSE").is_some_and(|v| v == "1") {
-                panic!("FUSE tests required but cannot run: {reason}");
-            }
+        $crate::common::require_fuse!(::std::option::Option::<String>::None)
+    };
+    ($why_not:expr) => {
+        if let Some(reason) = $crate::common::fuse_test_blocked(
+            $crate::common::fuse_unavailable().or_else(|| $why_not),
+        ) {
             eprintln!("SKIPPED: {reason}");
             return;
         }

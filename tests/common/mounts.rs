@@ -5,7 +5,7 @@
 //! SIGKILL a new daemon may mount over the stale mount of the old one, and each `Daemon` must
 //! unmount its own mount only.
 
-use super::process::{find_program, run};
+use super::process::{find_program, is_root, run};
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
@@ -18,9 +18,7 @@ pub fn fuse_unavailable() -> Option<String> {
                 .into(),
         );
     }
-    // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
-    if !root && find_program("fusermount3").is_none() {
+    if !is_root() && find_program("fusermount3").is_none() {
         return Some("not root and fusermount3 (Debian package fuse3) is not installed".into());
     }
     None

@@ -263,6 +263,23 @@ pub fn find_program(name: &str) -> Option<PathBuf> {
         .find(|p| is_executable(p))
 }
 
+/// A memory figure of process `pid` from /proc/PID/status (`field` such as `VmRSS` or
+/// `VmHWM`), in bytes; None if the process or the field is gone.
+pub fn status_bytes(pid: u32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map(|kib| kib * 1024)
+}
+
+/// True if this process runs as root (effective uid 0).
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
 /// Like `find_program`, but panics naming the Debian package to install.
 pub fn require_program(name: &str, package: &str) -> PathBuf {
     find_program(name).unwrap_or_else(|| {

@@ -5,7 +5,7 @@
 //! 127.0.0.1 so nothing leaves the machine. Stopped by its PID; can be started again on the same
 //! port (failover tests). Its access log uses the `lazycas` format below, parsed by `log()`.
 
-use super::process::{free_port, require_program, run, wait_until, Proc};
+use super::process::{free_port, is_root, require_program, run, wait_until, Proc};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -222,11 +222,6 @@ fn parse_line(line: &str) -> Option<ProxyRequest> {
         result,
         range,
     })
-}
-
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
 }
 
 fn set_mode(p: &Path, mode: u32) {

@@ -5,7 +5,8 @@ use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
-fn cpath(p: &Path) -> CString {
+/// `p` as a C string, for libc calls on paths.
+pub fn cpath(p: &Path) -> CString {
     CString::new(p.as_os_str().as_bytes()).expect("path without NUL")
 }
 
@@ -54,6 +55,18 @@ pub fn list(path: &Path) -> io::Result<Vec<String>> {
             return Err(e);
         }
         buf.resize(buf.len() * 4, 0);
+    }
+}
+
+/// Asserts that listxattr on `path` names every one of `names` (and maybe more).
+#[track_caller]
+pub fn assert_lists(path: &Path, names: &[&str]) {
+    let listed = list(path).expect("listxattr");
+    for n in names {
+        assert!(
+            listed.iter().any(|x| x == n),
+            "listxattr lacks {n}: {listed:?}"
+        );
     }
 }
 
