@@ -6,7 +6,8 @@
 //! → [`store`] (bytes and metadata on disk) / [`fetch`] (bytes from the network) → origin.
 //! [`source`] says where content comes from, [`archive`] reads tar and tar.gz, [`config`]
 //! reads the TOML file, [`daemon`] runs a mount, [`cli`] is the command line. [`digest`] and
-//! [`range`] are the value types everyone shares.
+//! [`range`] are the value types everyone shares; [`heap`] keeps the daemon's memory at its
+//! working set.
 #![warn(missing_docs)]
 
 pub mod archive;
@@ -18,6 +19,7 @@ pub mod daemon;
 pub mod digest;
 pub mod fetch;
 pub mod fs;
+pub mod heap;
 pub mod range;
 pub mod source;
 pub mod store;

@@ -55,7 +55,7 @@ pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 /// Mounts and serves until told to stop.
 pub fn run(req: &MountRequest, config: Config) -> anyhow::Result<()> {
-    limit_malloc_arenas();
+    crate::heap::limit_arenas();
     let rt = runtime()?;
     let store = Arc::new(
         Store::open(&config.store)
@@ -279,10 +279,6 @@ pub fn limits_of(c: &Config) -> crate::store::Limits {
     }
 }
 
-/// glibc gives each thread that allocates its own arena and rarely returns their free memory:
-/// with FUSE, tokio and download threads passing 128-256 KiB buffers around, resident memory
-/// then tracks the bytes that went through rather than the bytes in use. Two arenas keep the
-/// daemon's footprint at its working set.
 /// Seconds between sweeps of the decoded-span cache.
 const SPAN_SWEEP_TICKS: u64 = 60;
 /// Decoded archive spans unused this long are released.
@@ -293,19 +289,7 @@ fn release_idle_spans(content: &Content) {
     let freed = content.archives().release_idle_spans(SPAN_IDLE);
     if freed > 0 {
         tracing::debug!(bytes = freed, "released idle archive spans");
-        #[cfg(all(target_os = "linux", target_env = "gnu"))]
-        // SAFETY: malloc_trim only returns free heap pages to the kernel.
-        unsafe {
-            libc::malloc_trim(0);
-        }
-    }
-}
-
-fn limit_malloc_arenas() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only tunes the allocator; called before any thread is started.
-    unsafe {
-        libc::mallopt(libc::M_ARENA_MAX, 2);
+        crate::heap::trim();
     }
 }
 

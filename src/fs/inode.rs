@@ -15,6 +15,9 @@ use super::namespace::NodeRef;
 
 /// Zero-count nodes (named by readdir only) kept before a sweep.
 const UNLOOKED_LIMIT: usize = 65_536;
+/// Nodes dropped between two heap trims: after the kernel forgets a large tree, the memory
+/// goes back to the kernel instead of staying in the allocator's free lists.
+const TRIM_EVERY: u64 = 16_384;
 
 /// The two-way map between inode numbers and nodes.
 pub struct Inodes {
@@ -34,6 +37,8 @@ struct Table {
     next: u64,
     unlooked: usize,
     round: u64,
+    /// Nodes dropped since the last heap trim.
+    dropped: u64,
 }
 
 impl Inodes {
@@ -57,6 +62,7 @@ impl Inodes {
                 next: 2,
                 unlooked: 0,
                 round: 0,
+                dropped: 0,
             }),
         }
     }
@@ -103,6 +109,16 @@ impl Inodes {
         if slot.lookups == 0 {
             if let Some(slot) = t.slots.remove(&ino) {
                 t.by_node.remove(&slot.node);
+            }
+            t.dropped += 1;
+            if t.dropped >= TRIM_EVERY {
+                t.dropped = 0;
+                if t.slots.len() < t.slots.capacity() / 4 {
+                    t.slots.shrink_to_fit();
+                    t.by_node.shrink_to_fit();
+                }
+                drop(t);
+                crate::heap::trim();
             }
         }
     }
