@@ -8,6 +8,7 @@
 pub mod archive;
 pub mod archives;
 pub mod catalog;
+pub mod chunk;
 pub mod cli;
 pub mod config;
 pub mod daemon;
