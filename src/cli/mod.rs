@@ -3,6 +3,7 @@
 //! clear line on stderr naming the thing at fault.
 
 mod commands;
+mod index;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -77,6 +78,8 @@ pub enum Command {
     },
     /// Rehash every blob in the store; quarantine what fails.
     Verify,
+    /// Publisher side: write FILE's chunk index (FILE.lazycas-index) and print its sha256.
+    Index(index::IndexArgs),
     /// Start a loopback origin with sample assets, mount them in a temp dir, show lazy fetch
     /// and verified reads, clean up. Works offline.
     Demo,
@@ -200,6 +203,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Status { json } => commands::status(&config, json),
         Command::Gc { to } => commands::gc(&config, to.as_deref()),
         Command::Verify => commands::verify(&config),
+        Command::Index(args) => index::run(&args),
         Command::Demo => crate::demo::run(&config).map_err(Failure::Runtime),
     }
 }
