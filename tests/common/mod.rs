@@ -16,6 +16,7 @@
 
 pub mod content;
 pub mod dead;
+pub mod images;
 pub mod lazycas;
 pub mod mounts;
 pub mod nginx;
