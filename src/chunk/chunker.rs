@@ -149,7 +149,7 @@ fn check_size(
             high,
         });
     }
-    if value % 2 != 0 {
+    if !value.is_multiple_of(2) {
         return Err(ChunkerParamsError::Odd { what, value });
     }
     Ok(())
@@ -209,7 +209,7 @@ mod tests {
 
     #[test]
     fn chunks_concatenate_to_the_input_within_bounds() {
-        let data = crate::chunk::tests::pseudo_random(3 * 1024 * 1024 + 17, 7);
+        let data = crate::demo::samples::pseudo_random(3 * 1024 * 1024 + 17, 7);
         let params = ChunkerParams::new(4096, 16384, 65536).unwrap();
         let chunks: Vec<Vec<u8>> = params.chunks(&data[..]).map(|c| c.unwrap()).collect();
         assert!(chunks.len() > 10);

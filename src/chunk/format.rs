@@ -222,6 +222,10 @@ struct Fields<'a> {
 }
 
 impl<'a> Fields<'a> {
+    fn new(bytes: &'a [u8]) -> Fields<'a> {
+        Fields { bytes, at: 0 }
+    }
+
     fn take(&mut self, len: usize, field: &'static str) -> Result<&'a [u8], ChunkIndexError> {
         let end = self
             .at
@@ -265,7 +269,7 @@ impl<'a> Fields<'a> {
 }
 
 fn parse_unpinned(bytes: &[u8]) -> Result<ChunkIndex, ChunkIndexError> {
-    let mut f = Fields { bytes, at: 0 };
+    let mut f = Fields::new(bytes);
     if f.take(MAGIC.len(), "magic")? != MAGIC {
         return Err(ChunkIndexError::Magic);
     }
@@ -411,10 +415,7 @@ fn check_payload_len(kind: u16, payload: &[u8], want: usize) -> Result<(), Chunk
 
 fn parse_squashfs_hint(payload: &[u8]) -> Result<SquashfsHint, ChunkIndexError> {
     check_payload_len(HINT_SQUASHFS, payload, SQUASHFS_PAYLOAD_LEN)?;
-    let mut f = Fields {
-        bytes: payload,
-        at: 0,
-    };
+    let mut f = Fields::new(payload);
     let offset = f.u64("squashfs offset")?;
     let raw = f.array::<SUPERBLOCK_LEN>("squashfs superblock")?;
     Ok(SquashfsHint::new(offset, raw)?)
@@ -422,10 +423,7 @@ fn parse_squashfs_hint(payload: &[u8]) -> Result<SquashfsHint, ChunkIndexError> 
 
 fn parse_sif_hint(payload: &[u8]) -> Result<SifHint, ChunkIndexError> {
     check_payload_len(HINT_SIF, payload, SIF_PAYLOAD_LEN)?;
-    let mut f = Fields {
-        bytes: payload,
-        at: 0,
-    };
+    let mut f = Fields::new(payload);
     let header_end = f.u64("SIF header end")?;
     let start = f.u64("SIF partition offset")?;
     let len = f.u64("SIF partition size")?;
