@@ -235,3 +235,50 @@ fn a_new_version_with_a_directory_added_shares_most_chunks() {
         assert!(share >= 0.90, "{kind}: only {:.1}% shared", share * 100.0);
     }
 }
+
+#[test]
+fn index_refuses_bad_arguments_with_the_right_exit_code() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("data.bin");
+    std::fs::write(&file, common::random_bytes(300_000, 4)).expect("write data");
+    let before = sha256_file(&file);
+    let index = |args: &[&str]| {
+        let mut cmd = Command::new(lazycas_bin());
+        cmd.arg("index").args(args);
+        run(cmd, CLI_TIMEOUT)
+    };
+    let path = file.to_str().expect("utf-8 temp path");
+
+    let missing = index(&[&format!("{path}.missing")]);
+    missing.assert_code(1);
+    assert!(missing.stderr.contains("data.bin.missing"), "{missing}");
+    index(&[path, "--min-size", "3"]).assert_code(2);
+    index(&[path, "--min-size", "64K", "--max-size", "32K"]).assert_code(2);
+    index(&[path, "-o", path]).assert_code(2);
+    assert_eq!(
+        sha256_file(&file),
+        before,
+        "the indexed file was overwritten"
+    );
+    assert!(!dir.path().join("data.bin.lazycas-index").exists());
+
+    let small = index(&[
+        path,
+        "--min-size",
+        "4K",
+        "--avg-size",
+        "16K",
+        "--max-size",
+        "64K",
+    ]);
+    small.assert_success();
+    let bytes = std::fs::read(dir.path().join("data.bin.lazycas-index")).expect("index");
+    let pin = Digest::parse(small.stdout.trim()).expect("printed digest");
+    let parsed = ChunkIndex::parse(&bytes, &pin).expect("parses");
+    assert_eq!(parsed.chunker().avg_size(), 16 * 1024);
+    assert!(
+        parsed.chunks().len() >= 5,
+        "{} chunks",
+        parsed.chunks().len()
+    );
+}

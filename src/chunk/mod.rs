@@ -384,4 +384,34 @@ mod tests {
         let share = shared as f64 / edited.len() as f64;
         assert!(share > 0.97, "only {:.1}% of bytes shared", share * 100.0);
     }
+
+    /// Random damage to a valid index (flipped bytes, cuts, insertions), each re-pinned so the
+    /// parser sees it: parsing never panics, and whatever it accepts keeps the invariants.
+    #[test]
+    fn damaged_indexes_never_panic_and_accepted_ones_are_consistent() {
+        let good = index_of(&sif_like_file()).to_bytes();
+        let noise = pseudo_random(3 * 4000 + 8, 25);
+        for round in 0..4000 {
+            let r = |k: usize| {
+                u64::from_le_bytes(noise[round * 3..][..8].try_into().unwrap())
+                    .rotate_left(k as u32 * 21) as usize
+            };
+            let mut bytes = good.clone();
+            match r(0) % 3 {
+                0 => bytes[r(1) % good.len()] ^= (r(2) % 255 + 1) as u8,
+                1 => bytes.truncate(r(1) % good.len()),
+                _ => bytes.insert(r(1) % good.len(), r(2) as u8),
+            }
+            let Ok(index) = reparse(&bytes) else {
+                continue;
+            };
+            let mut previous = 0;
+            for c in index.chunks() {
+                assert!(c.end > previous);
+                previous = c.end;
+            }
+            assert_eq!(previous, index.size());
+            assert!(index.hints().check(index.size()).is_ok());
+        }
+    }
 }

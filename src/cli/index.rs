@@ -38,15 +38,21 @@ pub const INDEX_SUFFIX: &str = ".lazycas-index";
 /// Runs `lazycas index`.
 pub fn run(args: &IndexArgs) -> Result<(), Failure> {
     let params = chunker_params(args)?;
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| default_output(&args.file));
+    if is_same_file(&out, &args.file) {
+        return Err(Failure::Usage(format!(
+            "-o {} would overwrite the file being indexed",
+            out.display()
+        )));
+    }
     let file = std::fs::File::open(&args.file)
         .with_context(|| format!("opening {}", args.file.display()))?;
     let index = ChunkIndex::build(file, params)
         .with_context(|| format!("indexing {}", args.file.display()))?;
     let bytes = index.to_bytes();
-    let out = args
-        .out
-        .clone()
-        .unwrap_or_else(|| default_output(&args.file));
     write_atomically(&out, &bytes).with_context(|| format!("writing {}", out.display()))?;
     tracing::info!(
         "indexed {} ({} bytes, {}): {} chunks{}; wrote {}",
@@ -81,6 +87,13 @@ fn default_output(file: &Path) -> PathBuf {
     let mut name = OsString::from(file.as_os_str());
     name.push(INDEX_SUFFIX);
     PathBuf::from(name)
+}
+
+fn is_same_file(a: &Path, b: &Path) -> bool {
+    match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    }
 }
 
 fn hint_summary(index: &ChunkIndex) -> String {
