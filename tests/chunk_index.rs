@@ -137,6 +137,41 @@ fn assert_hint_matches_unsquashfs(index: &ChunkIndex, file: &Path, offset: Optio
     );
 }
 
+/// Checks what a mount would prefetch on open: at most two requests, a small part of the file,
+/// covering the superblock and the metadata tail.
+fn assert_prefetch_is_small(index: &ChunkIndex, what: &str) {
+    let runs = index.prefetch_chunks();
+    assert!(
+        (1..=2).contains(&runs.len()),
+        "{what}: prefetch runs {runs:?}"
+    );
+    let bytes: u64 = runs
+        .iter()
+        .flat_map(|run| run.clone())
+        .filter_map(|i| index.chunk_range(i))
+        .map(|r| r.len())
+        .sum();
+    println!(
+        "{what}: prefetch on open {bytes} bytes in {} requests ({:.1}% of {} bytes)",
+        runs.len(),
+        bytes as f64 * 100.0 / index.size() as f64,
+        index.size()
+    );
+    assert!(
+        bytes * 20 < index.size(),
+        "{what}: prefetch of {bytes} bytes"
+    );
+    let hint = index.hints().squashfs.expect("squashfs hint");
+    for needed in [hint.superblock_range(), hint.metadata_tail()] {
+        let chunks = index.chunks_covering(needed);
+        assert!(
+            runs.iter()
+                .any(|r| r.start <= chunks.start && chunks.end <= r.end),
+            "{what}: {needed:?} (chunks {chunks:?}) not in the prefetch {runs:?}"
+        );
+    }
+}
+
 /// The fraction of `new`'s bytes that lie in chunks `old` also has.
 fn shared_fraction(old: &ChunkIndex, new: &ChunkIndex) -> f64 {
     let known: HashSet<Digest> = old.chunks().iter().map(|c| c.digest).collect();
@@ -159,6 +194,7 @@ fn squashfs_index_describes_the_image() {
     assert!(index.chunks().len() > 50, "{} chunks", index.chunks().len());
     assert_eq!(index.hints().sif, None);
     assert_hint_matches_unsquashfs(&index, &image, None);
+    assert_prefetch_is_small(&index, "squashfs");
 }
 
 #[test]
@@ -180,6 +216,7 @@ fn sif_index_locates_the_primary_partition() {
         "the SIF hint's partition {partition:?} is not the squashfs image"
     );
     assert_hint_matches_unsquashfs(&index, &sif, Some(partition.start()));
+    assert_prefetch_is_small(&index, "SIF");
     assert_eq!(
         unsquashfs_stats(&sif, Some(partition.start())),
         unsquashfs_stats(&image, None)

@@ -119,6 +119,21 @@ impl Hints {
         Ok(())
     }
 
+    /// The byte ranges a mount reads first, in file order: the SIF header and descriptors, the
+    /// squashfs superblock and its metadata tail. Empty when the index has no hints.
+    pub fn prefetch_ranges(&self) -> Vec<ByteRange> {
+        let mut out: Vec<ByteRange> = Vec::new();
+        if let Some(sif) = &self.sif {
+            out.push(sif.header);
+        }
+        if let Some(sq) = &self.squashfs {
+            out.push(sq.superblock_range());
+            out.push(sq.metadata_tail());
+        }
+        out.sort();
+        out
+    }
+
     /// Looks at the start of `file` (of `size` bytes) for a squashfs image or a SIF and returns
     /// what it finds. A file of neither format has no hints; only I/O errors are errors.
     pub fn detect<R: Read + Seek>(file: &mut R, size: u64) -> std::io::Result<Hints> {

@@ -105,6 +105,24 @@ impl ChunkIndex {
         Some(ByteRange::new(start, end))
     }
 
+    /// The chunks to fetch when an image is opened, as runs of consecutive chunk indexes (each
+    /// run one request): those covering [`Hints::prefetch_ranges`], touching runs merged. For a
+    /// squashfs image or a SIF this is usually two runs: the start of the file and its tail.
+    pub fn prefetch_chunks(&self) -> Vec<Range<usize>> {
+        let mut runs: Vec<Range<usize>> = Vec::new();
+        for range in self.hints.prefetch_ranges() {
+            let run = self.chunks_covering(range);
+            if run.is_empty() {
+                continue;
+            }
+            match runs.last_mut() {
+                Some(last) if run.start <= last.end => last.end = last.end.max(run.end),
+                _ => runs.push(run),
+            }
+        }
+        runs
+    }
+
     /// The indexes of the chunks holding any byte of `range` (cut to the file): empty for an
     /// empty range or one past the end. Binary search: O(log chunks).
     pub fn chunks_covering(&self, range: ByteRange) -> Range<usize> {

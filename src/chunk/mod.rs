@@ -370,6 +370,20 @@ mod tests {
     }
 
     #[test]
+    fn a_sif_prefetches_its_start_and_its_tail_in_two_runs() {
+        let index = index_of(&sif_like_file());
+        let runs = index.prefetch_chunks();
+        assert_eq!(runs.len(), 2, "{runs:?}");
+        assert_eq!(runs[0].start, 0);
+        assert_eq!(runs[1].end, index.chunks().len());
+        let tail = index.hints().squashfs.unwrap().metadata_tail();
+        assert_eq!(runs[1], index.chunks_covering(tail));
+        assert!(index_of(&pseudo_random(300_000, 27))
+            .prefetch_chunks()
+            .is_empty());
+    }
+
+    #[test]
     fn boundaries_survive_an_insertion() {
         let original = pseudo_random(8 * 1024 * 1024, 21);
         let mut edited = original.clone();
