@@ -12,6 +12,7 @@
 
 pub mod archive;
 pub mod catalog;
+pub mod chunk;
 pub mod cli;
 pub mod config;
 pub mod content;

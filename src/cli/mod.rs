@@ -4,6 +4,7 @@
 
 mod commands;
 pub mod demo;
+mod index;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -78,6 +79,8 @@ pub enum Command {
     },
     /// Rehash every blob in the store; quarantine what fails.
     Verify,
+    /// Publisher side: write FILE's chunk index (FILE.lazycas-index) and print its sha256.
+    Index(index::IndexArgs),
     /// Start a loopback origin with sample assets, mount them in a temp dir, show lazy fetch
     /// and verified reads, clean up. Works offline.
     Demo,
@@ -201,6 +204,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Status { json } => commands::status(&config, json),
         Command::Gc { to } => commands::gc(&config, to.as_deref()),
         Command::Verify => commands::verify(&config),
+        Command::Index(args) => index::run(&args),
         Command::Demo => demo::run(&config).map_err(Failure::Runtime),
     }
 }

@@ -19,6 +19,7 @@
 
 pub mod content;
 pub mod dead;
+pub mod images;
 pub mod lazycas;
 pub mod mounts;
 pub mod nginx;

@@ -11,7 +11,7 @@
 
 mod node;
 mod origin;
-mod samples;
+pub(crate) mod samples;
 
 use std::collections::HashMap;
 use std::ffi::CString;
