@@ -74,9 +74,11 @@ impl CatalogNames {
     }
 
     /// The open archive of an archive entry, if it is open.
-    fn opened(&self, a: &Asset) -> Option<Arc<OpenArchive>> {
-        let d = self.content.resolved_digest(&a.source()).ok().flatten()?;
-        self.content.archives().get(&d)
+    fn opened(&self, a: &Asset) -> Result<Option<Arc<OpenArchive>>, NsError> {
+        Ok(self
+            .content
+            .resolved_digest(&a.source())?
+            .and_then(|d| self.content.archives().get(&d)))
     }
 
     /// The open archive of archive entry `key`, which `prepare` made ready.
@@ -85,7 +87,7 @@ impl CatalogNames {
             catalog::Entry::Asset(a) if a.config.kind == AssetKind::Archive => a,
             _ => return Err(NsError::NotDir),
         };
-        self.opened(&a).ok_or(NsError::NotFound)
+        self.opened(&a)?.ok_or(NsError::NotFound)
     }
 
     fn mtime(&self, a: &Asset) -> SystemTime {
@@ -97,7 +99,7 @@ impl CatalogNames {
 
     fn asset_attr(&self, a: &Asset) -> Result<(Attr, Ttl), NsError> {
         match a.config.kind {
-            AssetKind::Archive => match self.opened(a) {
+            AssetKind::Archive => match self.opened(a)? {
                 Some(open) => Ok((ArchiveTree::attr_in(&open, MemberId::ROOT)?, Ttl::Catalog)),
                 None => Ok((Attr::dir(self.mtime(a)), Ttl::Catalog)),
             },
@@ -139,7 +141,7 @@ impl Namespace for CatalogNames {
     fn prepare(&self, key: &Key, need: Need) -> Option<Wait> {
         let a = self.asset(key).ok()?;
         match (a.config.kind, need) {
-            (AssetKind::Archive, Need::Children) if self.opened(&a).is_none() => {
+            (AssetKind::Archive, Need::Children) if !matches!(self.opened(&a), Ok(Some(_))) => {
                 let (content, src) = (self.content.clone(), a.source());
                 Some(Box::pin(async move {
                     content.archives().open(&content, &src).await?;
@@ -167,13 +169,8 @@ impl Namespace for CatalogNames {
             catalog::Entry::Dir => {
                 let name = std::str::from_utf8(name).map_err(|_| NsError::NotFound)?;
                 let path = full_path(parent, name);
-                let key = Key::Path(path.as_str().into());
-                let (attr, ttl) = self.getattr(&key)?;
-                Ok(Entry {
-                    node: self.node(&path),
-                    attr,
-                    ttl,
-                })
+                let node = self.node(&path);
+                Ok(Entry::of(node.clone(), self.getattr(&node.key)?))
             }
         }
     }

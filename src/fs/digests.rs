@@ -92,13 +92,8 @@ impl Namespace for Digests {
         if name.len() != 64 || d.hex() != name || !self.shown(&d)? {
             return Err(NsError::NotFound);
         }
-        let key = Key::Digest(d);
-        let (attr, ttl) = self.getattr(&key)?;
-        Ok(Entry {
-            node: self.node(key),
-            attr,
-            ttl,
-        })
+        let node = self.node(Key::Digest(d));
+        Ok(Entry::of(node.clone(), self.getattr(&node.key)?))
     }
 
     fn readdir(

@@ -5,7 +5,7 @@
 //!
 //! When a namespace must fetch before it can answer (opening a file whose blob is not local,
 //! listing an archive not indexed yet), the wait runs on the tokio runtime, never on a FUSE
-//! thread, and the answer follows on a blocking thread; the kernel is then told to drop the
+//! thread, and the answer follows on a blocking thread; first the kernel is told to drop the
 //! node's cached attributes, which may have changed (an archive root's mode and owner).
 //!
 //! The namespaces: [`root`] (top directory), [`catalog_names`] (catalog entries),
@@ -118,13 +118,14 @@ impl Dispatch {
             if let Err(e) = wait.await {
                 return reply.fail(errno::of(&e));
             }
-            let me2 = me.clone();
+            // Before the answer: once the caller sees it, a stat must not find the attributes
+            // cached from before the wait (an archive root's placeholder).
+            me.attributes_changed(ino);
             // The answer reads local disk and SQLite: off the runtime's workers.
-            let answered = tokio::task::spawn_blocking(move || answer(&me2, &node, reply)).await;
+            let answered = tokio::task::spawn_blocking(move || answer(&me, &node, reply)).await;
             if let Err(e) = answered {
                 tracing::error!("answering a request after a fetch failed: {e}");
             }
-            me.attributes_changed(ino);
         });
     }
 

@@ -170,6 +170,13 @@ pub struct Entry {
     pub ttl: Ttl,
 }
 
+impl Entry {
+    /// `node` with the attributes its namespace's `getattr` gave.
+    pub fn of(node: NodeRef, (attr, ttl): (Attr, Ttl)) -> Entry {
+        Entry { node, attr, ttl }
+    }
+}
+
 /// One directory entry.
 #[derive(Debug, Clone)]
 pub struct DirEntry {

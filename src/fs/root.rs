@@ -52,12 +52,7 @@ impl Namespace for Root {
 
     fn lookup(&self, _parent: &Key, name: &[u8]) -> Result<Entry, NsError> {
         if let Some((_, node)) = self.reserved.iter().find(|(n, _)| n.as_bytes() == name) {
-            let (attr, ttl) = node.ns.getattr(&node.key)?;
-            return Ok(Entry {
-                node: node.clone(),
-                attr,
-                ttl,
-            });
+            return Ok(Entry::of(node.clone(), node.ns.getattr(&node.key)?));
         }
         self.catalog.lookup(&Key::Top, name)
     }

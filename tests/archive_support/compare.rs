@@ -23,10 +23,6 @@ use crate::common::{run, with_deadline};
 /// Upper bound for `diff -r` or `find` over one mounted archive (the 200 MiB one included).
 pub const WALK_TIMEOUT: Duration = Duration::from_secs(600);
 
-/// How long the kernel may keep the placeholder attributes of an archive's root from before
-/// the archive was opened (the catalog entry TTL is 1 s).
-const ROOT_ATTR_TTL: Duration = Duration::from_millis(1200);
-
 // NUL-terminated records: names may hold newlines.
 const NON_DIR_FORMAT: &str = "%P\\t%y\\t%m\\t%s\\t%l\\t%T@\\t%U\\t%G\\t%n\\0";
 const DIR_FORMAT: &str = "%P\\t%y\\t%m\\t%T@\\t%U\\t%G\\0";
@@ -34,8 +30,9 @@ const DIR_FORMAT: &str = "%P\\t%y\\t%m\\t%T@\\t%U\\t%G\\0";
 /// subdirectories the classic way (2 + subdirectories, as the mount does; btrfs says 1).
 const DIR_FORMAT_NLINK: &str = "%P\\t%y\\t%m\\t%T@\\t%U\\t%G\\t%n\\0";
 
-/// Opens the archive behind `mounted` (by listing it) and waits out the root's placeholder
-/// attributes, so `stat` of the root shows the archive's `./` entry.
+/// Opens the archive behind `mounted` (by listing it). The daemon tells the kernel to drop the
+/// root's placeholder attributes before the listing returns, so `stat` of the root shows the
+/// archive's `./` entry at once.
 pub fn open_archive_root(mounted: &Path) {
     let p = mounted.to_path_buf();
     let what = format!("listing {}", p.display());
@@ -44,7 +41,6 @@ pub fn open_archive_root(mounted: &Path) {
             .and_then(|rd| rd.collect::<Result<Vec<_>, _>>())
             .unwrap_or_else(|e| panic!("readdir {}: {e}", p.display()))
     });
-    std::thread::sleep(ROOT_ATTR_TTL);
 }
 
 /// Asserts that `mounted` shows exactly what GNU tar extracted to `extracted`; returns the
