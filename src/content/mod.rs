@@ -193,10 +193,12 @@ impl Content {
         let store = &self.store;
         store.enforce_limits(&store.limits(), src.size_hint.unwrap_or(0))?;
         let Location::Http { urls } = &src.location;
+        let no_headers = reqwest::header::HeaderMap::new();
         let request = BlobRequest {
             label: &src.label,
             urls,
             expected: src.expected,
+            headers: &no_headers,
         };
         let fetcher = self.fetcher.read().clone();
         let tmp = store.temp_file()?;

@@ -25,6 +25,7 @@ use crate::range::ByteRange;
 pub(super) struct Plan<'a> {
     pub label: &'a str,
     pub url: &'a Url,
+    pub headers: &'a reqwest::header::HeaderMap,
     pub client: &'a reqwest::Client,
     pub settings: &'a FetchSettings,
     pub use_ranges: bool,
@@ -297,7 +298,10 @@ async fn request(
     plan: &Plan<'_>,
     range: Option<ByteRange>,
 ) -> Result<reqwest::Response, FetchError> {
-    let mut req = plan.client.get(plan.url.clone());
+    let mut req = plan
+        .client
+        .get(plan.url.clone())
+        .headers(plan.headers.clone());
     if let Some(r) = range {
         req = req.header(RANGE, r.http_header());
     }
@@ -352,7 +356,7 @@ fn is_retryable(e: &FetchError) -> bool {
     }
 }
 
-async fn backoff(tries: u32) {
+pub(super) async fn backoff(tries: u32) {
     tokio::time::sleep(Duration::from_millis(100u64 << tries.min(5))).await;
 }
 
@@ -411,7 +415,7 @@ fn timeout(plan: &Plan<'_>, what: &'static str) -> FetchError {
 }
 
 /// reqwest's message plus its causes, on one line.
-fn reqwest_message(e: &reqwest::Error) -> String {
+pub(super) fn reqwest_message(e: &reqwest::Error) -> String {
     let mut msg = e.to_string();
     let mut source = std::error::Error::source(e);
     while let Some(s) = source {

@@ -13,6 +13,7 @@
 //! `Cache-Control: no-cache`. It knows nothing of the store, inodes or catalogs.
 
 mod attempt;
+mod document;
 mod routes;
 
 use std::io;
@@ -23,6 +24,7 @@ use url::Url;
 use crate::config::{ProxyGroups, Route};
 use crate::digest::Digest;
 
+pub use document::{Document, DocumentRequest};
 pub use routes::Routes;
 
 /// Receives a blob's bytes in order. `restart` is called before every attempt, so a sink can
@@ -75,6 +77,9 @@ pub struct BlobRequest<'a> {
     pub urls: &'a [Url],
     /// The pinned digest; `None` accepts whatever the first complete download hashes to.
     pub expected: Option<Digest>,
+    /// Sent with every request (a registry's `Authorization`); reqwest drops `Authorization`
+    /// when a redirect leaves the host, so blob storage never sees it.
+    pub headers: &'a reqwest::header::HeaderMap,
 }
 
 /// A successful download.
@@ -289,6 +294,7 @@ impl Fetcher {
         let plan = attempt::Plan {
             label: a.src.label,
             url: a.url,
+            headers: a.src.headers,
             client: a.client,
             settings: &self.settings,
             use_ranges: *a.route == Route::Direct,
