@@ -410,7 +410,9 @@ impl Drop for Container {
     }
 }
 
-/// The container's init: the child of systemd-nspawn that lives in another PID namespace.
+/// The container's init: the child of systemd-nspawn that lives in another PID namespace, once it
+/// runs systemd. Not before: until that exec it may not have switched to the container's root,
+/// and a `systemctl` run in its namespaces would talk to the host's systemd.
 fn wait_for_init(nspawn: &mut Proc) -> u32 {
     let pid = nspawn.pid();
     let mut init = None;
@@ -420,7 +422,7 @@ fn wait_for_init(nspawn: &mut Proc) -> u32 {
         }
         init = children_of(pid)
             .into_iter()
-            .find(|&c| in_other_pid_namespace(c));
+            .find(|&c| in_other_pid_namespace(c) && runs_systemd(c));
         init.is_some()
     });
     match init {
@@ -450,6 +452,10 @@ fn children_of(pid: u32) -> Vec<u32> {
                 .collect::<Vec<u32>>()
         })
         .collect()
+}
+
+fn runs_systemd(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim_end() == "systemd")
 }
 
 fn in_other_pid_namespace(pid: u32) -> bool {
