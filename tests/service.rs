@@ -656,7 +656,7 @@ fn shipped_unit_passes_systemd_analyze_verify() {
     for line in [
         "Type=notify",
         "ExecStart=/usr/local/bin/lazycas mount /containers --config /etc/lazycas/lazycas.toml",
-        "ExecReload=/bin/kill -HUP $MAINPID",
+        "ExecReload=/usr/local/bin/lazycas reload --pid $MAINPID --config /etc/lazycas/lazycas.toml",
         "KillSignal=SIGTERM",
         "Restart=on-failure",
         "DeviceAllow=/dev/fuse rw",

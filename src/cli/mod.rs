@@ -5,6 +5,7 @@
 mod commands;
 pub mod demo;
 mod index;
+mod reload;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -84,6 +85,17 @@ pub enum Command {
     /// Start a loopback origin with sample assets, mount them in a temp dir, show lazy fetch
     /// and verified reads, clean up. Works offline.
     Demo,
+    /// Make a running `lazycas mount` reload its config file (SIGHUP) and wait until it has;
+    /// a config that does not parse is refused before any signal (exit 2). The unit's
+    /// ExecReload=.
+    Reload {
+        /// The daemon's PID (`$MAINPID` in a unit).
+        #[arg(long)]
+        pid: u32,
+        /// Seconds to wait for the daemon to acknowledge.
+        #[arg(long, default_value_t = 30)]
+        timeout: u64,
+    },
     /// Store use, quota, hits, misses, bytes fetched per source.
     Status {
         /// Machine-readable output.
@@ -168,7 +180,10 @@ pub fn load_config(cli: &Cli) -> Result<(Config, Option<PathBuf>), Failure> {
 }
 
 fn run(cli: Cli) -> Result<(), Failure> {
-    let (config, path) = load_config(&cli)?;
+    let (config, path) = load_config(&cli).map_err(|e| match cli.command {
+        Command::Reload { pid, .. } => reload::refused(pid, e),
+        _ => e,
+    })?;
     match cli.command {
         Command::Mount { mountpoint } => {
             let req = crate::daemon::MountRequest {
@@ -206,5 +221,10 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Verify => commands::verify(&config),
         Command::Index(args) => index::run(&args),
         Command::Demo => demo::run(&config).map_err(Failure::Runtime),
+        Command::Reload { pid, timeout } => reload::run(
+            path.as_deref(),
+            pid,
+            std::time::Duration::from_secs(timeout),
+        ),
     }
 }

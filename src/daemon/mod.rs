@@ -8,6 +8,8 @@
 
 pub mod control;
 mod fusermount;
+mod mount_watch;
+pub mod reload_ack;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
@@ -24,6 +26,8 @@ use crate::content::Content;
 use crate::fetch::{FetchSettings, Fetcher};
 use crate::fs::LazyFs;
 use crate::store::Store;
+use mount_watch::MountWatch;
+use reload_ack::{ReloadAck, ReloadOutcome};
 
 /// What the running daemon keeps up to date.
 struct Live {
@@ -132,7 +136,10 @@ pub fn run(req: &MountRequest, config: Config) -> anyhow::Result<()> {
         tracing::warn!("could not save counters: {e}");
     }
     let joined = match (stop, unprivileged) {
-        (Stop::Unmounted, _) => bg.join(),
+        (Stop::Unmounted, _) => {
+            abandon_session(bg);
+            Ok(())
+        }
         (Stop::Signal, false) => bg.umount_and_join(),
         (Stop::Signal, true) => fusermount::unmount(&req.mountpoint).and_then(|()| bg.join()),
     };
@@ -146,10 +153,21 @@ pub fn run(req: &MountRequest, config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Why the daemon stops.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Stop {
+    /// SIGTERM/SIGINT with the mount still ours: unmount it.
     Signal,
+    /// The mount was taken away from outside (and, on a signal, only files opened before a lazy
+    /// unmount still hold the session): nothing to unmount.
     Unmounted,
+}
+
+/// Ends a session whose mount the kernel already took away. Dropping or joining it would make
+/// fuser unmount the mount point again (failing with EINVAL, or taking down a newer mount made
+/// there since), so it is left to the process exit, which closes its descriptors.
+fn abandon_session(bg: fuser::BackgroundSession) {
+    std::mem::forget(bg);
 }
 
 async fn wait_for_stop(
@@ -164,13 +182,28 @@ async fn wait_for_stop(
         mut int,
         mut hup,
     } = signals;
+    // Published only now that SIGHUP is handled: `lazycas reload` looks for it before signalling.
+    let mut ack = ReloadAck::publish()
+        .inspect_err(|e| tracing::warn!("no reload acknowledgment for `lazycas reload`: {e}"))
+        .ok();
+    let watch = MountWatch::new(&req.mountpoint)
+        .inspect_err(|e| tracing::debug!("cannot watch for a lazy unmount from outside: {e}"))
+        .ok();
+    let mut detached = false;
+    let on_signal = |detached: bool| {
+        if detached {
+            Stop::Unmounted
+        } else {
+            Stop::Signal
+        }
+    };
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut ticks: u64 = 0;
     loop {
         tokio::select! {
-            _ = term.recv() => return Stop::Signal,
-            _ = int.recv() => return Stop::Signal,
-            _ = hup.recv() => reload(req, live),
+            _ = term.recv() => return on_signal(detached),
+            _ = int.recv() => return on_signal(detached),
+            _ = hup.recv() => reload(req, live, ack.as_mut()),
             Some((request, conn)) = next_request(control) => {
                 let result = match request.as_str() {
                     control::REFRESH_CATALOG => refresh_catalog(live).map(|_| ()),
@@ -181,6 +214,10 @@ async fn wait_for_stop(
             _ = tick.tick() => {
                 if bg.guard.is_finished() {
                     return Stop::Unmounted;
+                }
+                if !detached && watch.is_some_and(|w| !w.is_attached()) {
+                    detached = true;
+                    note_detached(&req.mountpoint);
                 }
                 if let Err(e) = live.content.store().flush_stats() {
                     tracing::warn!("could not save counters: {e}");
@@ -232,43 +269,83 @@ fn refresh_catalog(live: &Live) -> Result<bool, String> {
         .map_err(|e| format!("catalog refresh failed, keeping the old one: {e}"))
 }
 
-fn reload(req: &MountRequest, live: &Live) {
+/// A lazy unmount from outside left files open: they keep being served until closed, when the
+/// kernel ends the session and the daemon exits.
+fn note_detached(mountpoint: &Path) {
+    tracing::info!(
+        "{} was unmounted from outside; exiting once no file on it is open",
+        mountpoint.display()
+    );
+    notify(&[sd_notify::NotifyState::Status(
+        "unmounted from outside; serving files still open",
+    )]);
+}
+
+/// Reloads the config file and the catalog; tells systemd (RELOADING=1 ... READY=1, with the
+/// outcome in STATUS=) and then `lazycas reload` (through `ack`). A config that fails to load
+/// leaves the old one serving.
+fn reload(req: &MountRequest, live: &Live, ack: Option<&mut ReloadAck>) {
     notify(&[sd_notify::NotifyState::Reloading]);
-    if let Some(path) = &req.config_path {
-        match Config::load(path) {
-            Ok(mut c) => {
-                if let Some(s) = &req.store_override {
-                    c.store = s.clone();
-                }
-                let store = live.content.store();
-                if c.store != store.root() {
-                    tracing::warn!(
-                        "SIGHUP: a new store path takes a restart; keeping {}",
-                        store.root().display()
-                    );
-                }
-                store.set_limits(limits_of(&c));
-                match Fetcher::new(FetchSettings::from_config(&c)) {
-                    Ok(f) => live.content.set_fetcher(f),
-                    Err(e) => tracing::error!("SIGHUP: {e}; keeping the old proxies and deadlines"),
-                }
-                if c.allow_other != live.config.read().allow_other {
-                    tracing::warn!("SIGHUP: allow_other changes take a remount");
-                }
-                *live.config.write() = Arc::new(c);
-                tracing::info!("SIGHUP: reloaded {}", path.display());
-            }
-            Err(e) => tracing::error!("SIGHUP: {e}; keeping the old config"),
-        }
-    }
+    let mut outcome = match &req.config_path {
+        Some(path) => reload_config(path, req, live),
+        None => ReloadOutcome::Reloaded,
+    };
     let config = live.config.read().clone();
     if let Err(e) = live.catalog.reload(&config) {
         tracing::error!("catalog reload failed, keeping the old one: {e}");
+        if matches!(outcome, ReloadOutcome::Reloaded) {
+            outcome = ReloadOutcome::Failed(format!("catalog: {e}"));
+        }
     }
+    let status = match &outcome {
+        ReloadOutcome::Reloaded => "serving".to_string(),
+        ReloadOutcome::Failed(why) => format!("serving; the last reload failed: {why}"),
+    };
     notify(&[
         sd_notify::NotifyState::Ready,
-        sd_notify::NotifyState::Status("serving"),
+        sd_notify::NotifyState::Status(&status),
     ]);
+    if let Some(ack) = ack {
+        if let Err(e) = ack.record(outcome) {
+            tracing::warn!("SIGHUP: could not acknowledge the reload: {e}");
+        }
+    }
+}
+
+/// Applies the config file at `path` to the running daemon, as far as it can without a restart.
+fn reload_config(path: &Path, req: &MountRequest, live: &Live) -> ReloadOutcome {
+    let mut c = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!("SIGHUP: {e}; keeping the old config");
+            return ReloadOutcome::Failed(e.to_string());
+        }
+    };
+    if let Some(s) = &req.store_override {
+        c.store = s.clone();
+    }
+    let store = live.content.store();
+    if c.store != store.root() {
+        tracing::warn!(
+            "SIGHUP: a new store path takes a restart; keeping {}",
+            store.root().display()
+        );
+    }
+    store.set_limits(limits_of(&c));
+    let mut outcome = ReloadOutcome::Reloaded;
+    match Fetcher::new(FetchSettings::from_config(&c)) {
+        Ok(f) => live.content.set_fetcher(f),
+        Err(e) => {
+            tracing::error!("SIGHUP: {e}; keeping the old proxies and deadlines");
+            outcome = ReloadOutcome::Failed(format!("{e}; kept the old proxies and deadlines"));
+        }
+    }
+    if c.allow_other != live.config.read().allow_other {
+        tracing::warn!("SIGHUP: allow_other changes take a remount");
+    }
+    *live.config.write() = Arc::new(c);
+    tracing::info!("SIGHUP: reloaded {}", path.display());
+    outcome
 }
 
 /// The store limits a config asks for.

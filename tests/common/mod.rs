@@ -24,6 +24,7 @@ pub mod lazycas;
 pub mod mounts;
 pub mod nginx;
 pub mod norange;
+pub mod nspawn;
 pub mod origin;
 pub mod process;
 pub mod reads;
