@@ -222,6 +222,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Index(args) => index::run(&args),
         Command::Demo => demo::run(&config).map_err(Failure::Runtime),
         Command::Reload { pid, timeout } => reload::run(
+            &config,
             path.as_deref(),
             pid,
             std::time::Duration::from_secs(timeout),

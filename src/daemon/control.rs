@@ -1,10 +1,12 @@
-//! The daemon's control socket, `<store>/lazycas.sock`: how `lazycas add` and `rm` make a
-//! running mount show their change before they return ("at once", with no polling in the read
-//! path). One request per connection, one line each way: `refresh-catalog` is answered `ok`
-//! once the mount serves the new catalog, or `error: <why>`.
-//!
-//! Without a listening daemon (none running, or another user's), the client does nothing:
-//! the daemon's tick also notices database changes within a second.
+//! The daemon's control socket, `<store>/lazycas.sock`: the one way other lazycas commands talk
+//! to a running mount. One request per connection, one line each way, answered `ok` once done
+//! or `error: <why>`:
+//! - `refresh-catalog` (`lazycas add`, `rm`): the mount shows the change before they return
+//!   ("at once", with no polling in the read path). Without a listening daemon the client does
+//!   nothing: the daemon's tick also notices database changes within a second.
+//! - `reload` (`lazycas reload`, the unit's `ExecReload=`): the daemon reloads its config file
+//!   and catalog as on SIGHUP and answers with the outcome, so `systemctl reload` succeeds only
+//!   once it has reloaded, and fails with the reason when it could not.
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
@@ -16,6 +18,37 @@ use tokio::net::UnixListener;
 
 /// The request that makes the daemon reload its catalog from the database.
 pub const REFRESH_CATALOG: &str = "refresh-catalog";
+/// The request that makes the daemon reload its config file and catalog.
+pub const RELOAD: &str = "reload";
+
+/// Why a request could not be made or was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    /// No daemon listens on the store's socket.
+    #[error("no running mount listens on {0}")]
+    NoDaemon(PathBuf),
+    /// The daemon listening is not the process the caller named.
+    #[error("{path} is served by process {actual}, not {expected}")]
+    OtherProcess {
+        /// The socket.
+        path: PathBuf,
+        /// The process the caller named.
+        expected: u32,
+        /// The process listening.
+        actual: u32,
+    },
+    /// Talking to it failed (or it did not answer in time).
+    #[error("{path}: {source}")]
+    Io {
+        /// The socket.
+        path: PathBuf,
+        /// What went wrong.
+        source: std::io::Error,
+    },
+    /// It answered that it could not do it.
+    #[error("{0}")]
+    Refused(String),
+}
 
 /// Where the socket of the daemon serving `store` lives.
 pub fn socket_path(store: &Path) -> PathBuf {
@@ -24,25 +57,80 @@ pub fn socket_path(store: &Path) -> PathBuf {
 
 /// Asks the daemon serving `store`, if any, to refresh its catalog now, and waits (bounded)
 /// for it to have done so. Returns whether a daemon confirmed.
-pub fn refresh_catalog(store: &Path) -> Result<bool, String> {
-    let path = socket_path(store);
-    let Ok(stream) = UnixStream::connect(&path) else {
-        return Ok(false);
-    };
-    let timeout = Some(Duration::from_secs(10));
-    let talk = || -> std::io::Result<String> {
-        stream.set_read_timeout(timeout)?;
-        stream.set_write_timeout(timeout)?;
-        (&stream).write_all(format!("{REFRESH_CATALOG}\n").as_bytes())?;
-        let mut line = String::new();
-        BufReader::new(&stream).read_line(&mut line)?;
-        Ok(line)
-    };
-    match talk() {
-        Ok(line) if line.trim_end() == "ok" => Ok(true),
-        Ok(line) => Err(format!("the running mount answered {:?}", line.trim_end())),
-        Err(e) => Err(format!("{}: {e}", path.display())),
+pub fn refresh_catalog(store: &Path) -> Result<bool, ControlError> {
+    match ask(store, REFRESH_CATALOG, None, Duration::from_secs(10)) {
+        Ok(()) => Ok(true),
+        Err(ControlError::NoDaemon(_)) => Ok(false),
+        Err(e) => Err(e),
     }
+}
+
+/// Sends `request` to the daemon serving `store` and waits up to `timeout` for its answer.
+/// With `pid`, the listening process must be that one (checked with `SO_PEERCRED`).
+pub fn ask(
+    store: &Path,
+    request: &str,
+    pid: Option<u32>,
+    timeout: Duration,
+) -> Result<(), ControlError> {
+    let path = socket_path(store);
+    let stream = UnixStream::connect(&path).map_err(|_| ControlError::NoDaemon(path.clone()))?;
+    let io = |source| ControlError::Io {
+        path: path.clone(),
+        source,
+    };
+    if let Some(expected) = pid {
+        let actual = peer_pid(&stream).map_err(io)?;
+        if actual != expected {
+            return Err(ControlError::OtherProcess {
+                path,
+                expected,
+                actual,
+            });
+        }
+    }
+    stream.set_read_timeout(Some(timeout)).map_err(io)?;
+    stream.set_write_timeout(Some(timeout)).map_err(io)?;
+    (&stream)
+        .write_all(format!("{request}\n").as_bytes())
+        .map_err(io)?;
+    let mut line = String::new();
+    BufReader::new(&stream).read_line(&mut line).map_err(io)?;
+    match line.trim_end() {
+        "ok" => Ok(()),
+        "" => Err(io(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "the daemon closed the connection without answering",
+        ))),
+        other => Err(ControlError::Refused(
+            other.strip_prefix("error: ").unwrap_or(other).to_string(),
+        )),
+    }
+}
+
+/// The process at the other end of a Unix socket.
+fn peer_pid(stream: &UnixStream) -> std::io::Result<u32> {
+    use std::os::fd::AsRawFd;
+    let mut cred = libc::ucred {
+        pid: 0,
+        uid: 0,
+        gid: 0,
+    };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into `cred`, a valid ucred.
+    let rc = unsafe {
+        libc::getsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&mut cred as *mut libc::ucred).cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(cred.pid as u32)
 }
 
 /// A bound control socket; removes its file when dropped.

@@ -9,7 +9,6 @@
 pub mod control;
 mod fusermount;
 mod mount_watch;
-pub mod reload_ack;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
@@ -27,7 +26,6 @@ use crate::fetch::{FetchSettings, Fetcher};
 use crate::fs::LazyFs;
 use crate::store::Store;
 use mount_watch::MountWatch;
-use reload_ack::{ReloadAck, ReloadOutcome};
 
 /// What the running daemon keeps up to date.
 struct Live {
@@ -120,15 +118,15 @@ pub fn run(req: &MountRequest, config: Config) -> anyhow::Result<()> {
     let _ = notifier.set(session.notifier());
     let bg = session.spawn().context("starting the FUSE session")?;
     tracing::info!(mountpoint = %req.mountpoint.display(), store = %store.root().display(), "mounted");
-    notify(&[
-        sd_notify::NotifyState::Ready,
-        sd_notify::NotifyState::Status("serving"),
-    ]);
-
+    // Listening before READY=1: a `systemctl reload` right after start must find the socket.
     let control = {
         let _in_runtime = rt.enter();
         control::ControlSocket::bind(store.root())
     };
+    notify(&[
+        sd_notify::NotifyState::Ready,
+        sd_notify::NotifyState::Status("serving"),
+    ]);
     let stop = rt.block_on(wait_for_stop(&bg, req, &live, control.as_ref(), signals));
     drop(control);
     notify(&[sd_notify::NotifyState::Stopping]);
@@ -182,10 +180,6 @@ async fn wait_for_stop(
         mut int,
         mut hup,
     } = signals;
-    // Published only now that SIGHUP is handled: `lazycas reload` looks for it before signalling.
-    let mut ack = ReloadAck::publish()
-        .inspect_err(|e| tracing::warn!("no reload acknowledgment for `lazycas reload`: {e}"))
-        .ok();
     let watch = MountWatch::new(&req.mountpoint)
         .inspect_err(|e| tracing::debug!("cannot watch for a lazy unmount from outside: {e}"))
         .ok();
@@ -203,10 +197,13 @@ async fn wait_for_stop(
         tokio::select! {
             _ = term.recv() => return on_signal(detached),
             _ = int.recv() => return on_signal(detached),
-            _ = hup.recv() => reload(req, live, ack.as_mut()),
+            _ = hup.recv() => {
+                let _ = reload(req, live);
+            }
             Some((request, conn)) = next_request(control) => {
                 let result = match request.as_str() {
                     control::REFRESH_CATALOG => refresh_catalog(live).map(|_| ()),
+                    control::RELOAD => reload(req, live),
                     other => Err(format!("unknown request {other:?}")),
                 };
                 conn.answer(result).await;
@@ -281,44 +278,38 @@ fn note_detached(mountpoint: &Path) {
     )]);
 }
 
-/// Reloads the config file and the catalog; tells systemd (RELOADING=1 ... READY=1, with the
-/// outcome in STATUS=) and then `lazycas reload` (through `ack`). A config that fails to load
-/// leaves the old one serving.
-fn reload(req: &MountRequest, live: &Live, ack: Option<&mut ReloadAck>) {
+/// Reloads the config file and the catalog (SIGHUP, or `reload` on the control socket); tells
+/// systemd (RELOADING=1 ... READY=1, with the outcome in STATUS=) and returns the outcome. A
+/// config that fails to load leaves the old one serving.
+fn reload(req: &MountRequest, live: &Live) -> Result<(), String> {
     notify(&[sd_notify::NotifyState::Reloading]);
     let mut outcome = match &req.config_path {
         Some(path) => reload_config(path, req, live),
-        None => ReloadOutcome::Reloaded,
+        None => Ok(()),
     };
     let config = live.config.read().clone();
     if let Err(e) = live.catalog.reload(&config) {
         tracing::error!("catalog reload failed, keeping the old one: {e}");
-        if matches!(outcome, ReloadOutcome::Reloaded) {
-            outcome = ReloadOutcome::Failed(format!("catalog: {e}"));
-        }
+        outcome = outcome.and(Err(format!("catalog: {e}")));
     }
     let status = match &outcome {
-        ReloadOutcome::Reloaded => "serving".to_string(),
-        ReloadOutcome::Failed(why) => format!("serving; the last reload failed: {why}"),
+        Ok(()) => "serving".to_string(),
+        Err(why) => format!("serving; the last reload failed: {why}"),
     };
     notify(&[
         sd_notify::NotifyState::Ready,
         sd_notify::NotifyState::Status(&status),
     ]);
-    if let Some(ack) = ack {
-        if let Err(e) = ack.record(outcome) {
-            tracing::warn!("SIGHUP: could not acknowledge the reload: {e}");
-        }
-    }
+    outcome
 }
 
 /// Applies the config file at `path` to the running daemon, as far as it can without a restart.
-fn reload_config(path: &Path, req: &MountRequest, live: &Live) -> ReloadOutcome {
+fn reload_config(path: &Path, req: &MountRequest, live: &Live) -> Result<(), String> {
     let mut c = match Config::load(path) {
         Ok(c) => c,
         Err(e) => {
             tracing::error!("SIGHUP: {e}; keeping the old config");
-            return ReloadOutcome::Failed(e.to_string());
+            return Err(e.to_string());
         }
     };
     if let Some(s) = &req.store_override {
@@ -332,12 +323,12 @@ fn reload_config(path: &Path, req: &MountRequest, live: &Live) -> ReloadOutcome 
         );
     }
     store.set_limits(limits_of(&c));
-    let mut outcome = ReloadOutcome::Reloaded;
+    let mut outcome = Ok(());
     match Fetcher::new(FetchSettings::from_config(&c)) {
         Ok(f) => live.content.set_fetcher(f),
         Err(e) => {
             tracing::error!("SIGHUP: {e}; keeping the old proxies and deadlines");
-            outcome = ReloadOutcome::Failed(format!("{e}; kept the old proxies and deadlines"));
+            outcome = Err(format!("{e}; kept the old proxies and deadlines"));
         }
     }
     if c.allow_other != live.config.read().allow_other {
