@@ -2,7 +2,8 @@
 //! additional-files archives.
 //!
 //! Data flows one way — kernel request → [`fs`] → [`catalog`] / [`archives`] / [`archive`] → [`store`] →
-//! [`fetch`] → origin. [`config`] reads the TOML file, [`daemon`] runs a mount, [`cli`] is the
+//! [`fetch`] → origin. [`oci`] is the image format (references, manifests, registry auth, layer
+//! flattening). [`config`] reads the TOML file, [`daemon`] runs a mount, [`cli`] is the
 //! command line. [`digest`] and [`range`] are the value types everyone shares.
 
 pub mod archive;
@@ -15,5 +16,6 @@ pub mod demo;
 pub mod digest;
 pub mod fetch;
 pub mod fs;
+pub mod oci;
 pub mod range;
 pub mod store;
