@@ -21,9 +21,10 @@
 //! [`NodeId::ROOT`]), each saying which layer and member it comes from ([`Origin`]), so the
 //! filesystem can serve attributes and bytes from that layer's index.
 //!
-//! Not handled here: a lower-layer symlink on the path of an upper entry is replaced, not
-//! followed (runtimes differ; the spec is silent), and a directory a layer only implies (a parent
-//! not listed in its tar) still counts as that layer's directory for attributes.
+//! A directory a layer only implies (the parent of its entries, with no tar entry of its own,
+//! which umoci writes when only a file below changed) keeps the attributes of the directory below
+//! it ([`LayerEntry::listed`]). Not handled here: a lower-layer symlink on the path of an upper
+//! entry is replaced, not followed (runtimes differ; the spec is silent).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -46,6 +47,9 @@ pub struct LayerEntry {
     pub member: MemberId,
     /// What the member is.
     pub kind: MemberKind,
+    /// False for a directory the layer only implies (a parent of its entries with no tar entry
+    /// of its own): it does not change the attributes of the directory below it.
+    pub listed: bool,
 }
 
 /// A layer's extracted tree, as the merge reads it: directory listings by member id.
@@ -97,10 +101,12 @@ impl LayerTree for ArchiveIndex {
                 return Ok(out);
             };
             offset = last.offset;
+            // The index does not record which directories were implied; all count as listed.
             out.extend(batch.into_iter().map(|e| LayerEntry {
                 name: e.name,
                 member: e.member.id,
                 kind: e.member.kind,
+                listed: true,
             }));
         }
     }
@@ -311,11 +317,7 @@ impl Builder {
                 if whiteout_kind(&entry.name).is_some() {
                     continue;
                 }
-                let origin = Origin {
-                    layer: position,
-                    member: entry.member,
-                };
-                if let Some(child) = self.apply_entry(slot, entry.name, entry.kind, origin) {
+                if let Some(child) = self.apply_entry(slot, position, &entry) {
                     // A layer tree handing back a directory twice would loop: walk it once.
                     if seen.insert(entry.member) {
                         stack.push((entry.member, child));
@@ -347,19 +349,20 @@ impl Builder {
 
     /// Puts one (non-whiteout) entry into `dir`. Returns the slot to descend into for a
     /// directory.
-    fn apply_entry(
-        &mut self,
-        dir: Slot,
-        name: Vec<u8>,
-        kind: MemberKind,
-        origin: Origin,
-    ) -> Option<Slot> {
-        let existing = self.node(dir).children.get(&name[..]).copied();
+    fn apply_entry(&mut self, dir: Slot, position: usize, entry: &LayerEntry) -> Option<Slot> {
+        let kind = entry.kind;
+        let origin = Origin {
+            layer: position,
+            member: entry.member,
+        };
+        let existing = self.node(dir).children.get(&entry.name[..]).copied();
         if kind == MemberKind::Dir {
             if let Some(slot) = existing {
                 let node = self.node(slot);
                 if node.kind == MemberKind::Dir {
-                    node.origin = origin;
+                    if entry.listed {
+                        node.origin = origin;
+                    }
                     return Some(slot);
                 }
             }
@@ -372,7 +375,8 @@ impl Builder {
             origin,
             children: BTreeMap::new(),
         });
-        self.node(dir).children.insert(name.into_boxed_slice(), slot);
+        let name = entry.name.clone().into_boxed_slice();
+        self.node(dir).children.insert(name, slot);
         (kind == MemberKind::Dir).then_some(slot)
     }
 
@@ -445,12 +449,21 @@ fn whiteout_kind(name: &[u8]) -> Option<Whiteout<'_>> {
     Some(Whiteout::Remove(target))
 }
 
-/// A layer's tree built in memory from its entries in archive order (later entries win, as
-/// extraction does). For tests and tools; the mount uses [`ArchiveIndex`].
+/// A layer's tree built in memory from its entries in archive order, as tar extraction leaves it:
+/// later entries win, missing parents are implied directories, an entry below a non-directory is
+/// skipped. For tests and tools; the mount uses [`ArchiveIndex`].
 #[derive(Clone, Debug)]
 pub struct LayerListing {
-    dirs: HashMap<MemberId, BTreeMap<Vec<u8>, (MemberId, MemberKind)>>,
+    dirs: HashMap<MemberId, BTreeMap<Vec<u8>, ListedChild>>,
     next_implied: u64,
+}
+
+/// One name in a [`LayerListing`] directory.
+#[derive(Clone, Copy, Debug)]
+struct ListedChild {
+    member: MemberId,
+    kind: MemberKind,
+    listed: bool,
 }
 
 /// Member ids given to directories a listing implies (a parent with no entry of its own).
@@ -483,8 +496,8 @@ impl LayerListing {
     }
 
     /// Adds an entry at `path` (`/`-separated; `.`, empty and leading `/` ignored). Missing
-    /// parents become directories; a non-directory parent is replaced by one. Paths with `..`
-    /// are skipped, as tar does.
+    /// parents become implied directories. Skipped, as tar skips them: paths with `..`, and
+    /// entries whose parent is not a directory.
     pub fn insert(&mut self, path: &[u8], kind: MemberKind, member: MemberId) {
         let Some(comps) = components(path) else {
             return;
@@ -494,57 +507,76 @@ impl LayerListing {
         };
         let mut dir = MemberId::ROOT;
         for parent in parents {
-            dir = self.ensure_dir(dir, parent);
+            match self.ensure_dir(dir, parent) {
+                Some(d) => dir = d,
+                None => return,
+            }
         }
-        self.put(dir, name, kind, member);
+        self.put(
+            dir,
+            name,
+            ListedChild {
+                member,
+                kind,
+                listed: true,
+            },
+        );
     }
 
     /// Adds a hard link at `path` to what `target` names now (skipped if `target` is missing or
     /// a directory, as tar does).
     pub fn link(&mut self, path: &[u8], target: &[u8]) {
-        let Some(found) = self.find(target) else {
-            return;
-        };
-        if found.1 != MemberKind::Dir {
-            self.insert(path, found.1, found.0);
+        if let Some(found) = self.find(target).filter(|c| c.kind != MemberKind::Dir) {
+            self.insert(path, found.kind, found.member);
         }
     }
 
-    fn find(&self, path: &[u8]) -> Option<(MemberId, MemberKind)> {
-        let comps = components(path)?;
-        let mut cur = (MemberId::ROOT, MemberKind::Dir);
-        for c in comps {
-            cur = *self.dirs.get(&cur.0)?.get(c)?;
+    fn find(&self, path: &[u8]) -> Option<ListedChild> {
+        let mut cur = ListedChild {
+            member: MemberId::ROOT,
+            kind: MemberKind::Dir,
+            listed: true,
+        };
+        for c in components(path)? {
+            cur = *self.dirs.get(&cur.member)?.get(c)?;
         }
         Some(cur)
     }
 
-    fn ensure_dir(&mut self, dir: MemberId, name: &[u8]) -> MemberId {
-        if let Some(&(id, MemberKind::Dir)) = self.dirs.get(&dir).and_then(|d| d.get(name)) {
-            return id;
+    /// The directory `name` in `dir`, implied if missing; `None` if a non-directory is there.
+    fn ensure_dir(&mut self, dir: MemberId, name: &[u8]) -> Option<MemberId> {
+        match self.dirs.get(&dir).and_then(|d| d.get(name)) {
+            Some(c) if c.kind == MemberKind::Dir => return Some(c.member),
+            Some(_) => return None,
+            None => {}
         }
-        let id = MemberId(self.next_implied);
+        let member = MemberId(self.next_implied);
         self.next_implied += 1;
-        self.put(dir, name, MemberKind::Dir, id);
-        id
+        let implied = ListedChild {
+            member,
+            kind: MemberKind::Dir,
+            listed: false,
+        };
+        self.put(dir, name, implied);
+        Some(member)
     }
 
-    fn put(&mut self, dir: MemberId, name: &[u8], kind: MemberKind, member: MemberId) {
+    fn put(&mut self, dir: MemberId, name: &[u8], child: ListedChild) {
         let entries = self.dirs.entry(dir).or_default();
-        let previous = entries.insert(name.to_vec(), (member, kind));
+        let previous = entries.insert(name.to_vec(), child);
         match previous {
             // A directory over a directory keeps its children.
-            Some((old, MemberKind::Dir)) if kind == MemberKind::Dir => {
-                if old != member {
-                    let children = self.dirs.remove(&old).unwrap_or_default();
-                    self.dirs.insert(member, children);
+            Some(old) if old.kind == MemberKind::Dir && child.kind == MemberKind::Dir => {
+                if old.member != child.member {
+                    let children = self.dirs.remove(&old.member).unwrap_or_default();
+                    self.dirs.insert(child.member, children);
                 }
             }
-            Some((old, MemberKind::Dir)) => self.drop_dir(old),
+            Some(old) if old.kind == MemberKind::Dir => self.drop_dir(old.member),
             _ => {}
         }
-        if kind == MemberKind::Dir {
-            self.dirs.entry(member).or_default();
+        if child.kind == MemberKind::Dir {
+            self.dirs.entry(child.member).or_default();
         }
     }
 
@@ -555,8 +587,8 @@ impl LayerListing {
                 stack.extend(
                     children
                         .into_values()
-                        .filter(|(_, k)| *k == MemberKind::Dir)
-                        .map(|(id, _)| id),
+                        .filter(|c| c.kind == MemberKind::Dir)
+                        .map(|c| c.member),
                 );
             }
         }
@@ -576,10 +608,11 @@ impl LayerTree for LayerListing {
             .get(&dir)
             .into_iter()
             .flatten()
-            .map(|(name, &(member, kind))| LayerEntry {
+            .map(|(name, c)| LayerEntry {
                 name: name.clone(),
-                member,
-                kind,
+                member: c.member,
+                kind: c.kind,
+                listed: c.listed,
             })
             .collect())
     }

@@ -156,7 +156,7 @@ fn opaque_does_not_hide_the_same_layer_or_later_layers() {
             &["f:d/.wh..wh..opq", "f:d/b"],
             &["f:d/c"],
         ],
-        &["d d@2", "d/b f@1", "d/c f@2"],
+        &["d d@0", "d/b f@1", "d/c f@2"],
     );
 }
 
@@ -176,7 +176,7 @@ fn opaque_and_whiteout_in_one_directory() {
             &["f:d/.wh..wh..opq", "f:d/b", "f:d/c"],
             &["f:d/.wh.b"],
         ],
-        &["d d@2", "d/c f@1"],
+        &["d d@0", "d/c f@1"],
     );
 }
 
@@ -222,6 +222,30 @@ fn directory_over_directory_merges_and_takes_the_upper_origin() {
 }
 
 #[test]
+fn implied_directories_keep_the_lower_attributes() {
+    // Layer 1 changes etc/a without listing etc/ (as umoci writes it): etc stays layer 0's.
+    let tree = merge(&[&["d:etc", "f:etc/a", "d:new"], &["f:etc/a", "f:new/x/y"]]);
+    assert_eq!(
+        listing(&tree),
+        ["etc d@0", "etc/a f@1", "new d@0", "new/x d@1", "new/x/y f@1"]
+    );
+    // Listed later in the same layer: then it is the layer's own.
+    assert_listing(&[&["d:etc"], &["f:etc/a", "d:etc"]], &["etc d@1", "etc/a f@1"]);
+}
+
+#[test]
+fn entries_below_a_file_of_the_same_layer_are_skipped() {
+    // umoci writes `d/sub` (a file replacing a directory) followed by `d/sub/.wh.x`.
+    assert_listing(
+        &[
+            &["d:d", "d:d/sub", "f:d/sub/x", "f:d/sub/y"],
+            &["d:d", "f:d/sub", "f:d/sub/.wh.x", "f:d/sub/z"],
+        ],
+        &["d d@1", "d/sub f@1"],
+    );
+}
+
+#[test]
 fn replaced_then_whited_out_then_recreated() {
     assert_listing(
         &[
@@ -261,7 +285,7 @@ fn whiteouts_that_name_nothing_or_escape_are_ignored() {
                 "f:.wh..wh.orph/x",
             ],
         ],
-        &["a f@0", "d d@1", "d/x f@0"],
+        &["a f@0", "d d@0", "d/x f@0"],
     );
     // A listing never holds `..` itself: such paths are skipped, as tar does.
     assert_listing(&[&["f:a"], &["f:../a", "f:d/../../a"]], &["a f@0"]);
@@ -344,6 +368,7 @@ impl LayerTree for Cyclic {
             name: b"loop".to_vec(),
             member: MemberId::ROOT,
             kind: Dir,
+            listed: true,
         }])
     }
 }
@@ -393,19 +418,25 @@ fn model(layers: &[Vec<(String, MemberKind)>]) -> Vec<String> {
         // The layer as extraction leaves it (later entries win), then its whiteouts, then its
         // entries.
         let mut extracted: BTreeMap<String, MemberKind> = BTreeMap::new();
-        for (path, kind) in entries {
+        let mut listed: BTreeMap<String, bool> = BTreeMap::new();
+        'entries: for (path, kind) in entries {
             let comps: Vec<&str> = path.split('/').collect();
             for i in 1..comps.len() {
                 let parent = comps[..i].join("/");
-                if extracted.get(&parent) != Some(&Dir) {
-                    remove_under_kinds(&mut extracted, &parent);
-                    extracted.insert(parent, Dir);
+                match extracted.get(&parent) {
+                    Some(Dir) => {}
+                    Some(_) => continue 'entries,
+                    None => {
+                        extracted.insert(parent.clone(), Dir);
+                        listed.insert(parent, false);
+                    }
                 }
             }
             if !(*kind == Dir && extracted.get(path) == Some(&Dir)) {
                 remove_under_kinds(&mut extracted, path);
             }
             extracted.insert(path.clone(), *kind);
+            listed.insert(path.clone(), true);
         }
         for path in extracted.keys() {
             let (dir, name) = path.rsplit_once('/').unwrap_or(("", path));
@@ -435,7 +466,9 @@ fn model(layers: &[Vec<(String, MemberKind)>]) -> Vec<String> {
                 continue;
             }
             if *kind == Dir && tree.get(path).is_some_and(|(k, _)| *k == Dir) {
-                tree.insert(path.clone(), (Dir, n));
+                if listed[path] {
+                    tree.insert(path.clone(), (Dir, n));
+                }
             } else {
                 remove_under(&mut tree, path);
                 tree.insert(path.clone(), (*kind, n));
