@@ -218,7 +218,9 @@ impl<'a> ChallengeLexer<'a> {
             if self.i >= self.s.len() {
                 break;
             }
-            let name = self.token().ok_or_else(|| self.err("expected a scheme or parameter"))?;
+            let name = self
+                .token()
+                .ok_or_else(|| self.err("expected a scheme or parameter"))?;
             self.skip_spaces();
             match out.last_mut() {
                 Some((_, params)) if self.peek() == Some(b'=') => {
@@ -285,7 +287,9 @@ impl<'a> ChallengeLexer<'a> {
     /// A token or a quoted string with `\` escapes.
     fn value(&mut self) -> Result<String, AuthError> {
         if self.peek() != Some(b'"') {
-            return self.token().ok_or_else(|| self.err("expected a parameter value"));
+            return self
+                .token()
+                .ok_or_else(|| self.err("expected a parameter value"));
         }
         self.i += 1;
         let mut out = Vec::new();
@@ -432,7 +436,10 @@ fn parse_rfc3339(s: &str) -> Option<SystemTime> {
     }
     let offset = match s.get(i..)? {
         "Z" | "z" => 0,
-        tz if tz.len() == 6 && matches!(tz.as_bytes()[0], b'+' | b'-') && tz.as_bytes()[3] == b':' => {
+        tz if tz.len() == 6
+            && matches!(tz.as_bytes()[0], b'+' | b'-')
+            && tz.as_bytes()[3] == b':' =>
+        {
             let h = num(i + 1..i + 3)?;
             let m = num(i + 4..i + 6)?;
             let sign = if tz.as_bytes()[0] == b'-' { -1 } else { 1 };
@@ -569,15 +576,20 @@ mod tests {
             ("scope", "repository:x:pull"),
             ("account", "me"),
         ];
-        let want: Vec<(String, String)> =
-            want.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect();
+        let want: Vec<(String, String)> = want
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect();
         assert_eq!(pairs, want);
     }
 
     #[test]
     fn quoted_strings_with_escapes() {
         let b = bearer(r#"Bearer realm="https://h/t",service="a \"quoted\" \\ name, with comma""#);
-        assert_eq!(b.service.as_deref(), Some(r#"a "quoted" \ name, with comma"#));
+        assert_eq!(
+            b.service.as_deref(),
+            Some(r#"a "quoted" \ name, with comma"#)
+        );
         assert!(matches!(
             Challenge::parse_all(r#"Bearer realm="https://h/t"#),
             Err(AuthError::MalformedChallenge { .. })
@@ -602,15 +614,26 @@ mod tests {
             }
         );
         assert!(matches!(&all[1], Challenge::Bearer(b) if b.service.as_deref() == Some("h")));
-        let preferred = Challenge::preferred([r#"Basic realm="x""#, r#"Bearer realm="https://h/t""#]);
+        let preferred =
+            Challenge::preferred([r#"Basic realm="x""#, r#"Bearer realm="https://h/t""#]);
         assert!(matches!(preferred, Ok(Challenge::Bearer(_))));
         let basic = Challenge::preferred([r#"basic realm="x""#]).unwrap();
-        assert_eq!(basic, Challenge::Basic { realm: Some("x".into()) });
+        assert_eq!(
+            basic,
+            Challenge::Basic {
+                realm: Some("x".into())
+            }
+        );
         let other = Challenge::preferred(["Negotiate abc=="]).unwrap_err();
         assert_eq!(other, AuthError::UnsupportedScheme("Negotiate".into()));
         let all = Challenge::parse_all("Negotiate abc==, Basic realm=x").unwrap();
         assert_eq!(all.len(), 2);
-        assert_eq!(all[1], Challenge::Basic { realm: Some("x".into()) });
+        assert_eq!(
+            all[1],
+            Challenge::Basic {
+                realm: Some("x".into())
+            }
+        );
     }
 
     #[test]
@@ -627,7 +650,14 @@ mod tests {
             Challenge::parse_all(r#"Bearer realm="not a url""#),
             Err(AuthError::BadRealm(_))
         ));
-        for garbage in ["", " , ", "=x", "Bearer realm=", "\"x\"", "Bearer realm=\u{e9}"] {
+        for garbage in [
+            "",
+            " , ",
+            "=x",
+            "Bearer realm=",
+            "\"x\"",
+            "Bearer realm=\u{e9}",
+        ] {
             let _ = Challenge::parse_all(garbage);
         }
         assert!(Challenge::parse_all("").is_err());
@@ -635,11 +665,16 @@ mod tests {
 
     #[test]
     fn token_responses() {
-        let t = TokenResponse::parse(br#"{"token":"abc","expires_in":300,"issued_at":"2024-05-01T12:00:00Z"}"#)
-            .unwrap();
+        let t = TokenResponse::parse(
+            br#"{"token":"abc","expires_in":300,"issued_at":"2024-05-01T12:00:00Z"}"#,
+        )
+        .unwrap();
         assert_eq!(t.token, "abc");
         assert_eq!(t.expires_in, Duration::from_secs(300));
-        assert_eq!(t.issued_at, Some(UNIX_EPOCH + Duration::from_secs(1_714_564_800)));
+        assert_eq!(
+            t.issued_at,
+            Some(UNIX_EPOCH + Duration::from_secs(1_714_564_800))
+        );
         assert!(!format!("{t:?}").contains("abc"));
 
         let t = TokenResponse::parse(br#"{"access_token":"xyz"}"#).unwrap();
@@ -647,11 +682,23 @@ mod tests {
         assert_eq!(t.expires_in, DEFAULT_TOKEN_LIFETIME);
         assert_eq!(t.issued_at, None);
 
-        let t = TokenResponse::parse(br#"{"token":"","access_token":"xyz","expires_in":0}"#).unwrap();
-        assert_eq!((t.token.as_str(), t.expires_in), ("xyz", DEFAULT_TOKEN_LIFETIME));
+        let t =
+            TokenResponse::parse(br#"{"token":"","access_token":"xyz","expires_in":0}"#).unwrap();
+        assert_eq!(
+            (t.token.as_str(), t.expires_in),
+            ("xyz", DEFAULT_TOKEN_LIFETIME)
+        );
 
-        for bad in [&br#"{}"#[..], b"not json", br#"{"token":""}"#, br#"{"token":"a","issued_at":"yesterday"}"#] {
-            assert!(matches!(TokenResponse::parse(bad), Err(AuthError::MalformedToken(_))));
+        for bad in [
+            &br#"{}"#[..],
+            b"not json",
+            br#"{"token":""}"#,
+            br#"{"token":"a","issued_at":"yesterday"}"#,
+        ] {
+            assert!(matches!(
+                TokenResponse::parse(bad),
+                Err(AuthError::MalformedToken(_))
+            ));
         }
     }
 
@@ -659,8 +706,14 @@ mod tests {
     fn rfc3339_times() {
         let at = |s: &str| parse_rfc3339(s).map(|t| t.duration_since(UNIX_EPOCH).unwrap());
         assert_eq!(at("1970-01-01T00:00:00Z"), Some(Duration::ZERO));
-        assert_eq!(at("2000-02-29T23:59:59Z"), Some(Duration::from_secs(951_868_799)));
-        assert_eq!(at("2024-05-01T14:00:00+02:00"), Some(Duration::from_secs(1_714_564_800)));
+        assert_eq!(
+            at("2000-02-29T23:59:59Z"),
+            Some(Duration::from_secs(951_868_799))
+        );
+        assert_eq!(
+            at("2024-05-01T14:00:00+02:00"),
+            Some(Duration::from_secs(1_714_564_800))
+        );
         assert_eq!(
             at("2024-05-01T12:00:00.5Z"),
             Some(Duration::new(1_714_564_800, 500_000_000))
@@ -669,7 +722,14 @@ mod tests {
             at("2024-05-01T12:00:00.123456789123Z"),
             Some(Duration::new(1_714_564_800, 123_456_789))
         );
-        for bad in ["2024-05-01", "2024-13-01T00:00:00Z", "2024-05-01T12:00:00", "2024-05-01T12:00:00.Z", "1969-12-31T23:59:59Z", "2024-05-01T12:00:00+2"] {
+        for bad in [
+            "2024-05-01",
+            "2024-13-01T00:00:00Z",
+            "2024-05-01T12:00:00",
+            "2024-05-01T12:00:00.Z",
+            "1969-12-31T23:59:59Z",
+            "2024-05-01T12:00:00+2",
+        ] {
             assert_eq!(at(bad), None, "{bad}");
         }
     }
@@ -687,7 +747,12 @@ mod tests {
         assert_eq!(cache.get("reg", "s", t0), None);
         cache.insert("reg", "s", &response, t0, wall);
         assert_eq!(cache.get("reg", "s", t0).as_deref(), Some("tok"));
-        assert_eq!(cache.get("reg", "s", t0 + Duration::from_secs(49)).as_deref(), Some("tok"));
+        assert_eq!(
+            cache
+                .get("reg", "s", t0 + Duration::from_secs(49))
+                .as_deref(),
+            Some("tok")
+        );
         assert_eq!(cache.get("reg", "other", t0), None);
         assert_eq!(cache.get("other", "s", t0), None);
         assert_eq!(cache.get("reg", "s", t0 + Duration::from_secs(50)), None);

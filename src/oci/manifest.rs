@@ -437,9 +437,7 @@ fn blob_ref(d: &Descriptor) -> Result<BlobRef, ManifestError> {
 fn digest_of(d: &Descriptor) -> Result<Digest, ManifestError> {
     let text = d.digest().to_string();
     match text.strip_prefix("sha256:") {
-        Some(_) => {
-            Digest::parse(&text).map_err(|_| ManifestError::UnsupportedDigest(text.clone()))
-        }
+        Some(_) => Digest::parse(&text).map_err(|_| ManifestError::UnsupportedDigest(text.clone())),
         None => Err(ManifestError::UnsupportedDigest(text)),
     }
 }
@@ -477,7 +475,11 @@ impl ParsedManifest {
                 wanted: wanted.clone(),
                 available: entries
                     .iter()
-                    .map(|e| e.platform.as_ref().map_or("(none)".into(), |p| p.to_string()))
+                    .map(|e| {
+                        e.platform
+                            .as_ref()
+                            .map_or("(none)".into(), |p| p.to_string())
+                    })
                     .collect::<Vec<_>>()
                     .join(", "),
             })
@@ -611,7 +613,12 @@ mod tests {
     fn oci_manifest(layers: &[String]) -> String {
         format!(
             r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","config":{},"layers":[{}]}}"#,
-            descriptor("application/vnd.oci.image.config.v1+json", &d("config"), 7, ""),
+            descriptor(
+                "application/vnd.oci.image.config.v1+json",
+                &d("config"),
+                7,
+                ""
+            ),
             layers.join(",")
         )
     }
@@ -638,8 +645,18 @@ mod tests {
     #[test]
     fn parses_oci_manifest_layers_and_config() {
         let layers = [
-            descriptor("application/vnd.oci.image.layer.v1.tar+gzip", &d("l1"), 10, ""),
-            descriptor("application/vnd.oci.image.layer.v1.tar+zstd", &d("l2"), 20, ""),
+            descriptor(
+                "application/vnd.oci.image.layer.v1.tar+gzip",
+                &d("l1"),
+                10,
+                "",
+            ),
+            descriptor(
+                "application/vnd.oci.image.layer.v1.tar+zstd",
+                &d("l2"),
+                20,
+                "",
+            ),
             descriptor("application/vnd.oci.image.layer.v1.tar", &d("l3"), 30, ""),
             descriptor(
                 "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
@@ -682,14 +699,24 @@ mod tests {
     fn parses_docker_schema2_with_foreign_layer() {
         let body = format!(
             r#"{{"schemaVersion":2,"mediaType":"{DOCKER_MANIFEST}","config":{},"layers":[{},{}]}}"#,
-            descriptor("application/vnd.docker.container.image.v1+json", &d("c"), 3, ""),
+            descriptor(
+                "application/vnd.docker.container.image.v1+json",
+                &d("c"),
+                3,
+                ""
+            ),
             descriptor(
                 "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
                 &d("win"),
                 5,
                 r#","urls":["https://mcr.example/win"]"#
             ),
-            descriptor("application/vnd.docker.image.rootfs.diff.tar.gzip", &d("l"), 6, ""),
+            descriptor(
+                "application/vnd.docker.image.rootfs.diff.tar.gzip",
+                &d("l"),
+                6,
+                ""
+            ),
         );
         let m = parse_manifest(
             "application/vnd.docker.distribution.manifest.v2+json; charset=utf-8",
@@ -707,7 +734,10 @@ mod tests {
             }
         );
         assert_eq!(img.layers[0].urls, ["https://mcr.example/win"]);
-        assert_eq!(img.config.media_type, "application/vnd.docker.container.image.v1+json");
+        assert_eq!(
+            img.config.media_type,
+            "application/vnd.docker.container.image.v1+json"
+        );
     }
 
     #[test]
@@ -743,16 +773,24 @@ mod tests {
         ));
         let helm = body.replace(OCI_MANIFEST, "application/vnd.cncf.helm.chart.v1");
         let err = parse_manifest("application/json", helm.as_bytes(), None).unwrap_err();
-        assert!(err.to_string().contains("application/vnd.cncf.helm.chart.v1"));
+        assert!(err
+            .to_string()
+            .contains("application/vnd.cncf.helm.chart.v1"));
 
         // Served as one type, claiming another.
         let err = parse_manifest(DOCKER_MANIFEST, body.as_bytes(), None).unwrap_err();
-        assert!(matches!(err, ManifestError::MediaTypeMismatch { .. }), "{err}");
+        assert!(
+            matches!(err, ManifestError::MediaTypeMismatch { .. }),
+            "{err}"
+        );
 
         let layer = descriptor("application/vnd.example.weird", &d("w"), 1, "");
         let body = oci_manifest(&[layer]);
         let err = parse_manifest(OCI_MANIFEST, body.as_bytes(), None).unwrap_err();
-        assert!(err.to_string().contains("application/vnd.example.weird"), "{err}");
+        assert!(
+            err.to_string().contains("application/vnd.example.weird"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -764,7 +802,14 @@ mod tests {
             Err(ManifestError::TooLarge { size }) if size == MAX_MANIFEST_BYTES as u64 + 1
         ));
         assert!(check_manifest_size(MAX_MANIFEST_BYTES as u64).is_ok());
-        for garbage in [&b""[..], b"{", b"[]", b"null", b"{\"layers\":5}", &[0xff, 0xfe]] {
+        for garbage in [
+            &b""[..],
+            b"{",
+            b"[]",
+            b"null",
+            b"{\"layers\":5}",
+            &[0xff, 0xfe],
+        ] {
             assert!(parse_manifest(OCI_MANIFEST, garbage, None).is_err());
             assert!(parse_manifest(OCI_INDEX, garbage, None).is_err());
             assert!(parse_manifest("application/json", garbage, None).is_err());
@@ -796,7 +841,8 @@ mod tests {
         assert_eq!(m.index().unwrap().len(), 6);
         let pick = |p: &str| {
             let wanted = Platform::parse(p).unwrap();
-            m.select_platform(&wanted).map(|e| e.platform.clone().unwrap().to_string())
+            m.select_platform(&wanted)
+                .map(|e| e.platform.clone().unwrap().to_string())
         };
         assert_eq!(pick("linux/amd64").unwrap(), "linux/amd64");
         assert_eq!(pick("windows/amd64").unwrap(), "windows/amd64");
@@ -807,13 +853,18 @@ mod tests {
         assert_eq!(pick("linux/arm/v6").unwrap(), "linux/arm/v6");
         let err = pick("linux/s390x").unwrap_err();
         assert!(err.to_string().contains("linux/s390x"));
-        assert!(err.to_string().contains("linux/arm/v6, linux/arm/v7"), "{err}");
+        assert!(
+            err.to_string().contains("linux/arm/v6, linux/arm/v7"),
+            "{err}"
+        );
         assert!(m.image().is_err());
 
         let oci = index_doc(OCI_INDEX, &[("linux", "amd64", None)]);
         let m = parse_manifest(OCI_INDEX, oci.as_bytes(), None).unwrap();
         assert_eq!(m.media_type, ManifestMediaType::OciIndex);
-        let e = m.select_platform(&Platform::from_rust_target("linux", "x86_64")).unwrap();
+        let e = m
+            .select_platform(&Platform::from_rust_target("linux", "x86_64"))
+            .unwrap();
         assert_eq!(e.digest, d("linuxamd64None"));
         assert_eq!(e.size, 100);
         assert_eq!(e.media_type, OCI_MANIFEST);
@@ -862,7 +913,12 @@ mod tests {
 
     #[test]
     fn accept_header_lists_every_known_type() {
-        for t in [OCI_INDEX, OCI_MANIFEST, DOCKER_MANIFEST_LIST, DOCKER_MANIFEST] {
+        for t in [
+            OCI_INDEX,
+            OCI_MANIFEST,
+            DOCKER_MANIFEST_LIST,
+            DOCKER_MANIFEST,
+        ] {
             assert!(MANIFEST_ACCEPT.contains(t));
             assert_eq!(ManifestMediaType::parse(t).map(|m| m.as_str()), Some(t));
         }

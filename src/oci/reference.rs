@@ -130,9 +130,19 @@ impl ImageReference {
     /// Parses `docker://…` or `oras://…`.
     pub fn parse(input: &str) -> Result<ImageReference, ReferenceError> {
         if let Some(rest) = input.strip_prefix("docker://") {
-            Self::parse_name(ReferenceKind::Image, rest, input, RegistryRule::DockerHubDefault)
+            Self::parse_name(
+                ReferenceKind::Image,
+                rest,
+                input,
+                RegistryRule::DockerHubDefault,
+            )
         } else if let Some(rest) = input.strip_prefix("oras://") {
-            Self::parse_name(ReferenceKind::OrasArtifact, rest, input, RegistryRule::Explicit)
+            Self::parse_name(
+                ReferenceKind::OrasArtifact,
+                rest,
+                input,
+                RegistryRule::Explicit,
+            )
         } else {
             Err(ReferenceError::Scheme(input.to_string()))
         }
@@ -140,7 +150,12 @@ impl ImageReference {
 
     /// Parses a name as `docker pull` takes it: `alpine`, `team/app:1.4`, `host:5000/a/b@sha256:…`.
     pub fn parse_docker_name(name: &str) -> Result<ImageReference, ReferenceError> {
-        Self::parse_name(ReferenceKind::Image, name, name, RegistryRule::DockerHubDefault)
+        Self::parse_name(
+            ReferenceKind::Image,
+            name,
+            name,
+            RegistryRule::DockerHubDefault,
+        )
     }
 
     /// Parses a path inside the mount, relative to its root: `docker/<registry>/<repo>:<tag>`,
@@ -404,7 +419,11 @@ fn split_port(registry: &str) -> (&str, Option<&str>) {
         registry.find(':').unwrap_or(registry.len())
     };
     let (host, rest) = registry.split_at(host_end);
-    (host, rest.strip_prefix(':').or(if rest.is_empty() { None } else { Some(rest) }))
+    (
+        host,
+        rest.strip_prefix(':')
+            .or(if rest.is_empty() { None } else { Some(rest) }),
+    )
 }
 
 /// `[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9]`.
@@ -520,7 +539,10 @@ mod tests {
         assert_eq!(r.registry(), "[::1]:5000");
         // No dot, no colon, not localhost: a Hub namespace.
         let r = parse("docker://myregistry/x");
-        assert_eq!((r.registry(), r.repository()), ("docker.io", "myregistry/x"));
+        assert_eq!(
+            (r.registry(), r.repository()),
+            ("docker.io", "myregistry/x")
+        );
     }
 
     #[test]
@@ -564,7 +586,13 @@ mod tests {
         assert_eq!(r.kind(), ReferenceKind::OrasArtifact);
         assert_eq!(r.to_string(), "oras://127.0.0.1:5000/sif/lolcow:latest");
 
-        for bad in ["images/x", "docker/", "docker/host", "docker/host/", "oras/x"] {
+        for bad in [
+            "images/x",
+            "docker/",
+            "docker/host",
+            "docker/host/",
+            "oras/x",
+        ] {
             assert!(ImageReference::from_mount_path(bad).is_err(), "{bad}");
         }
     }
@@ -585,34 +613,72 @@ mod tests {
         let cases: &[(&str, fn(&ReferenceError) -> bool)] = &[
             ("alpine", |e| matches!(e, ReferenceError::Scheme(_))),
             ("https://x/y", |e| matches!(e, ReferenceError::Scheme(_))),
-            ("docker://", |e| matches!(e, ReferenceError::NoRepository(_))),
-            ("docker://h.io/", |e| matches!(e, ReferenceError::NoRepository(_))),
-            ("docker://Alpine", |e| matches!(e, ReferenceError::Component { .. })),
-            ("docker://h.io/Team/app", |e| matches!(e, ReferenceError::Component { .. })),
-            ("docker://h.io/a//b", |e| matches!(e, ReferenceError::Component { .. })),
-            ("docker://h.io/a/-b", |e| matches!(e, ReferenceError::Component { .. })),
-            ("docker://h.io/a/b.", |e| matches!(e, ReferenceError::Component { .. })),
-            ("docker://h.io/a/b___c", |e| matches!(e, ReferenceError::Component { .. })),
-            ("docker://h.io/a/b._c", |e| matches!(e, ReferenceError::Component { .. })),
+            ("docker://", |e| {
+                matches!(e, ReferenceError::NoRepository(_))
+            }),
+            ("docker://h.io/", |e| {
+                matches!(e, ReferenceError::NoRepository(_))
+            }),
+            ("docker://Alpine", |e| {
+                matches!(e, ReferenceError::Component { .. })
+            }),
+            ("docker://h.io/Team/app", |e| {
+                matches!(e, ReferenceError::Component { .. })
+            }),
+            ("docker://h.io/a//b", |e| {
+                matches!(e, ReferenceError::Component { .. })
+            }),
+            ("docker://h.io/a/-b", |e| {
+                matches!(e, ReferenceError::Component { .. })
+            }),
+            ("docker://h.io/a/b.", |e| {
+                matches!(e, ReferenceError::Component { .. })
+            }),
+            ("docker://h.io/a/b___c", |e| {
+                matches!(e, ReferenceError::Component { .. })
+            }),
+            ("docker://h.io/a/b._c", |e| {
+                matches!(e, ReferenceError::Component { .. })
+            }),
             ("docker://a:", |e| matches!(e, ReferenceError::Tag { .. })),
             ("docker://a:.x", |e| matches!(e, ReferenceError::Tag { .. })),
             ("docker://a:-x", |e| matches!(e, ReferenceError::Tag { .. })),
-            ("docker://a:x/y", |e| matches!(e, ReferenceError::Registry { .. })),
-            ("docker://a:b+c", |e| matches!(e, ReferenceError::Tag { .. })),
-            ("docker://a@sha256:abc", |e| matches!(e, ReferenceError::Digest { .. })),
-            ("docker://a@md5:0123", |e| matches!(e, ReferenceError::Digest { .. })),
-            ("docker://h:99999/a", |e| matches!(e, ReferenceError::Registry { .. })),
-            ("docker://h:/a", |e| matches!(e, ReferenceError::Registry { .. })),
-            ("docker://-h.io/a", |e| matches!(e, ReferenceError::Registry { .. })),
-            ("docker://h..io/a", |e| matches!(e, ReferenceError::Registry { .. })),
-            ("docker://[::1/a", |e| matches!(e, ReferenceError::Registry { .. })),
+            ("docker://a:x/y", |e| {
+                matches!(e, ReferenceError::Registry { .. })
+            }),
+            ("docker://a:b+c", |e| {
+                matches!(e, ReferenceError::Tag { .. })
+            }),
+            ("docker://a@sha256:abc", |e| {
+                matches!(e, ReferenceError::Digest { .. })
+            }),
+            ("docker://a@md5:0123", |e| {
+                matches!(e, ReferenceError::Digest { .. })
+            }),
+            ("docker://h:99999/a", |e| {
+                matches!(e, ReferenceError::Registry { .. })
+            }),
+            ("docker://h:/a", |e| {
+                matches!(e, ReferenceError::Registry { .. })
+            }),
+            ("docker://-h.io/a", |e| {
+                matches!(e, ReferenceError::Registry { .. })
+            }),
+            ("docker://h..io/a", |e| {
+                matches!(e, ReferenceError::Registry { .. })
+            }),
+            ("docker://[::1/a", |e| {
+                matches!(e, ReferenceError::Registry { .. })
+            }),
         ];
         for (input, want) in cases {
             match ImageReference::parse(input) {
                 Ok(r) => panic!("{input} parsed as {r}"),
                 Err(e) => {
                     assert!(want(&e), "{input}: unexpected error {e:?}");
-                    assert!(e.to_string().contains(input.trim_start_matches("docker://")));
+                    assert!(e
+                        .to_string()
+                        .contains(input.trim_start_matches("docker://")));
                 }
             }
         }
@@ -639,10 +705,21 @@ mod tests {
 
     #[test]
     fn path_components() {
-        for ok in ["a", "a0", "a.b", "a_b", "a__b", "a-b", "a---b", "a.b-c_d__e"] {
+        for ok in [
+            "a",
+            "a0",
+            "a.b",
+            "a_b",
+            "a__b",
+            "a-b",
+            "a---b",
+            "a.b-c_d__e",
+        ] {
             assert!(is_path_component(ok), "{ok}");
         }
-        for bad in ["", "A", "a.", ".a", "a..b", "a_.b", "a___b", "a-", "a/b", "é"] {
+        for bad in [
+            "", "A", "a.", ".a", "a..b", "a_.b", "a___b", "a-", "a/b", "é",
+        ] {
             assert!(!is_path_component(bad), "{bad}");
         }
     }
@@ -682,7 +759,10 @@ mod tests {
                 0 => None,
                 1 => Some("localhost".to_string()),
                 2 => Some(format!("127.0.0.1:{}", 1 + self.below(65535))),
-                3 => Some(format!("{}.example", self.word(b"abcxyz019-", 8).trim_matches('-'))),
+                3 => Some(format!(
+                    "{}.example",
+                    self.word(b"abcxyz019-", 8).trim_matches('-')
+                )),
                 _ => Some(format!("reg-{}.io:{}", self.below(100), self.below(65536))),
             }
         }
@@ -701,7 +781,9 @@ mod tests {
     fn property_display_round_trips() {
         let mut g = Gen(0x9e37_79b9_7f4a_7c15);
         for _ in 0..5000 {
-            let registry = g.registry().filter(|r| !r.starts_with(".") && !r.contains("-."));
+            let registry = g
+                .registry()
+                .filter(|r| !r.starts_with(".") && !r.contains("-."));
             let parts: Vec<String> = (0..1 + g.below(4)).map(|_| g.component()).collect();
             let mut s = String::from("docker://");
             if let Some(r) = &registry {
@@ -724,9 +806,17 @@ mod tests {
                 Err(e) => panic!("{s}: {e}"),
             };
             let printed = r.to_string();
-            assert_eq!(ImageReference::parse(&printed).as_ref(), Ok(&r), "{s} -> {printed}");
+            assert_eq!(
+                ImageReference::parse(&printed).as_ref(),
+                Ok(&r),
+                "{s} -> {printed}"
+            );
             let path = r.mount_path();
-            assert_eq!(ImageReference::from_mount_path(&path).as_ref(), Ok(&r), "{path}");
+            assert_eq!(
+                ImageReference::from_mount_path(&path).as_ref(),
+                Ok(&r),
+                "{path}"
+            );
             assert!(r.tag().is_some() || r.digest().is_some());
             assert!(r.repository().split('/').all(is_path_component));
         }

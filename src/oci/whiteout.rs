@@ -172,7 +172,9 @@ impl MergedTree {
 
     /// The children of directory `dir`, in name order (empty for non-directories).
     pub fn children(&self, dir: NodeId) -> impl Iterator<Item = (NodeId, &MergedNode)> + '_ {
-        let range = self.node(dir).map_or(0..0, |n| n.first_child..n.first_child + n.child_count);
+        let range = self
+            .node(dir)
+            .map_or(0..0, |n| n.first_child..n.first_child + n.child_count);
         range.map(move |i| (NodeId(i), &self.nodes[i as usize]))
     }
 
@@ -388,13 +390,19 @@ impl Builder {
         let mut i = 0;
         while i < order.len() {
             let (slot, _, parent) = order[i].clone();
-            let node = self.slots[slot].take().expect("each live slot is reached once");
+            let node = self.slots[slot]
+                .take()
+                .expect("each live slot is reached once");
             let first_child = order.len() as u32;
             let child_count = node.children.len() as u32;
             let subdirs = node
                 .children
                 .values()
-                .filter(|&&c| self.slots[c].as_ref().is_some_and(|n| n.kind == MemberKind::Dir))
+                .filter(|&&c| {
+                    self.slots[c]
+                        .as_ref()
+                        .is_some_and(|n| n.kind == MemberKind::Dir)
+                })
                 .count() as u32;
             for (name, child) in node.children {
                 order.push((child, name, i as u32));
@@ -404,7 +412,11 @@ impl Builder {
                 parent: NodeId(parent),
                 kind: node.kind,
                 origin: node.origin,
-                nlink: if node.kind == MemberKind::Dir { 2 + subdirs } else { 1 },
+                nlink: if node.kind == MemberKind::Dir {
+                    2 + subdirs
+                } else {
+                    1
+                },
                 first_child,
                 child_count,
             });

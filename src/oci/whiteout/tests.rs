@@ -131,7 +131,13 @@ fn whiteout_then_same_directory_makes_it_fresh() {
 
 #[test]
 fn opaque_directory_hides_lower_children_only() {
-    let want = ["d d@1", "d/mine f@1", "d/sub d@1", "d/sub/y f@1", "other f@0"];
+    let want = [
+        "d d@1",
+        "d/mine f@1",
+        "d/sub d@1",
+        "d/sub/y f@1",
+        "other f@0",
+    ];
     // The marker first, last, or between siblings in the layer: same result.
     for upper in [
         &["d:d", "f:d/.wh..wh..opq", "f:d/mine", "f:d/sub/y"][..],
@@ -151,11 +157,7 @@ fn opaque_directory_hides_lower_children_only() {
 #[test]
 fn opaque_does_not_hide_the_same_layer_or_later_layers() {
     assert_listing(
-        &[
-            &["f:d/a"],
-            &["f:d/.wh..wh..opq", "f:d/b"],
-            &["f:d/c"],
-        ],
+        &[&["f:d/a"], &["f:d/.wh..wh..opq", "f:d/b"], &["f:d/c"]],
         &["d d@0", "d/b f@1", "d/c f@2"],
     );
 }
@@ -199,10 +201,7 @@ fn directory_replaces_file_and_symlink() {
 #[test]
 fn symlink_replaces_directory_and_file_replaces_symlink() {
     assert_listing(
-        &[
-            &["d:lib", "f:lib/libc.so", "l:sh"],
-            &["l:lib", "f:sh"],
-        ],
+        &[&["d:lib", "f:lib/libc.so", "l:sh"], &["l:lib", "f:sh"]],
         &["lib l@1", "sh f@1"],
     );
     // A symlink replaced by a symlink.
@@ -227,10 +226,19 @@ fn implied_directories_keep_the_lower_attributes() {
     let tree = merge(&[&["d:etc", "f:etc/a", "d:new"], &["f:etc/a", "f:new/x/y"]]);
     assert_eq!(
         listing(&tree),
-        ["etc d@0", "etc/a f@1", "new d@0", "new/x d@1", "new/x/y f@1"]
+        [
+            "etc d@0",
+            "etc/a f@1",
+            "new d@0",
+            "new/x d@1",
+            "new/x/y f@1"
+        ]
     );
     // Listed later in the same layer: then it is the layer's own.
-    assert_listing(&[&["d:etc"], &["f:etc/a", "d:etc"]], &["etc d@1", "etc/a f@1"]);
+    assert_listing(
+        &[&["d:etc"], &["f:etc/a", "d:etc"]],
+        &["etc d@1", "etc/a f@1"],
+    );
 }
 
 #[test]
@@ -248,12 +256,7 @@ fn entries_below_a_file_of_the_same_layer_are_skipped() {
 #[test]
 fn replaced_then_whited_out_then_recreated() {
     assert_listing(
-        &[
-            &["d:x", "f:x/1"],
-            &["f:x"],
-            &["f:.wh.x"],
-            &["d:x", "f:x/2"],
-        ],
+        &[&["d:x", "f:x/1"], &["f:x"], &["f:.wh.x"], &["d:x", "f:x/2"]],
         &["x d@3", "x/2 f@3"],
     );
 }
@@ -305,11 +308,15 @@ fn hard_links_share_an_origin_and_count_names() {
     let origin = |p: &[u8]| tree.node(tree.lookup_path(p).unwrap()).unwrap().origin;
     assert_eq!(origin(b"a"), origin(b"b"));
     assert_eq!(origin(b"a"), origin(b"d/c"));
-    let nlink = |tree: &MergedTree, p: &[u8]| tree.node(tree.lookup_path(p).unwrap()).unwrap().nlink;
+    let nlink =
+        |tree: &MergedTree, p: &[u8]| tree.node(tree.lookup_path(p).unwrap()).unwrap().nlink;
     assert_eq!(nlink(&tree, b"a"), 3);
     assert_eq!(nlink(&tree, b"x"), 1);
 
-    let tree = merge(&[&["f:a", "h:b=a", "d:d", "h:d/c=a"], &["f:.wh.b", "f:d/.wh.c"]]);
+    let tree = merge(&[
+        &["f:a", "h:b=a", "d:d", "h:d/c=a"],
+        &["f:.wh.b", "f:d/.wh.c"],
+    ]);
     assert_eq!(nlink(&tree, b"a"), 1);
     // A hard link in an upper layer to an upper file; the lower name is separate.
     let tree = merge(&[&["f:a"], &["f:b", "h:c=b"]]);
@@ -319,7 +326,10 @@ fn hard_links_share_an_origin_and_count_names() {
 }
 
 fn origin_layer(tree: &MergedTree, path: &[u8]) -> usize {
-    tree.node(tree.lookup_path(path).unwrap()).unwrap().origin.layer
+    tree.node(tree.lookup_path(path).unwrap())
+        .unwrap()
+        .origin
+        .layer
 }
 
 #[test]
@@ -327,7 +337,10 @@ fn tree_navigation() {
     let tree = merge(&[&["d:b", "f:b/z", "f:b/a", "f:a", "d:c/d"]]);
     assert_eq!(tree.len(), 7);
     assert!(!tree.is_empty());
-    let names: Vec<&[u8]> = tree.children(NodeId::ROOT).map(|(_, n)| &n.name[..]).collect();
+    let names: Vec<&[u8]> = tree
+        .children(NodeId::ROOT)
+        .map(|(_, n)| &n.name[..])
+        .collect();
     assert_eq!(names, [&b"a"[..], b"b", b"c"]);
     let b = tree.lookup(NodeId::ROOT, b"b").unwrap();
     let names: Vec<&[u8]> = tree.children(b).map(|(_, n)| &n.name[..]).collect();
@@ -452,7 +465,11 @@ fn model(layers: &[Vec<(String, MemberKind)>]) -> Vec<String> {
                 }
             };
             if name == ".wh..wh..opq" {
-                let prefix = if dir.is_empty() { String::new() } else { format!("{dir}/") };
+                let prefix = if dir.is_empty() {
+                    String::new()
+                } else {
+                    format!("{dir}/")
+                };
                 tree.retain(|k, _| !k.starts_with(&prefix) || k.len() == prefix.len() - 1);
             } else if let Some(target) = name.strip_prefix(".wh.") {
                 if !target.starts_with(".wh.") && !target.is_empty() {
@@ -491,7 +508,9 @@ fn model(layers: &[Vec<(String, MemberKind)>]) -> Vec<String> {
 /// Entries under a directory named like a whiteout are not shown (the directory is not).
 fn under_whiteout_name(path: &str) -> bool {
     let comps: Vec<&str> = path.split('/').collect();
-    comps[..comps.len() - 1].iter().any(|c| c.starts_with(".wh."))
+    comps[..comps.len() - 1]
+        .iter()
+        .any(|c| c.starts_with(".wh."))
 }
 
 fn remove_under_kinds(m: &mut BTreeMap<String, MemberKind>, path: &str) {
@@ -533,8 +552,9 @@ fn random_layer(rng: &mut Rng) -> Vec<(String, MemberKind)> {
 fn differential_against_path_model() {
     let mut rng = Rng(0x2545_f491_4f6c_dd1d);
     for case in 0..4000 {
-        let layers: Vec<Vec<(String, MemberKind)>> =
-            (0..1 + rng.below(4)).map(|_| random_layer(&mut rng)).collect();
+        let layers: Vec<Vec<(String, MemberKind)>> = (0..1 + rng.below(4))
+            .map(|_| random_layer(&mut rng))
+            .collect();
         let listings: Vec<LayerListing> = layers
             .iter()
             .map(|entries| {
