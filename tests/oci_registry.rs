@@ -404,7 +404,7 @@ fn token_auth_challenge_token_and_cache() {
         .unwrap_or_else(|e| e.duration());
     assert!(skew < Duration::from_secs(5), "issued_at {issued:?}");
     let last = tokens.requests().pop().expect("a token request");
-    assert_eq!(last.scopes, [scope.clone()]);
+    assert_eq!(last.scopes, std::slice::from_ref(&scope));
     assert_eq!(last.service.as_deref(), Some(TOKEN_SERVICE));
     assert!(!last.authenticated);
 

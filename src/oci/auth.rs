@@ -188,6 +188,9 @@ pub fn basic_authorization(username: &str, password: &str) -> String {
     )
 }
 
+/// A challenge as lexed: its scheme and its lowercased parameter names with their values.
+type RawChallenge = (String, HashMap<String, String>);
+
 /// Splits a header into (scheme, params) challenges.
 struct ChallengeLexer<'a> {
     header: &'a str,
@@ -211,8 +214,8 @@ impl<'a> ChallengeLexer<'a> {
         }
     }
 
-    fn challenges(mut self) -> Result<Vec<(String, HashMap<String, String>)>, AuthError> {
-        let mut out: Vec<(String, HashMap<String, String>)> = Vec::new();
+    fn challenges(mut self) -> Result<Vec<RawChallenge>, AuthError> {
+        let mut out: Vec<RawChallenge> = Vec::new();
         loop {
             self.skip_separators();
             if self.i >= self.s.len() {

@@ -610,7 +610,8 @@ mod tests {
 
     #[test]
     fn rejects_what_the_grammar_rejects() {
-        let cases: &[(&str, fn(&ReferenceError) -> bool)] = &[
+        type IsExpected = fn(&ReferenceError) -> bool;
+        let cases: &[(&str, IsExpected)] = &[
             ("alpine", |e| matches!(e, ReferenceError::Scheme(_))),
             ("https://x/y", |e| matches!(e, ReferenceError::Scheme(_))),
             ("docker://", |e| {
@@ -737,7 +738,7 @@ mod tests {
         fn below(&mut self, n: usize) -> usize {
             (self.next() % n as u64) as usize
         }
-        fn pick<'a>(&mut self, from: &'a [u8]) -> u8 {
+        fn pick(&mut self, from: &[u8]) -> u8 {
             from[self.below(from.len())]
         }
         fn word(&mut self, alphabet: &[u8], max: usize) -> String {

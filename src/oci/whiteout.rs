@@ -576,16 +576,14 @@ impl LayerListing {
     fn put(&mut self, dir: MemberId, name: &[u8], child: ListedChild) {
         let entries = self.dirs.entry(dir).or_default();
         let previous = entries.insert(name.to_vec(), child);
-        match previous {
-            // A directory over a directory keeps its children.
-            Some(old) if old.kind == MemberKind::Dir && child.kind == MemberKind::Dir => {
-                if old.member != child.member {
-                    let children = self.dirs.remove(&old.member).unwrap_or_default();
-                    self.dirs.insert(child.member, children);
-                }
+        if let Some(old) = previous.filter(|old| old.kind == MemberKind::Dir) {
+            if child.kind != MemberKind::Dir {
+                self.drop_dir(old.member);
+            } else if old.member != child.member {
+                // A directory over a directory keeps its children.
+                let children = self.dirs.remove(&old.member).unwrap_or_default();
+                self.dirs.insert(child.member, children);
             }
-            Some(old) if old.kind == MemberKind::Dir => self.drop_dir(old.member),
-            _ => {}
         }
         if child.kind == MemberKind::Dir {
             self.dirs.entry(child.member).or_default();
