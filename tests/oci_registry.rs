@@ -672,3 +672,123 @@ fn with_file_nlink(m: &BTreeMap<String, (FsEntry, u64)>) -> BTreeMap<String, (Fs
         .map(|(p, (e, n))| (p.clone(), (e.clone(), if e.kind == 'd' { 0 } else { *n })))
         .collect()
 }
+
+#[test]
+fn tampered_storage_is_caught_and_restart_keeps_content() {
+    let layout = OciLayout::new();
+    build_rich_image(&layout, "rich");
+    let mut reg = Registry::start();
+    layout.push(
+        "rich",
+        &format!("{}/test/rich:v1", reg.host()),
+        &Push::default(),
+    );
+    let r = ImageReference::parse(&format!("docker://{}/test/rich:v1", reg.host())).unwrap();
+    let m = fetch_manifest(&r, &[]);
+
+    // Stopped, the registry refuses connections; started again on its port, it serves the same.
+    let port = reg.port();
+    reg.stop();
+    assert!(!common::process::port_open(port));
+    reg.start_again();
+    assert_eq!(reg.port(), port);
+    assert_eq!(fetch_manifest(&r, &[]).digest, m.digest);
+
+    // A layer changed in the registry's storage is served as is: only the digest check sees it.
+    let layer = m.image().unwrap().layers[0].blob.clone();
+    let path = reg.blob_path(&layer.digest.hex());
+    let mut bytes = std::fs::read(&path).expect("stored layer");
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    std::fs::write(&path, &bytes).expect("tamper layer");
+    let served = curl(
+        &format!("{}/v2/test/rich/blobs/{}", reg.base_url(), layer.digest),
+        &[],
+    );
+    assert_eq!(served.status, 200);
+    assert_eq!(served.body, bytes);
+    assert_ne!(Digest::of(&served.body), layer.digest);
+
+    // The same for the manifest: the registry still announces the old digest.
+    let path = reg.blob_path(&m.digest.hex());
+    let original = std::fs::read(&path).expect("stored manifest");
+    let tampered =
+        String::from_utf8(original.clone())
+            .unwrap()
+            .replacen("\"size\":", "\"size\": ", 1);
+    assert_ne!(tampered.as_bytes(), &original[..]);
+    std::fs::write(&path, &tampered).expect("tamper manifest");
+    let resp = curl(&manifest_url(&r), &[accept()]);
+    assert_eq!(resp.status, 200);
+    let announced = Digest::parse(resp.header("docker-content-digest").unwrap()).unwrap();
+    assert_eq!(announced, m.digest);
+    let err = parse_manifest(
+        resp.header("content-type").unwrap(),
+        &resp.body,
+        Some(&announced),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(err, ManifestError::DigestMismatch { expected, .. } if expected == m.digest),
+        "{err}"
+    );
+}
+
+#[test]
+fn expired_token_is_refused_and_renewed() {
+    let layout = OciLayout::new();
+    build_rich_image(&layout, "rich");
+    let tokens = LoopbackTokenServer::start(TokenPolicy::default());
+    let reg = Registry::start_with_token_auth(&tokens);
+    let creds = Push {
+        creds: Some(("pusher", "secret")),
+        ..Push::default()
+    };
+    layout.push("rich", &format!("{}/test/short:v1", reg.host()), &creds);
+    let r = ImageReference::parse(&format!("docker://{}/test/short:v1", reg.host())).unwrap();
+    let scope = pull_scope(r.repository());
+    let get_token = |challenge_source: &Response| {
+        let Ok(Challenge::Bearer(b)) =
+            Challenge::preferred(challenge_source.all("www-authenticate"))
+        else {
+            panic!("no Bearer challenge");
+        };
+        let resp = curl(b.token_url(&[], None).as_str(), &[]);
+        (b, TokenResponse::parse(&resp.body).expect("token response"))
+    };
+
+    // Tokens issued from now on die about 5 s after issue (the registry's leeway is 60 s).
+    tokens.set_exp_offset(Some(-55));
+    let first = curl(&manifest_url(&r), &[accept()]);
+    assert_eq!(first.status, 401);
+    let (_, token) = get_token(&first);
+    let bearer = format!("Authorization: Bearer {}", token.token);
+    let m = fetch_manifest(&r, std::slice::from_ref(&bearer));
+    assert_eq!(m.image().unwrap().layers.len(), 4);
+
+    // Mid-use, the registry starts answering 401 with a fresh challenge.
+    let mut stale = None;
+    let expired = common::wait_until(Duration::from_secs(30), || {
+        let resp = curl(&manifest_url(&r), &[accept(), bearer.clone()]);
+        let done = resp.status == 401;
+        stale = Some(resp);
+        done
+    });
+    assert!(expired, "the registry kept accepting an expired token");
+    let stale = stale.expect("a response");
+    tokens.set_exp_offset(None);
+    let (challenge, renewed) = get_token(&stale);
+    assert_eq!(challenge.scope.as_deref(), Some(scope.as_str()));
+    assert_ne!(renewed.token, token.token);
+
+    // The cache hands out the renewed token, not the invalidated one.
+    let cache = TokenCache::new();
+    let now = Instant::now();
+    cache.insert(&reg.host(), &scope, &token, now, SystemTime::now());
+    cache.invalidate(&reg.host(), &scope);
+    assert!(cache.get(&reg.host(), &scope, now).is_none());
+    cache.insert(&reg.host(), &scope, &renewed, now, SystemTime::now());
+    let cached = cache.get(&reg.host(), &scope, now).expect("renewed token");
+    let bearer = format!("Authorization: Bearer {cached}");
+    assert_eq!(fetch_manifest(&r, &[bearer]).digest, m.digest);
+}

@@ -13,7 +13,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -64,6 +64,7 @@ pub struct TokenRequest {
 
 /// A running loopback token endpoint.
 pub struct LoopbackTokenServer {
+    signer: Arc<Signer>,
     port: u16,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
@@ -76,6 +77,9 @@ struct Signer {
     key: PathBuf,
     cert_der_b64: String,
     policy: TokenPolicy,
+    /// `exp` of tokens issued from now on, relative to issue; `NO_EXP_OVERRIDE` for
+    /// `expires_in`.
+    exp_override: AtomicI64,
 }
 
 impl LoopbackTokenServer {
@@ -110,6 +114,7 @@ impl LoopbackTokenServer {
             key,
             cert_der_b64: base64::engine::general_purpose::STANDARD.encode(der),
             policy,
+            exp_override: AtomicI64::new(NO_EXP_OVERRIDE),
         });
 
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind token server");
@@ -119,9 +124,11 @@ impl LoopbackTokenServer {
         let requests = Arc::new(Mutex::new(Vec::new()));
         let thread = {
             let (stop, requests) = (stop.clone(), requests.clone());
+            let signer = signer.clone();
             std::thread::spawn(move || serve(listener, &stop, &requests, &signer))
         };
         LoopbackTokenServer {
+            signer,
             port,
             stop,
             thread: Some(thread),
@@ -139,6 +146,15 @@ impl LoopbackTokenServer {
     /// The PEM certificate the registry trusts (`rootcertbundle`).
     pub fn cert_path(&self) -> &Path {
         &self.cert
+    }
+
+    /// Sets the `exp` claim of the tokens issued from now on to issue time + `secs` (may be
+    /// negative; the response's `expires_in` is unchanged), or back to `expires_in` with `None`.
+    /// docker-registry 2.8 accepts a token until 60 s after its `exp`, so -55 makes tokens die
+    /// about 5 s after issue.
+    pub fn set_exp_offset(&self, secs: Option<i64>) {
+        let v = secs.unwrap_or(NO_EXP_OVERRIDE);
+        self.signer.exp_override.store(v, Ordering::SeqCst);
     }
 
     /// Every request answered so far.
@@ -241,7 +257,18 @@ fn respond(mut stream: TcpStream, status: u16, body: &str) -> std::io::Result<()
     stream.flush()
 }
 
+/// `Signer::exp_override` when tokens use `expires_in`.
+const NO_EXP_OVERRIDE: i64 = i64::MIN;
+
 impl Signer {
+    fn exp_claim(&self, now: u64) -> i64 {
+        let now = now as i64;
+        match self.exp_override.load(Ordering::SeqCst) {
+            NO_EXP_OVERRIDE => now + self.policy.expires_in as i64,
+            offset => now + offset,
+        }
+    }
+
     fn token_response(&self, req: &TokenRequest) -> Result<String, String> {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -256,7 +283,7 @@ impl Signer {
             "iss": TOKEN_ISSUER,
             "sub": req.account.clone().unwrap_or_default(),
             "aud": req.service.clone().unwrap_or_default(),
-            "exp": now + self.policy.expires_in,
+            "exp": self.exp_claim(now),
             "nbf": now.saturating_sub(5),
             "iat": now,
             "jti": format!("{now}-{}", super::content::unique_seed()),
