@@ -359,8 +359,8 @@ fn multi_platform_index_selects_platforms() {
     assert_eq!(config["architecture"], "arm64");
 }
 
-#[test]
-fn token_auth_challenge_token_and_cache() {
+/// A registry behind token auth holding the rich image at `repo_tag`, pushed with credentials.
+fn token_registry_with_rich_image(repo_tag: &str) -> (LoopbackTokenServer, Registry) {
     let layout = OciLayout::new();
     build_rich_image(&layout, "rich");
     let tokens = LoopbackTokenServer::start(TokenPolicy::default());
@@ -369,7 +369,13 @@ fn token_auth_challenge_token_and_cache() {
         creds: Some(("pusher", "secret")),
         ..Push::default()
     };
-    layout.push("rich", &format!("{}/test/private:v1", reg.host()), &creds);
+    layout.push("rich", &format!("{}/{repo_tag}", reg.host()), &creds);
+    (tokens, reg)
+}
+
+#[test]
+fn token_auth_challenge_token_and_cache() {
+    let (tokens, reg) = token_registry_with_rich_image("test/private:v1");
     assert!(
         tokens.requests().iter().any(|t| t.authenticated
             && t.scopes
@@ -736,15 +742,7 @@ fn tampered_storage_is_caught_and_restart_keeps_content() {
 
 #[test]
 fn expired_token_is_refused_and_renewed() {
-    let layout = OciLayout::new();
-    build_rich_image(&layout, "rich");
-    let tokens = LoopbackTokenServer::start(TokenPolicy::default());
-    let reg = Registry::start_with_token_auth(&tokens);
-    let creds = Push {
-        creds: Some(("pusher", "secret")),
-        ..Push::default()
-    };
-    layout.push("rich", &format!("{}/test/short:v1", reg.host()), &creds);
+    let (tokens, reg) = token_registry_with_rich_image("test/short:v1");
     let r = ImageReference::parse(&format!("docker://{}/test/short:v1", reg.host())).unwrap();
     let scope = pull_scope(r.repository());
     let get_token = |challenge_source: &Response| {

@@ -44,6 +44,9 @@ pub enum AuthError {
     /// The realm is not an http(s) URL.
     #[error("Bearer realm {0:?} is not an http(s) URL")]
     BadRealm(String),
+    /// A 401 without any `WWW-Authenticate` challenge.
+    #[error("the registry refused access without a WWW-Authenticate challenge")]
+    NoChallenge,
     /// None of the challenges is one lazycas can answer.
     #[error("registry asks for {0:?} authentication, which lazycas does not support")]
     UnsupportedScheme(String),
@@ -96,6 +99,9 @@ impl Challenge {
         let mut all = Vec::new();
         for h in headers {
             all.extend(Challenge::parse_all(h)?);
+        }
+        if all.is_empty() {
+            return Err(AuthError::NoChallenge);
         }
         let pick = |want: fn(&Challenge) -> bool| all.iter().find(|c| want(c)).cloned();
         pick(|c| matches!(c, Challenge::Bearer(_)))
@@ -629,6 +635,7 @@ mod tests {
         );
         let other = Challenge::preferred(["Negotiate abc=="]).unwrap_err();
         assert_eq!(other, AuthError::UnsupportedScheme("Negotiate".into()));
+        assert_eq!(Challenge::preferred([]), Err(AuthError::NoChallenge));
         let all = Challenge::parse_all("Negotiate abc==, Basic realm=x").unwrap();
         assert_eq!(all.len(), 2);
         assert_eq!(

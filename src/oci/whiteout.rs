@@ -313,7 +313,7 @@ impl Builder {
         let mut seen = HashSet::from([root]);
         let mut stack = vec![(root, ROOT_SLOT)];
         while let Some((layer_dir, slot)) = stack.pop() {
-            let entries = layer.children(layer_dir)?;
+            let entries = unique_names(layer.children(layer_dir)?);
             self.apply_whiteouts(slot, &entries);
             for entry in entries {
                 if whiteout_kind(&entry.name).is_some() {
@@ -425,6 +425,14 @@ impl Builder {
         count_hard_links(&mut nodes);
         MergedTree { nodes }
     }
+}
+
+/// One entry per name (the last one listed wins), so a malformed listing cannot free a
+/// directory the walk has yet to visit.
+fn unique_names(entries: Vec<LayerEntry>) -> Vec<LayerEntry> {
+    let by_name: BTreeMap<Vec<u8>, LayerEntry> =
+        entries.into_iter().map(|e| (e.name.clone(), e)).collect();
+    by_name.into_values().collect()
 }
 
 /// Sets `nlink` of non-directories to the number of merged names sharing their origin.

@@ -315,49 +315,38 @@ pub fn build_rich_image(layout: &OciLayout, tag: &str) {
 fn write_opaque_layer(path: &Path) {
     let file = std::fs::File::create(path).expect("create layer tar");
     let mut b = tar::Builder::new(file);
-    let mtime = 1_700_000_000;
     let dir = |b: &mut tar::Builder<std::fs::File>, name: &str| {
-        let mut h = tar::Header::new_gnu();
-        h.set_entry_type(tar::EntryType::Directory);
-        h.set_mode(0o755);
-        h.set_mtime(mtime);
-        h.set_uid(0);
-        h.set_gid(0);
-        h.set_size(0);
+        let mut h = header(tar::EntryType::Directory, 0o755, 0);
         b.append_data(&mut h, name, std::io::empty())
             .expect("dir entry");
     };
     let file_entry = |b: &mut tar::Builder<std::fs::File>, name: &str, data: &[u8], mode| {
-        let mut h = tar::Header::new_gnu();
-        h.set_entry_type(tar::EntryType::Regular);
-        h.set_mode(mode);
-        h.set_mtime(mtime);
-        h.set_uid(0);
-        h.set_gid(0);
-        h.set_size(data.len() as u64);
+        let mut h = header(tar::EntryType::Regular, mode, data.len() as u64);
         b.append_data(&mut h, name, data).expect("file entry");
     };
     dir(&mut b, "opq/");
-    file_entry(
-        &mut b,
-        "opq/new",
-        b"only this survives the opaque marker\n",
-        0o644,
-    );
+    let survivor = b"only this survives the opaque marker\n";
+    file_entry(&mut b, "opq/new", survivor, 0o644);
     file_entry(&mut b, "opq/.wh..wh..opq", b"", 0o000);
     file_entry(&mut b, ".wh.empty", b"", 0o000);
     dir(&mut b, "hl/");
     file_entry(&mut b, "hl/one", b"hard-linked pair\n", 0o644);
-    let mut h = tar::Header::new_gnu();
-    h.set_entry_type(tar::EntryType::Link);
-    h.set_mode(0o644);
-    h.set_mtime(mtime);
-    h.set_uid(0);
-    h.set_gid(0);
-    h.set_size(0);
+    let mut h = header(tar::EntryType::Link, 0o644, 0);
     b.append_link(&mut h, "hl/two", "hl/one")
         .expect("link entry");
     b.into_inner().expect("finish tar");
+}
+
+/// A GNU header owned by root with a fixed mtime.
+fn header(kind: tar::EntryType, mode: u32, size: u64) -> tar::Header {
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(kind);
+    h.set_mode(mode);
+    h.set_mtime(1_700_000_000);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_size(size);
+    h
 }
 
 fn write(root: &Path, rel: &str, data: &[u8]) {

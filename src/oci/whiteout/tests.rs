@@ -386,6 +386,34 @@ impl LayerTree for Cyclic {
     }
 }
 
+/// A layer listing one name twice, first as a directory then as a file.
+struct Duplicated;
+
+impl LayerTree for Duplicated {
+    type Error = ();
+    fn root(&self) -> MemberId {
+        MemberId::ROOT
+    }
+    fn children(&self, dir: MemberId) -> Result<Vec<LayerEntry>, ()> {
+        let entry = |member, kind| LayerEntry {
+            name: b"x".to_vec(),
+            member: MemberId(member),
+            kind,
+            listed: true,
+        };
+        Ok(match dir.0 {
+            1 => vec![entry(2, Dir), entry(3, File)],
+            _ => vec![entry(4, File)],
+        })
+    }
+}
+
+#[test]
+fn duplicate_names_in_a_listing_keep_the_last() {
+    let tree = merge_layers([Duplicated]).unwrap();
+    assert_eq!(listing(&tree), ["x f@0"]);
+}
+
 #[test]
 fn cyclic_layer_trees_terminate() {
     let tree = merge_layers([Cyclic]).unwrap();
