@@ -277,6 +277,8 @@ pub fn build_rich_image(layout: &OciLayout, tag: &str) {
     symlink("etc/a", &r.join("lnk"));
     symlink("etc/hostname", &r.join("lnk2"));
     std::fs::create_dir_all(r.join("empty")).expect("mkdir empty");
+    // An old date on everything, so a later layer's dates differ from the base's.
+    backdate(&r, 1_000_000_000);
     layout.repack(tag, &bundle);
 
     // Layer 2: deletions and replacements, as umoci's diff writes them.
@@ -357,6 +359,16 @@ fn write(root: &Path, rel: &str, data: &[u8]) {
     std::fs::write(&p, data).unwrap_or_else(|e| panic!("write {}: {e}", p.display()));
 }
 
+/// `touch -h -d @secs` on `root` and everything below it.
+fn backdate(root: &Path, secs: i64) {
+    let mut cmd = Command::new("find");
+    cmd.arg(root)
+        .args(["-exec", "touch", "-h", "-d"])
+        .arg(format!("@{secs}"))
+        .args(["{}", "+"]);
+    run(cmd, TOOL_TIMEOUT).assert_success();
+}
+
 fn set_mode(p: &Path, mode: u32) {
     std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).expect("chmod");
 }
@@ -389,6 +401,8 @@ pub struct FsEntry {
     pub target: Option<String>,
     /// sha256 of a regular file's bytes.
     pub sha256: Option<String>,
+    /// Modification time, seconds.
+    pub mtime: i64,
 }
 
 /// Every path below `root` (relative, without `./`) with what `lstat` and `readlink` say.
@@ -429,6 +443,7 @@ pub fn walk_rootfs(root: &Path) -> BTreeMap<String, (FsEntry, u64)> {
                         .into_owned()
                 }),
                 sha256: ft.is_file().then(|| sha256_file(&p)),
+                mtime: m.mtime(),
             };
             if ft.is_dir() {
                 stack.push(p.clone());
