@@ -595,5 +595,22 @@ fn differential_against_path_model() {
             .collect();
         let Ok(tree) = merge_layers(&listings);
         assert_eq!(listing(&tree), model(&layers), "case {case}: {layers:?}");
+        assert_tree_invariants(&tree);
+    }
+}
+
+/// Every node is found again by its parent and name and by its path; children are sorted;
+/// only directories have children; link counts are at least 1.
+fn assert_tree_invariants(tree: &MergedTree) {
+    for (id, node) in tree.iter() {
+        let names: Vec<&[u8]> = tree.children(id).map(|(_, c)| &c.name[..]).collect();
+        assert!(names.windows(2).all(|w| w[0] < w[1]), "unsorted children");
+        assert!(node.kind == Dir || names.is_empty());
+        assert!(node.nlink >= 1);
+        assert_eq!(tree.lookup_path(&tree.path(id)), Some(id));
+        if id != NodeId::ROOT {
+            assert_eq!(tree.lookup(node.parent, &node.name), Some(id));
+            assert!(!node.name.starts_with(b".wh."), "a whiteout is shown");
+        }
     }
 }
