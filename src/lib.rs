@@ -7,7 +7,8 @@
 //! [`source`] says where content comes from, [`archive`] reads tar and tar.gz, [`config`]
 //! reads the TOML file, [`daemon`] runs a mount, [`cli`] is the command line. [`digest`] and
 //! [`range`] are the value types everyone shares; [`heap`] keeps the daemon's memory at its
-//! working set.
+//! working set. [`oci`] is the image format (references, manifests, registry auth, layer
+//! flattening); [`chunk`] the chunk index of range-lazy images.
 #![warn(missing_docs)]
 
 pub mod archive;
@@ -21,6 +22,7 @@ pub mod digest;
 pub mod fetch;
 pub mod fs;
 pub mod heap;
+pub mod oci;
 pub mod range;
 pub mod source;
 pub mod store;

@@ -6,6 +6,8 @@
 //! - `NoRangeServer`: an origin that ignores `Range`.
 //! - `DeadOrigin`: accepts connections and never answers; `closed_port_url`: refuses them.
 //! - `Squid`: a site proxy.
+//! - `Registry`: Debian's docker-registry, open or behind `auth: token` with a
+//!   `LoopbackTokenServer`; `images` builds test images with umoci and pushes them with skopeo.
 //! - `Lazycas` (a node: store, config, mount point) and `Daemon` (its running `lazycas mount`).
 //!
 //! Everything lives in per-test tempdirs and ephemeral ports, so tests run in parallel.
@@ -25,10 +27,13 @@ pub mod mounts;
 pub mod nginx;
 pub mod norange;
 pub mod nspawn;
+pub mod oci_images;
 pub mod origin;
 pub mod process;
 pub mod reads;
+pub mod registry;
 pub mod squid;
+pub mod token_server;
 pub mod xattr;
 
 pub use content::{random_bytes, sha256_file, sha256_hex, unique_seed, Blob};
