@@ -214,6 +214,7 @@ pub fn pull(config: &Config, target: &str) -> Result<(), Failure> {
                 location: Location::http(url, Vec::new()),
                 expected: digest,
                 size_hint: None,
+                index: None,
             };
             (src, kind)
         }
