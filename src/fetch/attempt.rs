@@ -293,7 +293,7 @@ impl From<BodyBreak> for FetchError {
     }
 }
 
-async fn request(
+pub(super) async fn request(
     plan: &Plan<'_>,
     range: Option<ByteRange>,
 ) -> Result<reqwest::Response, FetchError> {
@@ -318,7 +318,7 @@ async fn request(
 }
 
 /// Sends the first request, retrying 5xx and resets with backoff.
-async fn with_retries<'a, F, Fut>(
+pub(super) async fn with_retries<'a, F, Fut>(
     plan: &Plan<'a>,
     mut send: F,
 ) -> Result<reqwest::Response, FetchError>
@@ -344,7 +344,7 @@ where
 
 /// 5xx, resets and short bodies are worth another try on the same source; timeouts are not
 /// (the deadline already passed once), nor are 4xx or mismatches.
-fn is_retryable(e: &FetchError) -> bool {
+pub(super) fn is_retryable(e: &FetchError) -> bool {
     match e {
         FetchError::Status { status, .. } => *status >= 500,
         FetchError::Network { .. } => true,
@@ -352,7 +352,7 @@ fn is_retryable(e: &FetchError) -> bool {
     }
 }
 
-async fn backoff(tries: u32) {
+pub(super) async fn backoff(tries: u32) {
     tokio::time::sleep(Duration::from_millis(100u64 << tries.min(5))).await;
 }
 
@@ -362,7 +362,10 @@ fn content_range_total(plan: &Plan<'_>, resp: &reqwest::Response) -> Result<u64,
         .ok_or_else(|| network(plan, "206 without a usable Content-Range".into()))
 }
 
-fn content_range_start(plan: &Plan<'_>, resp: &reqwest::Response) -> Result<u64, FetchError> {
+pub(super) fn content_range_start(
+    plan: &Plan<'_>,
+    resp: &reqwest::Response,
+) -> Result<u64, FetchError> {
     parse_content_range(resp)
         .map(|(start, _)| start)
         .ok_or_else(|| network(plan, "206 without a usable Content-Range".into()))
@@ -385,7 +388,7 @@ fn parse_content_range_value(v: &str) -> Option<(u64, Option<u64>)> {
     Some((start.trim().parse().ok()?, total))
 }
 
-fn status_error(plan: &Plan<'_>, status: StatusCode) -> FetchError {
+pub(super) fn status_error(plan: &Plan<'_>, status: StatusCode) -> FetchError {
     FetchError::Status {
         label: plan.label.to_string(),
         url: plan.url.to_string(),
@@ -393,7 +396,7 @@ fn status_error(plan: &Plan<'_>, status: StatusCode) -> FetchError {
     }
 }
 
-fn network(plan: &Plan<'_>, message: String) -> FetchError {
+pub(super) fn network(plan: &Plan<'_>, message: String) -> FetchError {
     FetchError::Network {
         label: plan.label.to_string(),
         url: plan.url.to_string(),
@@ -401,7 +404,7 @@ fn network(plan: &Plan<'_>, message: String) -> FetchError {
     }
 }
 
-fn timeout(plan: &Plan<'_>, what: &'static str) -> FetchError {
+pub(super) fn timeout(plan: &Plan<'_>, what: &'static str) -> FetchError {
     FetchError::Timeout {
         label: plan.label.to_string(),
         url: plan.url.to_string(),
@@ -411,7 +414,7 @@ fn timeout(plan: &Plan<'_>, what: &'static str) -> FetchError {
 }
 
 /// reqwest's message plus its causes, on one line.
-fn reqwest_message(e: &reqwest::Error) -> String {
+pub(super) fn reqwest_message(e: &reqwest::Error) -> String {
     let mut msg = e.to_string();
     let mut source = std::error::Error::source(e);
     while let Some(s) = source {
