@@ -14,11 +14,13 @@ use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use common::images::{make_tree, mksquashfs};
+use common::images::{make_tree, mksquashfs, sif_around};
 use common::lazycas::{lazycas_bin, CLI_TIMEOUT};
 use common::mounts::is_mounted;
 use common::process::{require_program, wait_until, Proc};
-use common::{read_within, require_fuse, run, Asset, Lazycas, Nginx, Origin, READ_DEADLINE};
+use common::{
+    read_within, require_fuse, run, Asset, Lazycas, Nginx, NoRangeServer, Origin, READ_DEADLINE,
+};
 use lazycas::chunk::ChunkIndex;
 use lazycas::digest::Digest;
 
@@ -48,12 +50,36 @@ fn image() -> &'static Image {
         make_tree(&tree, REAL_BYTES, RANDOM_BYTES, 1010);
         let file = dir.path().join("image.sqfs");
         mksquashfs(&tree, &file);
+        Image::indexed(dir, tree, file)
+    })
+}
+
+/// The same squashfs image wrapped in a SIF (its primary system partition).
+fn sif_image() -> &'static Image {
+    static SIF: OnceLock<Image> = OnceLock::new();
+    SIF.get_or_init(|| {
+        let squashfs = image();
+        let dir = tempfile::Builder::new()
+            .prefix("lazycas-lazy-sif-")
+            .tempdir()
+            .expect("tempdir");
+        let file = dir.path().join("image.sif");
+        sif_around(&squashfs.file, &file);
+        Image::indexed(dir, squashfs.tree.clone(), file)
+    })
+}
+
+impl Image {
+    /// Runs `lazycas index` on `file` and loads the index against the printed pin.
+    fn indexed(dir: tempfile::TempDir, tree: PathBuf, file: PathBuf) -> Image {
         let mut cmd = Command::new(lazycas_bin());
         cmd.arg("index").arg(&file);
         let out = run(cmd, CLI_TIMEOUT);
         out.assert_success();
         let index_digest = Digest::parse(out.stdout.trim()).expect("printed index digest");
-        let index_file = dir.path().join("image.sqfs.lazycas-index");
+        let mut index_file = file.clone().into_os_string();
+        index_file.push(".lazycas-index");
+        let index_file = PathBuf::from(index_file);
         let bytes = std::fs::read(&index_file).expect("read index");
         let index = ChunkIndex::parse(&bytes, &index_digest).expect("index parses");
         let sha256 = common::sha256_file(&file);
@@ -66,27 +92,33 @@ fn image() -> &'static Image {
             index,
             sha256,
         }
-    })
+    }
 }
 
-/// An origin serving `image` (its bytes possibly altered by `alter`) and its index at
-/// `/img/image.sqfs[.lazycas-index]`.
+/// An nginx origin serving `image` (its bytes possibly altered by `alter`) and its index at
+/// `/img/image[.lazycas-index]`.
 fn origin_with(image: &Image, alter: impl FnOnce(&mut Vec<u8>)) -> Nginx {
     let nginx = Nginx::start();
-    let mut bytes = std::fs::read(&image.file).expect("read image");
-    alter(&mut bytes);
-    nginx.put("img/image.sqfs", bytes);
-    nginx.put(
-        "img/image.sqfs.lazycas-index",
-        std::fs::read(&image.index_file).expect("read index"),
-    );
+    serve(&nginx, image, alter);
     nginx
 }
 
+/// Puts `image` (altered by `alter`) and its index into `origin`.
+fn serve(origin: &impl Origin, image: &Image, alter: impl FnOnce(&mut Vec<u8>)) {
+    let nginx = origin;
+    let mut bytes = std::fs::read(&image.file).expect("read image");
+    alter(&mut bytes);
+    nginx.put("img/image", bytes);
+    nginx.put(
+        "img/image.lazycas-index",
+        std::fs::read(&image.index_file).expect("read index"),
+    );
+}
+
 /// A node whose catalog has the image as `img` (sha256, size and the index pinned).
-fn node_for(image: &Image, nginx: &Nginx) -> Lazycas {
+fn node_for(image: &Image, nginx: &impl Origin) -> Lazycas {
     let mut node = Lazycas::new();
-    let mut asset = Asset::file("img", &nginx.url("img/image.sqfs"), &image.sha256);
+    let mut asset = Asset::file("img", &nginx.url("img/image"), &image.sha256);
     asset.size = Some(image.index.size());
     asset.extra = format!("index_sha256 = \"{}\"\n", image.index_digest.hex());
     node.add_asset(asset);
@@ -94,8 +126,8 @@ fn node_for(image: &Image, nginx: &Nginx) -> Lazycas {
 }
 
 /// Body bytes nginx sent for the image (not counting the index).
-fn image_bytes_served(nginx: &Nginx) -> u64 {
-    nginx.log().bytes_served("/img/image.sqfs")
+fn image_bytes_served(nginx: &impl Origin) -> u64 {
+    nginx.log().bytes_served("/img/image")
 }
 
 /// A squashfuse mount of an image file; unmounted (fusermount3 -u) and its process stopped by
@@ -106,11 +138,16 @@ struct SquashMount {
 }
 
 impl SquashMount {
-    fn mount(image: &Path, mountpoint: &Path, log: &Path) -> SquashMount {
+    /// Mounts the squashfs image at byte `offset` of `image` (0: a bare image).
+    fn mount(image: &Path, offset: u64, mountpoint: &Path, log: &Path) -> SquashMount {
         let tool = require_program("squashfuse", "squashfuse");
         std::fs::create_dir_all(mountpoint).expect("squashfuse mount point");
         let mut cmd = Command::new(tool);
-        cmd.arg("-f").arg(image).arg(mountpoint);
+        cmd.arg("-f");
+        if offset > 0 {
+            cmd.arg("-o").arg(format!("offset={offset}"));
+        }
+        cmd.arg(image).arg(mountpoint);
         let proc = Proc::spawn("squashfuse", cmd, log);
         let m = SquashMount {
             proc: Some(proc),
@@ -171,6 +208,44 @@ fn pread(path: &Path, offset: u64, len: usize) -> std::io::Result<Vec<u8>> {
     Ok(buf)
 }
 
+/// Mounts the image at `img` in `daemon`'s mount with squashfuse, reads one small file and
+/// checks the bytes and that under 2% of the image was fetched from `origin`.
+fn small_file_through_squashfuse(
+    node: &Lazycas,
+    daemon: &common::Daemon,
+    image: &Image,
+    origin: &impl Origin,
+) {
+    let squash_offset = image
+        .index
+        .hints()
+        .sif
+        .map_or(0, |s| s.primary_partition.start());
+    let squash = SquashMount::mount(
+        &daemon.path("img"),
+        squash_offset,
+        &node.root.join("squash"),
+        &node.root.join("squashfuse.log"),
+    );
+    let rel = small_file(&image.tree);
+    let got =
+        read_within(squash.mountpoint.join(&rel), READ_DEADLINE).expect("read via squashfuse");
+    let want = std::fs::read(image.tree.join(&rel)).expect("read source");
+    assert!(got == want, "{} differs through squashfuse", rel.display());
+    let fetched = image_bytes_served(origin);
+    let size = image.index.size();
+    eprintln!(
+        "one small file ({}): {fetched} of {size} bytes fetched ({:.2}%), {} requests",
+        image.file.display(),
+        fetched as f64 * 100.0 / size as f64,
+        origin.log().count("/img/image")
+    );
+    assert!(
+        fetched * 50 < size,
+        "reading one small file fetched {fetched} of {size} bytes (>= 2%)"
+    );
+}
+
 #[test]
 fn one_small_file_fetches_little_and_a_full_read_matches() {
     require_fuse!();
@@ -178,30 +253,7 @@ fn one_small_file_fetches_little_and_a_full_read_matches() {
     let nginx = origin_with(image, |_| {});
     let node = node_for(image, &nginx);
     let daemon = node.mount();
-    let squash_dir = node.root.join("squash");
-    {
-        let squash = SquashMount::mount(
-            &daemon.path("img"),
-            &squash_dir,
-            &node.root.join("squashfuse.log"),
-        );
-        let rel = small_file(&image.tree);
-        let got =
-            read_within(squash.mountpoint.join(&rel), READ_DEADLINE).expect("read via squashfuse");
-        let want = std::fs::read(image.tree.join(&rel)).expect("read source");
-        assert!(got == want, "{} differs through squashfuse", rel.display());
-        let fetched = image_bytes_served(&nginx);
-        let size = image.index.size();
-        eprintln!(
-            "one small file: {fetched} of {size} bytes fetched ({:.2}%), {} requests",
-            fetched as f64 * 100.0 / size as f64,
-            nginx.log().count("/img/image.sqfs")
-        );
-        assert!(
-            fetched * 50 < size,
-            "reading one small file fetched {fetched} of {size} bytes (>= 2%)"
-        );
-    }
+    small_file_through_squashfuse(&node, &daemon, image, &nginx);
     let whole = read_within(daemon.path("img"), Duration::from_secs(120)).expect("full read");
     let source = std::fs::read(&image.file).expect("read image");
     assert!(whole == source, "the full read differs from the image");
@@ -276,18 +328,118 @@ fn a_restart_keeps_the_chunks_already_fetched() {
     assert!(got == source[region.0 as usize..region.0 as usize + region.1]);
     let after = nginx.log();
     assert_eq!(
-        after.bytes_served("/img/image.sqfs"),
-        before.bytes_served("/img/image.sqfs"),
+        after.bytes_served("/img/image"),
+        before.bytes_served("/img/image"),
         "chunks fetched before the restart were fetched again"
     );
     assert_eq!(
-        after.count("/img/image.sqfs.lazycas-index"),
-        before.count("/img/image.sqfs.lazycas-index"),
+        after.count("/img/image.lazycas-index"),
+        before.count("/img/image.lazycas-index"),
         "the index was fetched again"
+    );
+    let status = node.cli(&["status", "--json"]);
+    status.assert_success();
+    let status: serde_json::Value = serde_json::from_str(&status.stdout).expect("status json");
+    let chunk_bytes = status["chunk_bytes"].as_u64().expect("chunk_bytes");
+    assert!(
+        chunk_bytes >= region.1 as u64 && chunk_bytes < size,
+        "status counts {chunk_bytes} bytes of chunks"
     );
     // A region not read before is fetched now.
     let other = (size / 6, 1 << 20);
     let got = pread(&daemon.path("img"), other.0, other.1).expect("new region");
     assert!(got == source[other.0 as usize..other.0 as usize + other.1]);
-    assert!(image_bytes_served(&nginx) > after.bytes_served("/img/image.sqfs"));
+    assert!(image_bytes_served(&nginx) > after.bytes_served("/img/image"));
+}
+
+#[test]
+fn a_sif_partition_mounts_with_squashfuse_offset() {
+    require_fuse!();
+    let image = sif_image();
+    assert!(
+        image.index.hints().sif.is_some(),
+        "the index finds the SIF partition"
+    );
+    let nginx = origin_with(image, |_| {});
+    let node = node_for(image, &nginx);
+    let daemon = node.mount();
+    small_file_through_squashfuse(&node, &daemon, image, &nginx);
+}
+
+/// The byte ranges of the `Range` headers of `requests` (`bytes=A-B`).
+fn requested_ranges(requests: &[&common::Request]) -> Vec<(u64, u64)> {
+    let mut out: Vec<(u64, u64)> = requests
+        .iter()
+        .filter_map(|r| r.range.as_deref())
+        .filter_map(|r| {
+            let (a, b) = r.strip_prefix("bytes=")?.split_once('-')?;
+            Some((a.parse().ok()?, b.parse().ok()?))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+#[test]
+fn concurrent_readers_fetch_each_chunk_once() {
+    require_fuse!();
+    let image = image();
+    let nginx = origin_with(image, |_| {});
+    let node = node_for(image, &nginx);
+    let daemon = node.mount();
+    let path = daemon.path("img");
+    let source = std::sync::Arc::new(std::fs::read(&image.file).expect("read image"));
+    let start = image.index.size() / 2;
+    let len = 3usize << 20;
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(6));
+    let readers: Vec<_> = (0..6)
+        .map(|_| {
+            let (path, barrier, source) = (path.clone(), barrier.clone(), source.clone());
+            std::thread::spawn(move || {
+                let f = File::open(&path).expect("open");
+                barrier.wait();
+                let mut buf = vec![0u8; len];
+                f.read_exact_at(&mut buf, start).expect("concurrent read");
+                assert!(buf == source[start as usize..start as usize + len]);
+            })
+        })
+        .collect();
+    for r in readers {
+        r.join().expect("reader thread");
+    }
+    let log = nginx.log();
+    let requests = log.for_uri("/img/image");
+    assert!(requests.iter().all(|r| r.status == 206), "{log:?}");
+    let ranges = requested_ranges(&requests);
+    for pair in ranges.windows(2) {
+        assert!(
+            pair[0].1 < pair[1].0,
+            "bytes fetched twice: {:?} and {:?}",
+            pair[0],
+            pair[1]
+        );
+    }
+}
+
+#[test]
+fn a_server_ignoring_range_serves_and_keeps_every_chunk() {
+    require_fuse!();
+    let image = image();
+    let origin = NoRangeServer::start();
+    serve(&origin, image, |_| {});
+    let node = node_for(image, &origin);
+    let daemon = node.mount();
+    let path = daemon.path("img");
+    let source = std::fs::read(&image.file).expect("read image");
+    let at = image.index.size() / 3;
+    let got = pread(&path, at, 65536).expect("read through a 200 answer");
+    assert!(got == source[at as usize..at as usize + 65536]);
+    let before = origin.log();
+    let whole = read_within(&path, Duration::from_secs(120)).expect("full read");
+    assert!(whole == source, "the full read differs from the image");
+    assert_eq!(
+        origin.log().count("/img/image"),
+        before.count("/img/image"),
+        "every chunk of the first 200 answer was kept: nothing is fetched again"
+    );
 }

@@ -297,6 +297,7 @@ pub fn status(config: &Config, as_json: bool) -> Result<(), Failure> {
             "used_bytes": used,
             "pinned_bytes": pinned,
             "blobs": blobs.len(),
+            "chunk_bytes": store.chunks().used_bytes(),
             "quota_bytes": config.quota,
             "min_free_bytes": config.min_free,
             "hits": counter("hits"),
@@ -322,6 +323,10 @@ pub fn status(config: &Config, as_json: bool) -> Result<(), Failure> {
         format_size(used),
         blobs.len(),
         format_size(pinned)
+    );
+    println!(
+        "chunks:         {} (partly present images)",
+        format_size(store.chunks().used_bytes())
     );
     println!(
         "quota:          {}",

@@ -594,15 +594,16 @@ impl Assembler<'_> {
         let expected = self.blob.index.chunks()[i].digest;
         let actual = Digest::of(&self.buf);
         if actual == expected {
-            self.blob
-                .chunked
-                .store
+            let store = &self.blob.chunked.store;
+            store
                 .chunks()
                 .put(&expected, &self.buf)
                 .map_err(io::Error::other)?;
+            store.stats().chunk_fetched(self.url, self.buf.len() as u64);
             self.blob.mark_present(i);
         } else {
             self.bad += 1;
+            self.blob.chunked.store.stats().chunk_mismatch();
             tracing::error!(
                 asset = %self.blob.label,
                 "chunk {i} (bytes {}-{}) from {}: sha256 mismatch: expected {expected}, got {actual}",
