@@ -14,7 +14,7 @@ use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use common::images::{make_tree, mksquashfs, sif_around};
+use common::images::{copy_real_files, make_tree, mksquashfs, sif_around};
 use common::lazycas::{lazycas_bin, CLI_TIMEOUT};
 use common::mounts::is_mounted;
 use common::process::{require_program, wait_until, Proc};
@@ -118,11 +118,16 @@ fn serve(origin: &impl Origin, image: &Image, alter: impl FnOnce(&mut Vec<u8>)) 
 /// A node whose catalog has the image as `img` (sha256, size and the index pinned).
 fn node_for(image: &Image, nginx: &impl Origin) -> Lazycas {
     let mut node = Lazycas::new();
-    let mut asset = Asset::file("img", &nginx.url("img/image"), &image.sha256);
+    node.add_asset(chunked_asset("img", &nginx.url("img/image"), image));
+    node
+}
+
+/// A catalog entry for `image` at `url`: sha256, size and index pinned.
+fn chunked_asset(name: &str, url: &str, image: &Image) -> Asset {
+    let mut asset = Asset::file(name, url, &image.sha256);
     asset.size = Some(image.index.size());
     asset.extra = format!("index_sha256 = \"{}\"\n", image.index_digest.hex());
-    node.add_asset(asset);
-    node
+    asset
 }
 
 /// Body bytes nginx sent for the image (not counting the index).
@@ -441,5 +446,53 @@ fn a_server_ignoring_range_serves_and_keeps_every_chunk() {
         origin.log().count("/img/image"),
         before.count("/img/image"),
         "every chunk of the first 200 answer was kept: nothing is fetched again"
+    );
+}
+
+#[test]
+fn a_new_version_fetches_only_the_chunks_it_does_not_share() {
+    require_fuse!();
+    let v1 = image();
+    let dir = tempfile::Builder::new()
+        .prefix("lazycas-lazy-v2-")
+        .tempdir()
+        .expect("tempdir");
+    let tree = dir.path().join("tree");
+    let mut cp = Command::new("cp");
+    cp.arg("-a").arg(&v1.tree).arg(&tree);
+    run(cp, CLI_TIMEOUT).assert_success();
+    // One directory of real files, sorting before the others, so everything after it moves.
+    let added = copy_real_files(
+        Path::new("/usr/share/doc"),
+        &tree.join("usr_a_added"),
+        1 << 20,
+    );
+    assert!(added > 0, "no files to add from /usr/share/doc");
+    let file = dir.path().join("image-v2.sqfs");
+    mksquashfs(&tree, &file);
+    let v2 = Image::indexed(dir, tree, file);
+
+    let nginx = origin_with(v1, |_| {});
+    nginx.put("img/v2", std::fs::read(&v2.file).expect("read v2"));
+    nginx.put(
+        "img/v2.lazycas-index",
+        std::fs::read(&v2.index_file).expect("read v2 index"),
+    );
+    let mut node = node_for(v1, &nginx);
+    node.add_asset(chunked_asset("img2", &nginx.url("img/v2"), &v2));
+    let daemon = node.mount();
+    let first = read_within(daemon.path("img"), Duration::from_secs(120)).expect("read v1");
+    assert!(first == std::fs::read(&v1.file).expect("v1 bytes"));
+    let second = read_within(daemon.path("img2"), Duration::from_secs(120)).expect("read v2");
+    assert!(second == std::fs::read(&v2.file).expect("v2 bytes"));
+    let fetched = nginx.log().bytes_served("/img/v2");
+    let size = v2.index.size();
+    eprintln!(
+        "new version: {fetched} of {size} bytes fetched ({:.1}%) after {added} bytes of files added",
+        fetched as f64 * 100.0 / size as f64
+    );
+    assert!(
+        fetched * 10 < size,
+        "the new version fetched {fetched} of {size} bytes (>= 10%)"
     );
 }
