@@ -342,6 +342,17 @@ fn a_restart_keeps_the_chunks_already_fetched() {
         before.count("/img/image.lazycas-index"),
         "the index was fetched again"
     );
+    let cached = common::xattr::get_string(&daemon.path("img"), "user.lazycas.cached")
+        .expect("getxattr user.lazycas.cached");
+    let (held, total) = cached
+        .split_once('/')
+        .and_then(|(a, b)| Some((a.parse::<u64>().ok()?, b.parse::<u64>().ok()?)))
+        .unwrap_or_else(|| panic!("user.lazycas.cached is {cached:?}"));
+    assert_eq!(total, size);
+    assert!(
+        held >= region.1 as u64 && held < size,
+        "user.lazycas.cached {cached} for a partly present image"
+    );
     let status = node.cli(&["status", "--json"]);
     status.assert_success();
     let status: serde_json::Value = serde_json::from_str(&status.stdout).expect("status json");

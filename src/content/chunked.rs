@@ -77,6 +77,18 @@ impl Chunked {
         self.indexes.lock().get(&pin.digest).cloned()
     }
 
+    /// Bytes of `src`'s chunks held, with its size, when its index is loaded.
+    pub fn resident(&self, src: &Source) -> Option<(u64, u64)> {
+        let index = self.loaded_index(src)?;
+        let chunks = self.store.chunks();
+        let held = (0..index.chunks().len())
+            .filter(|&i| chunks.contains(&index.chunks()[i].digest))
+            .filter_map(|i| index.chunk_range(i))
+            .map(|r| r.len())
+            .sum();
+        Some((held, index.size()))
+    }
+
     /// The index of `src` (pinned by `pin`): in memory, in the chunk store, or fetched once
     /// however many callers ask.
     pub async fn ensure_index(

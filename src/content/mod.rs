@@ -176,6 +176,12 @@ impl Content {
         Ok(src.size_hint)
     }
 
+    /// Bytes held of a partly present `src` (its chunks), with its size; `None` unless it has
+    /// a pinned index loaded in this process.
+    pub fn chunked_resident(&self, src: &Source) -> Option<(u64, u64)> {
+        self.chunked.resident(src)
+    }
+
     /// Whether `src` can be opened chunk by chunk now (it has a pinned index, loaded).
     pub fn chunked_ready(&self, src: &Source) -> bool {
         self.chunked.loaded_index(src).is_some()
