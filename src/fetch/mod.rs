@@ -13,7 +13,7 @@
 //! `Cache-Control: no-cache`. It knows nothing of the store, inodes or catalogs.
 //!
 //! Chunked reads use [`Fetcher::fetch_span`] (one range of a file, streamed to a callback) and
-//! [`Fetcher::fetch_document`] (a small verified file in memory, the chunk index): see [`span`].
+//! [`Fetcher::fetch_document`] (a small verified file in memory, the chunk index): see `span`.
 
 mod attempt;
 mod routes;

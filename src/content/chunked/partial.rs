@@ -1,31 +1,13 @@
-//! Blobs read chunk by chunk before they are all here: sources with a pinned chunk index.
-//!
-//! [`Chunked`] fetches a source's index (a small document whose digest the catalog pins),
-//! checks the pin before parsing it, and keeps it (in memory, and in the chunk store under its
-//! digest, so a restart does not fetch it again). [`PartialBlob`] is a [`BlobRead`] over the
-//! index: a read finds the chunks covering it, fetches the missing ones with HTTP range
-//! requests (neighbouring chunks coalesced into one request of at most [`RUN_MAX`] bytes, runs
-//! in flight in parallel, a sequential reader getting a growing readahead window fetched in the
-//! background), hashes each
-//! chunk before any byte of it is used, stores it, and copies the bytes out. A chunk that
-//! hashes wrong is fetched again from the next URL; if no URL delivers it, the reads needing it
-//! fail (EIO for the reader) while every other chunk keeps serving. A server that answers a
-//! range request with the whole file (200) is streamed to the end and every verified chunk
-//! kept. Concurrent readers of one chunk share one fetch ([`Claims`]).
-//!
-//! Once every chunk is present the blob is assembled into an ordinary store blob, checked
-//! against the whole file's sha256 and committed; the next open then finds it complete (and
-//! the kernel can read it with passthrough). The chunks stay, so a new version of the image
-//! fetches only the chunks it does not share.
-//!
-//! Not here: HTTP (`fetch`), the chunk files and their crash rule (`store::ChunkStore`), the
-//! index format (`chunk`).
+//! [`PartialBlob`]: a [`BlobRead`] over a chunk index. A read copies present chunks from the
+//! chunk store; missing ones are fetched first (neighbours coalesced into runs of at most
+//! [`RUN_MAX`] bytes, runs in parallel), a sequential reader's readahead in the background.
+//! Each caller claims the chunks it fetches ([`Claims`]), so concurrent readers of one chunk
+//! cause one fetch.
 
-use std::collections::{HashMap, HashSet};
-use std::io::{self, Write};
+use std::io;
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Weak};
 
 use futures_util::StreamExt;
 use parking_lot::Mutex;
@@ -33,13 +15,14 @@ use tokio::runtime::Handle;
 use tokio::sync::watch;
 use url::Url;
 
-use super::{ContentError, SingleFlight};
+use super::span_chunks::{CheckedChunk, SpanChunks};
+use super::Chunked;
 use crate::chunk::ChunkIndex;
-use crate::digest::{Digest, Hasher};
+use crate::digest::Digest;
 use crate::fetch::Fetcher;
 use crate::range::ByteRange;
-use crate::source::{IndexPin, Location, Source};
-use crate::store::{BlobInfo, BlobRead, Store, StoreError};
+use crate::source::{Location, Source};
+use crate::store::BlobRead;
 
 /// The most bytes one range request asks for (a run of neighbouring missing chunks).
 pub const RUN_MAX: u64 = 4 << 20;
@@ -48,120 +31,39 @@ pub const RUN_MAX: u64 = 4 << 20;
 const READAHEAD_MIN: u64 = 512 << 10;
 const READAHEAD_MAX: u64 = 4 << 20;
 
-/// Chunk indexes and chunk fetches of one process.
-pub struct Chunked {
-    store: Arc<Store>,
-    indexes: Mutex<HashMap<Digest, Arc<ChunkIndex>>>,
-    index_flights: SingleFlight<Digest, Result<Arc<ChunkIndex>, Arc<ContentError>>>,
-    claims: Mutex<HashMap<Digest, watch::Receiver<bool>>>,
-    runtime: OnceLock<Handle>,
-    assembling: Mutex<HashSet<Digest>>,
+/// A blob read through its chunk index: present chunks from the chunk store, missing ones
+/// fetched on demand.
+pub struct PartialBlob {
+    /// Itself, for readahead fetches that outlive the read that started them.
+    me: Weak<PartialBlob>,
+    chunked: Arc<Chunked>,
+    index: Arc<ChunkIndex>,
+    digest: Digest,
+    label: String,
+    urls: Vec<Url>,
+    reference: Option<String>,
+    fetcher: Arc<Fetcher>,
+    runtime: Handle,
+    present: Vec<AtomicBool>,
+    present_count: AtomicUsize,
+    /// Where the last read ended, and the readahead window then.
+    readahead: Mutex<(u64, u64)>,
 }
 
-impl Chunked {
-    /// Chunked reads over `store`'s chunk directory.
-    pub fn new(store: Arc<Store>) -> Chunked {
-        Chunked {
-            store,
-            indexes: Mutex::new(HashMap::new()),
-            index_flights: SingleFlight::default(),
-            claims: Mutex::new(HashMap::new()),
-            runtime: OnceLock::new(),
-            assembling: Mutex::new(HashSet::new()),
-        }
-    }
-
-    /// The parsed index of `src`, when this process has it.
-    pub fn loaded_index(&self, src: &Source) -> Option<Arc<ChunkIndex>> {
-        let pin = src.index.as_ref()?;
-        self.indexes.lock().get(&pin.digest).cloned()
-    }
-
-    /// Bytes of `src`'s chunks held, with its size, when its index is loaded.
-    pub fn resident(&self, src: &Source) -> Option<(u64, u64)> {
-        let index = self.loaded_index(src)?;
-        let chunks = self.store.chunks();
-        let held = (0..index.chunks().len())
-            .filter(|&i| chunks.contains(&index.chunks()[i].digest))
-            .filter_map(|i| index.chunk_range(i))
-            .map(|r| r.len())
-            .sum();
-        Some((held, index.size()))
-    }
-
-    /// The index of `src` (pinned by `pin`): in memory, in the chunk store, or fetched once
-    /// however many callers ask.
-    pub async fn ensure_index(
-        &self,
-        src: &Source,
-        pin: &IndexPin,
-        fetcher: &Fetcher,
-    ) -> Result<Arc<ChunkIndex>, Arc<ContentError>> {
-        self.runtime.get_or_init(Handle::current);
-        if let Some(index) = self.indexes.lock().get(&pin.digest) {
-            return Ok(index.clone());
-        }
-        let work = async {
-            let chunks = self.store.chunks();
-            let bytes = match chunks.get(&pin.digest)? {
-                Some(bytes) => bytes,
-                None => {
-                    let label = format!("{} (chunk index)", src.label);
-                    let bytes = fetcher
-                        .fetch_document(&label, &pin.urls, pin.digest)
-                        .await?;
-                    chunks.put(&pin.digest, &bytes)?;
-                    bytes
-                }
-            };
-            let index =
-                ChunkIndex::parse(&bytes, &pin.digest).map_err(|e| ContentError::Index {
-                    label: src.label.clone(),
-                    source: e,
-                })?;
-            if let Some(expected) = src.expected {
-                if expected != index.file_digest() {
-                    return Err(ContentError::IndexForOther {
-                        label: src.label.clone(),
-                        expected,
-                        indexed: index.file_digest(),
-                    });
-                }
-            }
-            let index = Arc::new(index);
-            self.indexes.lock().insert(pin.digest, index.clone());
-            Ok(index)
-        };
-        self.index_flights
-            .run(pin.digest, async { work.await.map_err(Arc::new) })
-            .await
-    }
-
-    /// A reader of `src` over its loaded `index`, fetching with `fetcher`.
-    pub fn open(
-        self: &Arc<Self>,
+impl PartialBlob {
+    /// A reader of `src` over `index`; `present` says which chunks the store holds.
+    pub(super) fn new(
+        chunked: Arc<Chunked>,
         src: &Source,
         index: Arc<ChunkIndex>,
         fetcher: Arc<Fetcher>,
-    ) -> Result<Arc<PartialBlob>, ContentError> {
-        let runtime = self
-            .runtime
-            .get()
-            .cloned()
-            .ok_or_else(|| ContentError::Task {
-                label: src.label.clone(),
-                message: "chunked read opened before its index was loaded".into(),
-            })?;
-        let chunks = self.store.chunks();
-        let present: Vec<AtomicBool> = index
-            .chunks()
-            .iter()
-            .map(|c| AtomicBool::new(chunks.contains(&c.digest)))
-            .collect();
+        runtime: Handle,
+        present: Vec<AtomicBool>,
+    ) -> Arc<PartialBlob> {
         let count = present.iter().filter(|p| p.load(Ordering::Relaxed)).count();
         let blob = Arc::new_cyclic(|me| PartialBlob {
             me: me.clone(),
-            chunked: self.clone(),
+            chunked,
             digest: index.file_digest(),
             index,
             label: src.label.clone(),
@@ -180,74 +82,9 @@ impl Chunked {
         if count == blob.present.len() {
             blob.start_assembly();
         }
-        Ok(blob)
+        blob
     }
 
-    /// Puts the chunks of `index` together into a store blob, checked against the file's
-    /// sha256, and records it complete.
-    fn assemble(&self, index: &ChunkIndex, reference: Option<&str>) -> Result<(), StoreError> {
-        let digest = index.file_digest();
-        if self.store.blob(&digest)?.is_some() {
-            return Ok(());
-        }
-        let mut tmp = self.store.temp_file()?;
-        let mut hasher = Hasher::new();
-        for (i, c) in index.chunks().iter().enumerate() {
-            let bytes = self
-                .store
-                .chunks()
-                .get(&c.digest)?
-                .ok_or_else(|| StoreError::Io {
-                    path: self.store.chunks().path(&c.digest),
-                    source: io::Error::other(format!("chunk {i} went away while assembling")),
-                })?;
-            hasher.update(&bytes);
-            tmp.write_all(&bytes).map_err(|e| StoreError::Io {
-                path: tmp.path().to_path_buf(),
-                source: e,
-            })?;
-        }
-        let actual = hasher.finish();
-        if actual != digest {
-            return Err(StoreError::Io {
-                path: tmp.path().to_path_buf(),
-                source: io::Error::other(format!(
-                    "assembled chunks hash to {actual}, the index says {digest}"
-                )),
-            });
-        }
-        let info = BlobInfo {
-            digest,
-            size: index.size(),
-        };
-        self.store.commit(tmp, &info)?;
-        if let Some(reference) = reference {
-            self.store.record_reference(reference, &info)?;
-        }
-        Ok(())
-    }
-}
-
-/// A blob read through its chunk index: present chunks from the chunk store, missing ones
-/// fetched on demand.
-pub struct PartialBlob {
-    /// Itself, for readahead fetches that outlive the read that started them.
-    me: std::sync::Weak<PartialBlob>,
-    chunked: Arc<Chunked>,
-    index: Arc<ChunkIndex>,
-    digest: Digest,
-    label: String,
-    urls: Vec<Url>,
-    reference: Option<String>,
-    fetcher: Arc<Fetcher>,
-    runtime: Handle,
-    present: Vec<AtomicBool>,
-    present_count: AtomicUsize,
-    /// Where the last read ended, and the readahead window then.
-    readahead: Mutex<(u64, u64)>,
-}
-
-impl PartialBlob {
     /// Fetches the chunks of a squashfs image's or a SIF's metadata (superblock, tables), so
     /// a decoder's chain of dependent reads is served locally.
     pub async fn prefetch(&self) {
@@ -340,15 +177,10 @@ impl PartialBlob {
                 return;
             };
             let range = self.bytes_of(run.clone());
-            let mut assembler = Assembler {
-                blob: self,
-                url,
-                chunk: None,
-                pos: 0,
-                buf: Vec::new(),
-                bad: 0,
-            };
-            let mut sink = |offset: u64, data: &[u8]| assembler.push(offset, data);
+            let mut spans = SpanChunks::new(&self.index);
+            let mut bad = 0;
+            let mut keep = |c: CheckedChunk<'_>| self.keep_chunk(c, url, &mut bad);
+            let mut sink = |offset: u64, data: &[u8]| spans.push(offset, data, &mut keep);
             let answer = self
                 .fetcher
                 .fetch_span(&self.label, url, range, no_cache, &mut sink)
@@ -356,7 +188,7 @@ impl PartialBlob {
             if let Err(e) = answer {
                 tracing::warn!("{e}");
             }
-            no_cache |= assembler.bad > 0;
+            no_cache |= bad > 0;
             todo = self.still_missing(run);
         }
         if let Some(run) = todo {
@@ -368,6 +200,38 @@ impl PartialBlob {
                 range.end()
             );
         }
+    }
+
+    /// Stores a verified chunk; logs and counts a mismatched one.
+    fn keep_chunk(&self, c: CheckedChunk<'_>, url: &Url, bad: &mut usize) -> io::Result<()> {
+        let store = &self.chunked.store;
+        match c {
+            CheckedChunk::Verified { index, bytes } => {
+                let digest = self.index.chunks()[index].digest;
+                store
+                    .chunks()
+                    .put(&digest, bytes)
+                    .map_err(io::Error::other)?;
+                store.stats().chunk_fetched(url, bytes.len() as u64);
+                self.mark_present(index);
+            }
+            CheckedChunk::Mismatch {
+                index,
+                range,
+                expected,
+                actual,
+            } => {
+                *bad += 1;
+                store.stats().chunk_mismatch();
+                tracing::error!(
+                    asset = %self.label,
+                    "chunk {index} (bytes {}-{}) from {url}: sha256 mismatch: expected {expected}, got {actual}",
+                    range.start(),
+                    range.end()
+                );
+            }
+        }
+        Ok(())
     }
 
     /// The part of `run` from its first to its last chunk not stored; `None` when all are.
@@ -543,88 +407,5 @@ impl Drop for Claims<'_> {
             held.remove(&d);
             let _ = tx.send(true);
         }
-    }
-}
-
-/// Cuts a span's bytes into chunks as they arrive, verifies each and stores the good ones.
-struct Assembler<'a> {
-    blob: &'a PartialBlob,
-    url: &'a Url,
-    /// The chunk being filled (set by the first bytes).
-    chunk: Option<usize>,
-    /// The file offset of the next byte.
-    pos: u64,
-    buf: Vec<u8>,
-    /// Chunks that hashed wrong.
-    bad: usize,
-}
-
-impl Assembler<'_> {
-    fn push(&mut self, offset: u64, mut data: &[u8]) -> io::Result<()> {
-        let index = &self.blob.index;
-        let chunk = match self.chunk {
-            Some(c) => c,
-            None => {
-                let first = index.chunks_covering(ByteRange::at(offset, 1)).start;
-                if index.chunk_range(first).map(|r| r.start()) != Some(offset) {
-                    return Err(io::Error::other(format!(
-                        "span starts at {offset}, not at a chunk boundary"
-                    )));
-                }
-                self.pos = offset;
-                first
-            }
-        };
-        self.chunk = Some(chunk);
-        if offset != self.pos {
-            return Err(io::Error::other(format!(
-                "span bytes at {offset}, expected {}",
-                self.pos
-            )));
-        }
-        while !data.is_empty() {
-            let Some(chunk) = self.chunk else {
-                return Ok(());
-            };
-            let Some(r) = index.chunk_range(chunk) else {
-                // Past the last chunk (a longer file than indexed): nothing to keep.
-                return Ok(());
-            };
-            let take = ((r.end() - self.pos) as usize).min(data.len());
-            self.buf.extend_from_slice(&data[..take]);
-            self.pos += take as u64;
-            data = &data[take..];
-            if self.pos == r.end() {
-                self.finish_chunk(chunk, r)?;
-                self.chunk = Some(chunk + 1);
-            }
-        }
-        Ok(())
-    }
-
-    fn finish_chunk(&mut self, i: usize, r: ByteRange) -> io::Result<()> {
-        let expected = self.blob.index.chunks()[i].digest;
-        let actual = Digest::of(&self.buf);
-        if actual == expected {
-            let store = &self.blob.chunked.store;
-            store
-                .chunks()
-                .put(&expected, &self.buf)
-                .map_err(io::Error::other)?;
-            store.stats().chunk_fetched(self.url, self.buf.len() as u64);
-            self.blob.mark_present(i);
-        } else {
-            self.bad += 1;
-            self.blob.chunked.store.stats().chunk_mismatch();
-            tracing::error!(
-                asset = %self.blob.label,
-                "chunk {i} (bytes {}-{}) from {}: sha256 mismatch: expected {expected}, got {actual}",
-                r.start(),
-                r.end(),
-                self.url
-            );
-        }
-        self.buf.clear();
-        Ok(())
     }
 }
