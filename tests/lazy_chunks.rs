@@ -507,3 +507,71 @@ fn a_new_version_fetches_only_the_chunks_it_does_not_share() {
         "the new version fetched {fetched} of {size} bytes (>= 10%)"
     );
 }
+
+#[test]
+fn the_quota_counts_chunks_and_evicts_those_of_closed_images() {
+    require_fuse!();
+    let image = image();
+    let nginx = origin_with(image, |_| {});
+    // A second content: 8 MiB of random bytes with its own index.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("random.bin");
+    std::fs::write(&file, common::random_bytes(8 << 20, 77)).expect("write random");
+    let random = Image::indexed(dir, PathBuf::new(), file);
+    nginx.put(
+        "img/random",
+        std::fs::read(&random.file).expect("read random"),
+    );
+    nginx.put(
+        "img/random.lazycas-index",
+        std::fs::read(&random.index_file).expect("read random index"),
+    );
+    let quota: u64 = 3 << 20;
+    let mut node = node_for(image, &nginx);
+    node.config.quota = Some(quota.to_string());
+    node.add_asset(chunked_asset("rnd", &nginx.url("img/random"), &random));
+    let daemon = node.mount();
+
+    // Scattered small reads (no readahead), each file closed afterwards.
+    let scattered = |path: &Path, source: &[u8], size: u64, reads: u64| {
+        for k in 0..reads {
+            let at = size / (reads + 1) * (k + 1);
+            let got = pread(path, at, 65536).expect("scattered read");
+            assert!(got == source[at as usize..at as usize + got.len()]);
+        }
+    };
+    let image_bytes = std::fs::read(&image.file).expect("image bytes");
+    scattered(&daemon.path("img"), &image_bytes, image.index.size(), 8);
+    let image_fetched = nginx.log().bytes_served("/img/image");
+    let random_bytes = std::fs::read(&random.file).expect("random bytes");
+    scattered(&daemon.path("rnd"), &random_bytes, random.index.size(), 6);
+    let random_fetched = nginx.log().bytes_served("/img/random");
+
+    let status = node.cli(&["status", "--json"]);
+    status.assert_success();
+    let status: serde_json::Value = serde_json::from_str(&status.stdout).expect("status json");
+    let used = status["used_bytes"].as_u64().expect("used_bytes");
+    let chunk_bytes = status["chunk_bytes"].as_u64().expect("chunk_bytes");
+    eprintln!(
+        "quota {quota}: fetched {image_fetched} + {random_fetched}, holding {chunk_bytes} in chunks"
+    );
+    assert!(
+        image_fetched + random_fetched > quota,
+        "the test must cross the quota"
+    );
+    assert_eq!(used, chunk_bytes, "only chunks are held");
+    assert!(used <= quota, "{used} bytes held over a {quota} byte quota");
+    assert!(
+        chunk_bytes < image_fetched + random_fetched,
+        "nothing was evicted"
+    );
+    // The daemon writes its counters once a second.
+    let counted = wait_until(Duration::from_secs(10), || {
+        let out = node.cli(&["status", "--json"]);
+        serde_json::from_str::<serde_json::Value>(&out.stdout)
+            .is_ok_and(|s| s["evictions"].as_i64().unwrap_or(0) > 0)
+    });
+    assert!(counted, "the evictions counter never rose");
+    // What is left of the image still reads right (evicted chunks are fetched again).
+    scattered(&daemon.path("img"), &image_bytes, image.index.size(), 8);
+}

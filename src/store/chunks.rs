@@ -10,13 +10,19 @@
 //! process has hashed the whole file once; a file that does not hash to its name is removed and
 //! counts as missing. Bytes this process wrote after verifying them count as hashed.
 //!
+//! Chunk bytes count towards the store's quota; eviction removes the chunks fetched longest
+//! ago, except those of blobs this process has open ([`ChunkStore::retain`]). A chunk removed
+//! under another process's reader is fetched again by it, never served wrong.
+//!
 //! Not here: which chunks a blob needs (`crate::chunk::ChunkIndex`), fetching (`content`).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fs::{self, File};
 use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::SystemTime;
 
 use parking_lot::Mutex;
 
@@ -30,6 +36,10 @@ pub struct ChunkStore {
     tmp: PathBuf,
     /// Chunks whose file this process has hashed (or written from verified bytes).
     hashed: Mutex<HashSet<Digest>>,
+    /// Bytes in chunk files (scanned at open, kept up to date since).
+    bytes: AtomicU64,
+    /// Chunks of blobs open in this process, with how many open blobs hold each.
+    open: Mutex<HashMap<Digest, u32>>,
 }
 
 impl ChunkStore {
@@ -38,10 +48,13 @@ impl ChunkStore {
     pub fn open(root: &Path) -> Result<ChunkStore, StoreError> {
         let dir = root.join("chunks/sha256");
         fs::create_dir_all(&dir).map_err(|e| StoreError::io(&dir, e))?;
+        let bytes = chunk_files(&dir).iter().map(|(_, len, _)| len).sum();
         Ok(ChunkStore {
             dir,
             tmp: root.join("tmp"),
             hashed: Mutex::new(HashSet::new()),
+            bytes: AtomicU64::new(bytes),
+            open: Mutex::new(HashMap::new()),
         })
     }
 
@@ -70,8 +83,11 @@ impl ChunkStore {
             .map_err(|e| StoreError::io(&self.tmp, e))?;
         tmp.write_all(bytes)
             .map_err(|e| StoreError::io(tmp.path(), e))?;
+        let replaced = fs::metadata(&dest).map_or(0, |m| m.len());
         tmp.persist(&dest)
             .map_err(|e| StoreError::io(&dest, e.error))?;
+        self.bytes.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        self.bytes.fetch_sub(replaced, Ordering::Relaxed);
         self.hashed.lock().insert(*d);
         Ok(())
     }
@@ -89,8 +105,7 @@ impl ChunkStore {
         };
         if Digest::of(&bytes) != *d {
             tracing::warn!("chunk {} does not hash to its name; removing it", d.short());
-            self.hashed.lock().remove(d);
-            let _ = fs::remove_file(&path);
+            self.remove(d);
             return Ok(None);
         }
         self.hashed.lock().insert(*d);
@@ -139,17 +154,88 @@ impl ChunkStore {
 
     /// Bytes held in chunk files.
     pub fn used_bytes(&self) -> u64 {
-        let Ok(shards) = fs::read_dir(&self.dir) else {
-            return 0;
-        };
-        shards
-            .flatten()
-            .filter_map(|s| fs::read_dir(s.path()).ok())
-            .flat_map(|files| files.flatten())
-            .filter_map(|f| f.metadata().ok())
-            .map(|m| m.len())
-            .sum()
+        self.bytes.load(Ordering::Relaxed)
     }
+
+    /// Keeps `chunks` from eviction until [`ChunkStore::release`] (a blob over them is open).
+    pub fn retain<'a>(&self, chunks: impl Iterator<Item = &'a Digest>) {
+        let mut open = self.open.lock();
+        for d in chunks {
+            *open.entry(*d).or_insert(0) += 1;
+        }
+    }
+
+    /// Ends one [`ChunkStore::retain`] of `chunks`.
+    pub fn release<'a>(&self, chunks: impl Iterator<Item = &'a Digest>) {
+        let mut open = self.open.lock();
+        for d in chunks {
+            if let Some(n) = open.get_mut(d) {
+                *n -= 1;
+                if *n == 0 {
+                    open.remove(d);
+                }
+            }
+        }
+    }
+
+    /// Removes the chunks fetched longest ago, except retained ones, until `want` bytes are
+    /// freed (or none is left to remove); returns how many chunks and bytes went.
+    pub fn evict(&self, want: u64) -> (usize, u64) {
+        let mut files = chunk_files(&self.dir);
+        files.sort_by_key(|(_, _, mtime)| *mtime);
+        let (mut removed, mut freed) = (0, 0);
+        for (path, len, _) in files {
+            if freed >= want {
+                break;
+            }
+            let Some(d) = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| Digest::parse(n).ok())
+            else {
+                continue;
+            };
+            if self.open.lock().contains_key(&d) {
+                continue;
+            }
+            if self.remove(&d) {
+                removed += 1;
+                freed += len;
+            }
+        }
+        (removed, freed)
+    }
+
+    /// Removes chunk `d`'s file; whether there was one.
+    fn remove(&self, d: &Digest) -> bool {
+        self.hashed.lock().remove(d);
+        let path = self.path(d);
+        let len = fs::metadata(&path).map_or(0, |m| m.len());
+        match fs::remove_file(&path) {
+            Ok(()) => {
+                self.bytes.fetch_sub(len, Ordering::Relaxed);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+}
+
+/// Every chunk file under `dir`: its path, size and modification time (when it was fetched).
+fn chunk_files(dir: &Path) -> Vec<(PathBuf, u64, SystemTime)> {
+    let Ok(shards) = fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    shards
+        .flatten()
+        .filter_map(|s| fs::read_dir(s.path()).ok())
+        .flat_map(|files| files.flatten())
+        .filter_map(|f| {
+            let meta = f.metadata().ok()?;
+            let mtime = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
+            Some((f.path(), meta.len(), mtime))
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -191,6 +277,25 @@ mod tests {
         assert_eq!(restarted.read(&d, 0, &mut buf).unwrap(), None);
         assert!(!restarted.path(&d).exists());
         assert!(!restarted.contains(&d));
+    }
+
+    #[test]
+    fn eviction_spares_retained_chunks_and_keeps_the_count() {
+        let (dir, chunks) = store();
+        let pieces: Vec<Vec<u8>> = (0..4u8).map(|i| vec![i; 1000]).collect();
+        let digests: Vec<Digest> = pieces.iter().map(|p| Digest::of(p)).collect();
+        for (d, p) in digests.iter().zip(&pieces) {
+            chunks.put(d, p).unwrap();
+        }
+        assert_eq!(chunks.used_bytes(), 4000);
+        assert_eq!(ChunkStore::open(dir.path()).unwrap().used_bytes(), 4000);
+        chunks.retain(digests[..2].iter());
+        assert_eq!(chunks.evict(u64::MAX), (2, 2000));
+        assert_eq!(chunks.used_bytes(), 2000);
+        assert!(chunks.contains(&digests[0]) && chunks.contains(&digests[1]));
+        assert!(!chunks.contains(&digests[2]) && !chunks.contains(&digests[3]));
+        chunks.release(digests[..2].iter());
+        assert_eq!(chunks.evict(1), (1, 1000));
     }
 
     #[test]

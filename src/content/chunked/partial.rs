@@ -61,6 +61,8 @@ impl PartialBlob {
         present: Vec<AtomicBool>,
     ) -> Arc<PartialBlob> {
         let count = present.iter().filter(|p| p.load(Ordering::Relaxed)).count();
+        let digests = index.chunks().iter().map(|c| &c.digest);
+        chunked.store.chunks().retain(digests);
         let blob = Arc::new_cyclic(|me| PartialBlob {
             me: me.clone(),
             chunked,
@@ -129,6 +131,12 @@ impl PartialBlob {
             .collect::<Vec<()>>()
             .await;
         drop(claims);
+        if !mine.is_empty() {
+            let store = &self.chunked.store;
+            if let Err(e) = store.enforce_limits(&store.limits(), 0) {
+                tracing::warn!(asset = %self.label, "making room after fetching chunks: {e}");
+            }
+        }
         for mut rx in waits {
             // An error means the fetching caller went away: the read finds the chunk missing.
             let _ = rx.wait_for(|done| *done).await;
@@ -334,6 +342,13 @@ impl PartialBlob {
                 r.end()
             ))),
         }
+    }
+}
+
+impl Drop for PartialBlob {
+    fn drop(&mut self) {
+        let digests = self.index.chunks().iter().map(|c| &c.digest);
+        self.chunked.store.chunks().release(digests);
     }
 }
 
