@@ -259,7 +259,15 @@ fn one_small_file_fetches_little_and_a_full_read_matches() {
     let node = node_for(image, &nginx);
     let daemon = node.mount();
     small_file_through_squashfuse(&node, &daemon, image, &nginx);
+    let started = std::time::Instant::now();
     let whole = read_within(daemon.path("img"), Duration::from_secs(120)).expect("full read");
+    let secs = started.elapsed().as_secs_f64();
+    eprintln!(
+        "full read: {} bytes in {secs:.2}s ({:.0} MB/s), {} requests in all",
+        whole.len(),
+        whole.len() as f64 / secs / 1e6,
+        nginx.log().count("/img/image")
+    );
     let source = std::fs::read(&image.file).expect("read image");
     assert!(whole == source, "the full read differs from the image");
     let fetched = image_bytes_served(&nginx);
