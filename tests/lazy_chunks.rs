@@ -284,6 +284,16 @@ fn one_small_file_fetches_little_and_a_full_read_matches() {
         blob.display()
     );
     assert_eq!(common::sha256_file(&blob), image.sha256);
+    // From now on it is served as a complete blob: no chunk, no origin needed.
+    let mut daemon = daemon;
+    daemon.stop();
+    drop(daemon);
+    std::fs::remove_dir_all(node.store.join("chunks")).expect("remove the chunks");
+    let mut nginx = nginx;
+    nginx.stop();
+    let daemon = node.mount();
+    let again = read_within(daemon.path("img"), Duration::from_secs(60)).expect("read complete");
+    assert!(again == source, "the complete blob reads differently");
 }
 
 #[test]
