@@ -13,7 +13,7 @@ use url::Url;
 
 use crate::config::{check_name, AssetConfig, AssetKind, Config};
 use crate::digest::Digest;
-use crate::source::{Location, Source};
+use crate::source::{IndexPin, Location, Source};
 
 /// Where an entry was defined.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,6 +53,10 @@ impl Asset {
             location: self.config.location.clone(),
             expected: self.config.sha256,
             size_hint: self.config.size,
+            index: self
+                .config
+                .index_sha256
+                .map(|d| IndexPin::beside(d, &self.config.location)),
         }
     }
 }

@@ -52,6 +52,29 @@ impl Location {
     }
 }
 
+/// A pinned chunk index for a blob: reads then fetch only the chunks they need, each
+/// verified against the index (`crate::chunk::ChunkIndex`), instead of the whole blob.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IndexPin {
+    /// What the index file must hash to (checked before it is parsed).
+    pub digest: Digest,
+    /// Where the index file is, tried in order.
+    pub urls: Vec<Url>,
+}
+
+impl IndexPin {
+    /// The index pinned to `digest`, published beside each of `location`'s URLs as
+    /// `<url>.lazycas-index`.
+    pub fn beside(digest: Digest, location: &Location) -> IndexPin {
+        let Location::Http { urls } = location;
+        let urls = urls
+            .iter()
+            .filter_map(|u| Url::parse(&format!("{u}.lazycas-index")).ok())
+            .collect();
+        IndexPin { digest, urls }
+    }
+}
+
 /// One blob to make local: where from, and what it must hash to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Source {
@@ -64,6 +87,8 @@ pub struct Source {
     pub expected: Option<Digest>,
     /// The size, when known beforehand (lets the store make room before downloading).
     pub size_hint: Option<u64>,
+    /// A pinned chunk index: the blob can be read chunk by chunk before it is all here.
+    pub index: Option<IndexPin>,
 }
 
 impl Source {
@@ -74,6 +99,7 @@ impl Source {
             location: Location::Http { urls: Vec::new() },
             expected: Some(digest),
             size_hint: None,
+            index: None,
         }
     }
 
@@ -100,6 +126,21 @@ mod tests {
         assert_eq!(l.primary(), Some(&p));
         assert_eq!(l.mirrors(), &[m]);
         assert_eq!(l.reference().as_deref(), Some("http://127.0.0.1/a"));
+    }
+
+    #[test]
+    fn the_index_sits_beside_each_url() {
+        let p = Url::parse("http://127.0.0.1/img.sqfs").unwrap();
+        let m = Url::parse("http://127.0.0.1:81/img.sqfs").unwrap();
+        let pin = IndexPin::beside(Digest::of(b"i"), &Location::http(p, vec![m]));
+        let urls: Vec<String> = pin.urls.iter().map(|u| u.to_string()).collect();
+        assert_eq!(
+            urls,
+            [
+                "http://127.0.0.1/img.sqfs.lazycas-index",
+                "http://127.0.0.1:81/img.sqfs.lazycas-index"
+            ]
+        );
     }
 
     #[test]

@@ -214,6 +214,7 @@ pub fn pull(config: &Config, target: &str) -> Result<(), Failure> {
                 location: Location::http(url, Vec::new()),
                 expected: digest,
                 size_hint: None,
+                index: None,
             };
             (src, kind)
         }
@@ -262,7 +263,7 @@ fn finish_pull(store: &Store, label: &str, info: &crate::store::BlobInfo) -> Res
 pub fn status(config: &Config, as_json: bool) -> Result<(), Failure> {
     let store = open_store(config)?;
     let blobs = store.blobs().map_err(|e| Failure::Runtime(e.into()))?;
-    let used: u64 = blobs.iter().map(|b| b.size).sum();
+    let used = store.used_bytes().map_err(|e| Failure::Runtime(e.into()))?;
     let pinned: u64 = blobs.iter().filter(|b| b.pinned).map(|b| b.size).sum();
     let counters = store
         .with_db(db::counters)
@@ -296,6 +297,7 @@ pub fn status(config: &Config, as_json: bool) -> Result<(), Failure> {
             "used_bytes": used,
             "pinned_bytes": pinned,
             "blobs": blobs.len(),
+            "chunk_bytes": store.chunks().used_bytes(),
             "quota_bytes": config.quota,
             "min_free_bytes": config.min_free,
             "hits": counter("hits"),
@@ -321,6 +323,10 @@ pub fn status(config: &Config, as_json: bool) -> Result<(), Failure> {
         format_size(used),
         blobs.len(),
         format_size(pinned)
+    );
+    println!(
+        "chunks:         {} (partly present images)",
+        format_size(store.chunks().used_bytes())
     );
     println!(
         "quota:          {}",
@@ -380,7 +386,7 @@ pub fn gc(config: &Config, to: Option<&str>) -> Result<(), Failure> {
 pub fn verify(config: &Config) -> Result<(), Failure> {
     let store = open_store_with_archives(config)?;
     store.reconcile().map_err(|e| Failure::Runtime(e.into()))?;
-    let total = store.used_bytes().map_err(|e| Failure::Runtime(e.into()))?;
+    let total = store.blob_bytes().map_err(|e| Failure::Runtime(e.into()))?;
     let bar = indicatif::ProgressBar::new(total);
     let report = store
         .verify(&|n| bar.set_position(n))

@@ -10,6 +10,7 @@
 //! inodes and errno (`fs`).
 
 pub mod archives;
+mod chunked;
 mod flight;
 
 use std::sync::Arc;
@@ -17,12 +18,14 @@ use std::sync::Arc;
 use parking_lot::RwLock;
 
 use crate::archive::ArchiveError;
+use crate::chunk::ChunkIndexError;
 use crate::digest::Digest;
 use crate::fetch::{BlobRequest, FetchError, Fetcher};
 use crate::source::{Location, Source};
 use crate::store::{BlobInfo, BlobRead, ByteObserver, Store, StoreError, TempSink};
 
 pub use archives::{Archives, OpenArchive};
+pub use chunked::{Chunked, PartialBlob};
 pub use flight::SingleFlight;
 
 /// Why content could not be made local or opened. `Display` names the asset and the place.
@@ -41,6 +44,24 @@ pub enum ContentError {
         label: String,
         /// What the format layer said.
         source: ArchiveError,
+    },
+    /// The chunk index could not be used (pin mismatch, malformed).
+    #[error("{label}: chunk index: {source}")]
+    Index {
+        /// Asset name or digest.
+        label: String,
+        /// What the index parser said.
+        source: ChunkIndexError,
+    },
+    /// The chunk index describes other content than the asset pins.
+    #[error("{label}: the chunk index is for {indexed}, the asset pins {expected}")]
+    IndexForOther {
+        /// Asset name or digest.
+        label: String,
+        /// The asset's pinned digest.
+        expected: Digest,
+        /// The whole-file digest the index carries.
+        indexed: Digest,
     },
     /// The error of work another caller started (single flight), shared with every waiter.
     #[error(transparent)]
@@ -75,6 +96,7 @@ pub struct Content {
     fetcher: RwLock<Arc<Fetcher>>,
     blobs: SingleFlight<String, Result<BlobInfo, Arc<ContentError>>>,
     archives: Archives,
+    chunked: Arc<Chunked>,
 }
 
 impl Content {
@@ -87,6 +109,7 @@ impl Content {
     ) -> Result<Content, ContentError> {
         let archives = Archives::new(store.clone(), archive_cache)?;
         Ok(Content {
+            chunked: Arc::new(Chunked::new(store.clone())),
             store,
             fetcher: RwLock::new(Arc::new(fetcher)),
             blobs: SingleFlight::default(),
@@ -147,7 +170,48 @@ impl Content {
                 }
             }
         }
+        if let Some(index) = self.chunked.loaded_index(src) {
+            return Ok(Some(index.size()));
+        }
         Ok(src.size_hint)
+    }
+
+    /// Bytes held of a partly present `src` (its chunks), with its size; `None` unless it has
+    /// a pinned index loaded in this process.
+    pub fn chunked_resident(&self, src: &Source) -> Option<(u64, u64)> {
+        self.chunked.resident(src)
+    }
+
+    /// Whether `src` can be opened chunk by chunk now (it has a pinned index, loaded).
+    pub fn chunked_ready(&self, src: &Source) -> bool {
+        self.chunked.loaded_index(src).is_some()
+    }
+
+    /// Loads `src`'s pinned chunk index (fetching it once) and prefetches the chunks an image
+    /// decoder reads first (squashfs and SIF metadata). Does nothing for a source without one.
+    pub async fn prepare_chunked(&self, src: &Source) -> Result<(), Arc<ContentError>> {
+        let Some(pin) = &src.index else {
+            return Ok(());
+        };
+        let fetcher = self.fetcher.read().clone();
+        let index = self.chunked.ensure_index(src, pin, &fetcher).await?;
+        let blob = self.chunked.open(src, index, fetcher).map_err(Arc::new)?;
+        blob.prefetch().await;
+        Ok(())
+    }
+
+    /// Opens `src` for chunk-by-chunk reading (after [`Content::prepare_chunked`]): reads fetch
+    /// and verify the chunks they need.
+    pub fn open_chunked(&self, src: &Source) -> Result<Arc<dyn BlobRead>, ContentError> {
+        let index = self
+            .chunked
+            .loaded_index(src)
+            .ok_or_else(|| ContentError::Task {
+                label: src.label.clone(),
+                message: "chunked read opened before its index was loaded".into(),
+            })?;
+        let fetcher = self.fetcher.read().clone();
+        Ok(self.chunked.open(src, index, fetcher)?)
     }
 
     /// Opens the complete blob `d` for reading.

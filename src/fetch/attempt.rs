@@ -294,7 +294,7 @@ impl From<BodyBreak> for FetchError {
     }
 }
 
-async fn request(
+pub(super) async fn request(
     plan: &Plan<'_>,
     range: Option<ByteRange>,
 ) -> Result<reqwest::Response, FetchError> {
@@ -322,7 +322,7 @@ async fn request(
 }
 
 /// Sends the first request, retrying 5xx and resets with backoff.
-async fn with_retries<'a, F, Fut>(
+pub(super) async fn with_retries<'a, F, Fut>(
     plan: &Plan<'a>,
     mut send: F,
 ) -> Result<reqwest::Response, FetchError>
@@ -348,7 +348,7 @@ where
 
 /// 5xx, resets and short bodies are worth another try on the same source; timeouts are not
 /// (the deadline already passed once), nor are 4xx or mismatches.
-fn is_retryable(e: &FetchError) -> bool {
+pub(super) fn is_retryable(e: &FetchError) -> bool {
     match e {
         FetchError::Status { status, .. } => *status >= 500,
         FetchError::Network { .. } => true,
@@ -366,7 +366,10 @@ fn content_range_total(plan: &Plan<'_>, resp: &reqwest::Response) -> Result<u64,
         .ok_or_else(|| network(plan, "206 without a usable Content-Range".into()))
 }
 
-fn content_range_start(plan: &Plan<'_>, resp: &reqwest::Response) -> Result<u64, FetchError> {
+pub(super) fn content_range_start(
+    plan: &Plan<'_>,
+    resp: &reqwest::Response,
+) -> Result<u64, FetchError> {
     parse_content_range(resp)
         .map(|(start, _)| start)
         .ok_or_else(|| network(plan, "206 without a usable Content-Range".into()))
@@ -389,7 +392,7 @@ fn parse_content_range_value(v: &str) -> Option<(u64, Option<u64>)> {
     Some((start.trim().parse().ok()?, total))
 }
 
-fn status_error(plan: &Plan<'_>, status: StatusCode) -> FetchError {
+pub(super) fn status_error(plan: &Plan<'_>, status: StatusCode) -> FetchError {
     FetchError::Status {
         label: plan.label.to_string(),
         url: plan.url.to_string(),
@@ -397,7 +400,7 @@ fn status_error(plan: &Plan<'_>, status: StatusCode) -> FetchError {
     }
 }
 
-fn network(plan: &Plan<'_>, message: String) -> FetchError {
+pub(super) fn network(plan: &Plan<'_>, message: String) -> FetchError {
     FetchError::Network {
         label: plan.label.to_string(),
         url: plan.url.to_string(),
@@ -405,7 +408,7 @@ fn network(plan: &Plan<'_>, message: String) -> FetchError {
     }
 }
 
-fn timeout(plan: &Plan<'_>, what: &'static str) -> FetchError {
+pub(super) fn timeout(plan: &Plan<'_>, what: &'static str) -> FetchError {
     FetchError::Timeout {
         label: plan.label.to_string(),
         url: plan.url.to_string(),

@@ -11,10 +11,14 @@
 //! so a dead origin turns into an error in bounded time. 5xx answers, resets and short bodies are
 //! retried with backoff; a digest mismatch discards the bytes and moves to the next source with
 //! `Cache-Control: no-cache`. It knows nothing of the store, inodes or catalogs.
+//!
+//! Chunked reads use [`Fetcher::fetch_span`] (one range of a file, streamed to a callback) and
+//! [`Fetcher::fetch_pinned_document`] (a small verified file in memory, the chunk index): see `span`.
 
 mod attempt;
 mod document;
 mod routes;
+mod span;
 
 use std::io;
 use std::time::{Duration, Instant};
@@ -26,6 +30,7 @@ use crate::digest::Digest;
 
 pub use document::{Document, DocumentRequest};
 pub use routes::Routes;
+pub use span::{SpanAnswer, SpanSink};
 
 /// Receives a blob's bytes in order. `restart` is called before every attempt, so a sink can
 /// throw away what a failed source delivered.

@@ -9,12 +9,23 @@ use crate::content::Content;
 use crate::source::Source;
 use crate::store::BlobRead;
 
-/// Nothing when `src`'s bytes are local (counted as a hit), else the download to wait for.
+/// Nothing when `src`'s bytes are local (counted as a hit), else the download to wait for;
+/// for a source with a pinned chunk index, only the index and the image's metadata chunks.
 pub fn prepare_open(content: &Arc<Content>, src: &Source) -> Option<Wait> {
     match content.local(src) {
         Ok(Some(_)) => {
             content.store().stats().hit();
             None
+        }
+        Ok(None) if src.index.is_some() => {
+            if content.chunked_ready(src) {
+                return None;
+            }
+            let (content, src) = (content.clone(), src.clone());
+            Some(Box::pin(async move {
+                content.prepare_chunked(&src).await?;
+                Ok(())
+            }))
         }
         Ok(None) => {
             let (content, src) = (content.clone(), src.clone());
@@ -30,10 +41,16 @@ pub fn prepare_open(content: &Arc<Content>, src: &Source) -> Option<Wait> {
     }
 }
 
-/// Opens `src`'s local blob (after [`prepare_open`]).
+/// Opens `src`'s local blob (after [`prepare_open`]), or reads it chunk by chunk when it has a
+/// pinned index and is not all here yet.
 pub fn open(content: &Content, src: &Source) -> Result<Box<dyn OpenFile>, NsError> {
-    let info = content.local(src)?.ok_or(NsError::NotFound)?;
-    Ok(Box::new(BlobFile(content.open_blob(&info.digest)?)))
+    if let Some(info) = content.local(src)? {
+        return Ok(Box::new(BlobFile(content.open_blob(&info.digest)?)));
+    }
+    if src.index.is_some() {
+        return Ok(Box::new(BlobFile(content.open_chunked(src)?)));
+    }
+    Err(NsError::NotFound)
 }
 
 /// An open blob.

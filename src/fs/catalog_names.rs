@@ -222,10 +222,12 @@ impl Namespace for CatalogNames {
         let src = a.source();
         let digest = self.content.resolved_digest(&src)?;
         let held = self.content.local(&src)?;
-        let cached = match (held, a.config.size) {
-            (Some(info), _) => format!("{}/{}", info.size, info.size),
-            (None, Some(s)) => format!("0/{s}"),
-            (None, None) => "0/unknown".to_string(),
+        let partly = self.content.chunked_resident(&src);
+        let cached = match (held, partly, a.config.size) {
+            (Some(info), _, _) => format!("{}/{}", info.size, info.size),
+            (None, Some((held, size)), _) => format!("{held}/{size}"),
+            (None, None, Some(s)) => format!("0/{s}"),
+            (None, None, None) => "0/unknown".to_string(),
         };
         let mut v = Vec::with_capacity(3);
         if let Some(d) = a.digest().or(digest) {

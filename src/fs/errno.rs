@@ -30,9 +30,11 @@ fn of_content(e: &ContentError) -> Errno {
     match e {
         ContentError::Store(s) => of_store(s),
         ContentError::Shared(inner) => of_content(inner),
-        ContentError::Fetch(_) | ContentError::Archive { .. } | ContentError::Task { .. } => {
-            Errno::EIO
-        }
+        ContentError::Fetch(_)
+        | ContentError::Archive { .. }
+        | ContentError::Task { .. }
+        | ContentError::Index { .. }
+        | ContentError::IndexForOther { .. } => Errno::EIO,
     }
 }
 

@@ -1,6 +1,7 @@
-//! Making room: least-recently-used unpinned blobs are removed when the store passes its quota
-//! or the disk passes its free-space floor, with hysteresis (down to 90% of the quota, up to
-//! 110% of the floor) so eviction does not run on every download.
+//! Making room: least-recently-used unpinned blobs (then the chunks fetched longest ago) are
+//! removed when the store passes its quota or the disk passes its free-space floor, with
+//! hysteresis (down to 90% of the quota, up to 110% of the floor) so eviction does not run on
+//! every download.
 //!
 //! A blob some process has open is never evicted: readers hold a shared `flock` on the blob file
 //! (see [`Store::open_blob`](super::Store::open_blob)) and eviction only removes a file it can
@@ -16,7 +17,7 @@ use crate::digest::Digest;
 /// Limits the store keeps.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Limits {
-    /// Upper bound on the bytes of blobs held.
+    /// Upper bound on the bytes held (complete blobs and chunks).
     pub quota: Option<u64>,
     /// Free bytes to keep on the store's file system.
     pub min_free: Option<u64>,
@@ -73,8 +74,13 @@ fn try_lock_exclusive(f: &File) -> bool {
 }
 
 impl Store {
-    /// Bytes of complete blobs held.
+    /// Bytes held: complete blobs and chunks of partly present ones.
     pub fn used_bytes(&self) -> Result<u64, StoreError> {
+        Ok(self.blob_bytes()? + self.chunks.used_bytes())
+    }
+
+    /// Bytes of complete blobs held.
+    pub fn blob_bytes(&self) -> Result<u64, StoreError> {
         Ok(self.blobs()?.iter().map(|b| b.size).sum())
     }
 
@@ -116,12 +122,13 @@ impl Store {
         Ok(report)
     }
 
-    /// Removes least-recently-used unpinned, unopened blobs until at most `target` bytes remain.
+    /// Removes least-recently-used unpinned, unopened blobs, then the chunks fetched longest
+    /// ago (not those of open blobs), until at most `target` bytes remain.
     pub fn evict_to(&self, target: u64) -> Result<EvictReport, StoreError> {
         // Access times of this process first, so LRU order sees the latest reads.
         self.flush_stats()?;
         let blobs = self.blobs()?;
-        let mut used: u64 = blobs.iter().map(|b| b.size).sum();
+        let mut used: u64 = blobs.iter().map(|b| b.size).sum::<u64>() + self.chunks.used_bytes();
         let mut report = EvictReport::default();
         for b in blobs.iter().filter(|b| !b.pinned) {
             if used <= target {
@@ -133,6 +140,14 @@ impl Store {
                     report.removed.push((b.digest, b.size));
                 }
                 false => report.skipped_open += 1,
+            }
+        }
+        if used > target {
+            let (chunks, freed) = self.chunks.evict(used - target);
+            if chunks > 0 {
+                used = used.saturating_sub(freed);
+                self.stats.evicted(chunks, freed);
+                tracing::info!(chunks, bytes = freed, "evicted chunks fetched longest ago");
             }
         }
         report.used_after = used;

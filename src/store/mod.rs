@@ -1,6 +1,7 @@
 //! Bytes and metadata on local disk: the content-addressed blob store.
 //!
-//! Layout: `blobs/sha256/<2 hex>/<hex>` holds complete, verified blobs only; `tmp/` holds
+//! Layout: `blobs/sha256/<2 hex>/<hex>` holds complete, verified blobs only; `chunks/` holds
+//! the chunks of partly present blobs ([`ChunkStore`], hashed on first use); `tmp/` holds
 //! downloads in progress (named after the writing process, so a restart removes the leftovers of
 //! dead processes only); `lazycas.db` is SQLite (see [`db`]). A blob is downloaded into a temp
 //! file, verified while it arrives, fsynced, renamed to its digest name, and only then recorded
@@ -11,6 +12,7 @@
 //! blobs through [`Store::open_blob`] and read them through the [`BlobRead`] trait.
 
 mod blob;
+mod chunks;
 pub mod db;
 mod evict;
 mod sink;
@@ -29,6 +31,7 @@ use rusqlite::Connection;
 use crate::digest::Digest;
 
 pub use blob::{BlobRead, BytesBlob, CompleteBlob};
+pub use chunks::ChunkStore;
 pub use db::BlobRow;
 pub use evict::{free_bytes, EvictReport, Limits};
 pub use sink::{ByteObserver, TempSink};
@@ -94,6 +97,7 @@ pub struct Store {
     stats: Stats,
     limits: parking_lot::RwLock<Limits>,
     forget_hooks: parking_lot::RwLock<Vec<ForgetHook>>,
+    chunks: ChunkStore,
 }
 
 impl std::fmt::Debug for Store {
@@ -132,9 +136,15 @@ impl Store {
             stats: Stats::default(),
             limits: parking_lot::RwLock::new(Limits::default()),
             forget_hooks: parking_lot::RwLock::new(Vec::new()),
+            chunks: ChunkStore::open(root)?,
         };
         store.remove_stale_temp_files();
         Ok(store)
+    }
+
+    /// Chunks of partly present blobs, by digest.
+    pub fn chunks(&self) -> &ChunkStore {
+        &self.chunks
     }
 
     /// The store directory.

@@ -55,16 +55,31 @@ impl Stats {
 
     /// A download succeeded.
     pub fn fetched(&self, f: &Fetched) {
-        let source = match f.url.port_or_known_default() {
-            Some(p) => format!("{}:{p}", f.url.host_str().unwrap_or("?")),
-            None => f.url.host_str().unwrap_or("?").to_string(),
+        self.bytes_from(&f.url, f.size);
+        self.add("fetches", 1);
+    }
+
+    /// A chunk of a partly present blob arrived from `url` and verified.
+    pub fn chunk_fetched(&self, url: &url::Url, bytes: u64) {
+        self.bytes_from(url, bytes);
+        self.add("chunks_fetched", 1);
+    }
+
+    /// A chunk arrived with the wrong sha256.
+    pub fn chunk_mismatch(&self) {
+        self.add("verification_failures", 1);
+    }
+
+    fn bytes_from(&self, url: &url::Url, bytes: u64) {
+        let source = match url.port_or_known_default() {
+            Some(p) => format!("{}:{p}", url.host_str().unwrap_or("?")),
+            None => url.host_str().unwrap_or("?").to_string(),
         };
         let mut p = self.pending.lock();
-        *p.counters.entry("bytes_fetched".into()).or_insert(0) += f.size as i64;
+        *p.counters.entry("bytes_fetched".into()).or_insert(0) += bytes as i64;
         *p.counters
             .entry(format!("bytes_from:{source}"))
-            .or_insert(0) += f.size as i64;
-        *p.counters.entry("fetches".into()).or_insert(0) += 1;
+            .or_insert(0) += bytes as i64;
     }
 
     /// A download failed on every source.

@@ -1,0 +1,426 @@
+//! [`PartialBlob`]: a [`BlobRead`] over a chunk index. A read copies present chunks from the
+//! chunk store; missing ones are fetched first (neighbours coalesced into runs of at most
+//! [`RUN_MAX`] bytes, runs in parallel), a sequential reader's readahead in the background.
+//! Each caller claims the chunks it fetches ([`Claims`]), so concurrent readers of one chunk
+//! cause one fetch.
+
+use std::io;
+use std::ops::Range;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
+
+use futures_util::StreamExt;
+use parking_lot::Mutex;
+use tokio::runtime::Handle;
+use tokio::sync::watch;
+use url::Url;
+
+use super::span_chunks::{CheckedChunk, SpanChunks};
+use super::Chunked;
+use crate::chunk::ChunkIndex;
+use crate::digest::Digest;
+use crate::fetch::Fetcher;
+use crate::range::ByteRange;
+use crate::source::{Location, Source};
+use crate::store::BlobRead;
+
+/// The most bytes one range request asks for (a run of neighbouring missing chunks).
+pub const RUN_MAX: u64 = 4 << 20;
+
+/// The readahead window a sequential reader starts with, and the most it grows to.
+const READAHEAD_MIN: u64 = 512 << 10;
+const READAHEAD_MAX: u64 = 4 << 20;
+
+/// A blob read through its chunk index: present chunks from the chunk store, missing ones
+/// fetched on demand.
+pub struct PartialBlob {
+    /// Itself, for readahead fetches that outlive the read that started them.
+    me: Weak<PartialBlob>,
+    chunked: Arc<Chunked>,
+    index: Arc<ChunkIndex>,
+    digest: Digest,
+    label: String,
+    urls: Vec<Url>,
+    reference: Option<String>,
+    fetcher: Arc<Fetcher>,
+    runtime: Handle,
+    present: Vec<AtomicBool>,
+    present_count: AtomicUsize,
+    /// Where the last read ended, and the readahead window then.
+    readahead: Mutex<(u64, u64)>,
+}
+
+impl PartialBlob {
+    /// A reader of `src` over `index`; `present` says which chunks the store holds.
+    pub(super) fn new(
+        chunked: Arc<Chunked>,
+        src: &Source,
+        index: Arc<ChunkIndex>,
+        fetcher: Arc<Fetcher>,
+        runtime: Handle,
+        present: Vec<AtomicBool>,
+    ) -> Arc<PartialBlob> {
+        let count = present.iter().filter(|p| p.load(Ordering::Relaxed)).count();
+        let digests = index.chunks().iter().map(|c| &c.digest);
+        chunked.store.chunks().retain(digests);
+        let blob = Arc::new_cyclic(|me| PartialBlob {
+            me: me.clone(),
+            chunked,
+            digest: index.file_digest(),
+            index,
+            label: src.label.clone(),
+            urls: location_urls(src),
+            reference: src
+                .expected
+                .is_none()
+                .then(|| src.location.reference())
+                .flatten(),
+            fetcher,
+            runtime,
+            present,
+            present_count: AtomicUsize::new(count),
+            readahead: Mutex::new((u64::MAX, 0)),
+        });
+        if count == blob.present.len() {
+            blob.start_assembly();
+        }
+        blob
+    }
+
+    /// Fetches the chunks of a squashfs image's or a SIF's metadata (superblock, tables), so
+    /// a decoder's chain of dependent reads is served locally.
+    pub async fn prefetch(&self) {
+        let wanted: Vec<usize> = self.index.prefetch_chunks().into_iter().flatten().collect();
+        self.fetch_chunks(&wanted).await;
+    }
+
+    /// Fetches those of `wanted` (chunk numbers, ascending) that are missing; chunks another
+    /// caller is fetching are waited for instead. Failures are logged; the reads that needed
+    /// a chunk find it missing.
+    async fn fetch_chunks(&self, wanted: &[usize]) {
+        let chunks = self.chunked.store.chunks();
+        let mut claims = Claims {
+            chunked: &self.chunked,
+            senders: Vec::new(),
+        };
+        let mut mine = Vec::new();
+        let mut waits = Vec::new();
+        {
+            let mut held = self.chunked.claims.lock();
+            for &i in wanted {
+                let Some(c) = self.index.chunks().get(i) else {
+                    continue;
+                };
+                if chunks.contains(&c.digest) {
+                    continue;
+                }
+                if let Some(rx) = held.get(&c.digest) {
+                    waits.push(rx.clone());
+                    continue;
+                }
+                let (tx, rx) = watch::channel(false);
+                held.insert(c.digest, rx);
+                claims.senders.push((c.digest, tx));
+                mine.push(i);
+            }
+        }
+        let parallel = self.fetcher.settings().parallel.max(1);
+        futures_util::stream::iter(self.runs(&mine))
+            .map(|run| self.fetch_run(run))
+            .buffer_unordered(parallel)
+            .collect::<Vec<()>>()
+            .await;
+        drop(claims);
+        if !mine.is_empty() {
+            let store = &self.chunked.store;
+            if let Err(e) = store.enforce_limits(&store.limits(), 0) {
+                tracing::warn!(asset = %self.label, "making room after fetching chunks: {e}");
+            }
+        }
+        for mut rx in waits {
+            // An error means the fetching caller went away: the read finds the chunk missing.
+            let _ = rx.wait_for(|done| *done).await;
+        }
+        for &i in wanted {
+            if let Some(c) = self.index.chunks().get(i) {
+                if chunks.contains(&c.digest) {
+                    self.mark_present(i);
+                }
+            }
+        }
+    }
+
+    /// `chunks` (ascending) as runs of neighbours, each at most [`RUN_MAX`] bytes (or one
+    /// chunk).
+    fn runs(&self, chunks: &[usize]) -> Vec<Range<usize>> {
+        let mut runs: Vec<Range<usize>> = Vec::new();
+        for &i in chunks {
+            if let Some(last) = runs.last_mut() {
+                if last.end == i && self.bytes_of(last.start..i + 1).len() <= RUN_MAX {
+                    last.end = i + 1;
+                    continue;
+                }
+            }
+            runs.push(i..i + 1);
+        }
+        runs
+    }
+
+    /// The file bytes of chunks `run` (non-empty, in range).
+    fn bytes_of(&self, run: Range<usize>) -> ByteRange {
+        let start = self.index.chunk_range(run.start).map_or(0, |r| r.start());
+        let end = self
+            .index
+            .chunk_range(run.end.saturating_sub(1))
+            .map_or(start, |r| r.end());
+        ByteRange::new(start, end)
+    }
+
+    /// One run: from each URL in turn until every chunk of it is stored.
+    async fn fetch_run(&self, run: Range<usize>) {
+        let mut todo = Some(run);
+        let mut no_cache = false;
+        for url in &self.urls {
+            let Some(run) = todo.clone() else {
+                return;
+            };
+            let range = self.bytes_of(run.clone());
+            let mut spans = SpanChunks::new(&self.index);
+            let mut bad = 0;
+            let mut keep = |c: CheckedChunk<'_>| self.keep_chunk(c, url, &mut bad);
+            let mut sink = |offset: u64, data: &[u8]| spans.push(offset, data, &mut keep);
+            let answer = self
+                .fetcher
+                .fetch_span(&self.label, url, range, no_cache, &mut sink)
+                .await;
+            if let Err(e) = answer {
+                tracing::warn!("{e}");
+            }
+            no_cache |= bad > 0;
+            todo = self.still_missing(run);
+        }
+        if let Some(run) = todo {
+            let range = self.bytes_of(run.clone());
+            tracing::error!(
+                asset = %self.label,
+                "chunks {run:?} (bytes {}-{}) could not be fetched and verified from any source",
+                range.start(),
+                range.end()
+            );
+        }
+    }
+
+    /// Stores a verified chunk; logs and counts a mismatched one.
+    fn keep_chunk(&self, c: CheckedChunk<'_>, url: &Url, bad: &mut usize) -> io::Result<()> {
+        let store = &self.chunked.store;
+        match c {
+            CheckedChunk::Verified { index, bytes } => {
+                let digest = self.index.chunks()[index].digest;
+                store
+                    .chunks()
+                    .put(&digest, bytes)
+                    .map_err(io::Error::other)?;
+                store.stats().chunk_fetched(url, bytes.len() as u64);
+                self.mark_present(index);
+            }
+            CheckedChunk::Mismatch {
+                index,
+                range,
+                expected,
+                actual,
+            } => {
+                *bad += 1;
+                store.stats().chunk_mismatch();
+                tracing::error!(
+                    asset = %self.label,
+                    "chunk {index} (bytes {}-{}) from {url}: sha256 mismatch: expected {expected}, got {actual}",
+                    range.start(),
+                    range.end()
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// The part of `run` from its first to its last chunk not stored; `None` when all are.
+    fn still_missing(&self, run: Range<usize>) -> Option<Range<usize>> {
+        let chunks = self.chunked.store.chunks();
+        let missing = |i: &usize| {
+            self.index
+                .chunks()
+                .get(*i)
+                .is_some_and(|c| !chunks.contains(&c.digest))
+        };
+        let first = run.clone().find(missing)?;
+        let last = run.rev().find(missing)?;
+        Some(first..last + 1)
+    }
+
+    /// Whether chunk `i` must be fetched.
+    fn is_missing(&self, i: usize) -> bool {
+        let present = self
+            .present
+            .get(i)
+            .is_some_and(|p| p.load(Ordering::Acquire));
+        !present
+            && self
+                .index
+                .chunks()
+                .get(i)
+                .is_some_and(|c| !self.chunked.store.chunks().contains(&c.digest))
+    }
+
+    fn mark_present(&self, i: usize) {
+        let Some(flag) = self.present.get(i) else {
+            return;
+        };
+        if !flag.swap(true, Ordering::AcqRel)
+            && self.present_count.fetch_add(1, Ordering::AcqRel) + 1 == self.present.len()
+        {
+            self.start_assembly();
+        }
+    }
+
+    /// Every chunk is here: make the blob an ordinary complete one, in the background.
+    fn start_assembly(&self) {
+        if !self.chunked.assembling.lock().insert(self.digest) {
+            return;
+        }
+        let (chunked, index) = (self.chunked.clone(), self.index.clone());
+        let (label, reference) = (self.label.clone(), self.reference.clone());
+        self.runtime.spawn_blocking(move || {
+            match chunked.assemble(&index, reference.as_deref()) {
+                Ok(()) => tracing::info!(asset = %label, "every chunk present: now a complete blob {}", index.file_digest().short()),
+                Err(e) => tracing::error!(asset = %label, "assembling the complete blob failed: {e}"),
+            }
+            chunked.assembling.lock().remove(&index.file_digest());
+        });
+    }
+
+    /// Where the readahead for a read of `want` should end: past it by a window that doubles
+    /// while reads continue each other, and none for a read elsewhere.
+    fn fetch_end(&self, want: ByteRange) -> u64 {
+        let mut ra = self.readahead.lock();
+        let (last_end, window) = *ra;
+        let window = if want.start() == last_end {
+            (window * 2).clamp(READAHEAD_MIN, READAHEAD_MAX)
+        } else {
+            0
+        };
+        *ra = (want.end(), window);
+        want.end().saturating_add(window)
+    }
+
+    /// Copies chunk `i`'s part of `want` into `buf` (which holds `want`); fetches the chunk
+    /// once more if it is missing (or was torn).
+    fn copy_chunk(&self, i: usize, want: ByteRange, buf: &mut [u8]) -> io::Result<()> {
+        let (Some(c), Some(r)) = (self.index.chunks().get(i), self.index.chunk_range(i)) else {
+            return Err(io::Error::other("chunk number out of range"));
+        };
+        let from = want.start().max(r.start());
+        let to = want.end().min(r.end());
+        let dst = &mut buf[(from - want.start()) as usize..(to - want.start()) as usize];
+        let chunks = self.chunked.store.chunks();
+        let mut got = chunks
+            .read(&c.digest, from - r.start(), dst)
+            .map_err(io::Error::other)?;
+        if got.is_none() {
+            self.runtime.block_on(self.fetch_chunks(&[i]));
+            got = chunks
+                .read(&c.digest, from - r.start(), dst)
+                .map_err(io::Error::other)?;
+        }
+        match got {
+            Some(n) if n == dst.len() => {
+                self.mark_present(i);
+                Ok(())
+            }
+            _ => Err(io::Error::other(format!(
+                "{}: chunk {i} (bytes {}-{}) could not be fetched and verified",
+                self.label,
+                r.start(),
+                r.end()
+            ))),
+        }
+    }
+}
+
+impl Drop for PartialBlob {
+    fn drop(&mut self) {
+        let digests = self.index.chunks().iter().map(|c| &c.digest);
+        self.chunked.store.chunks().release(digests);
+    }
+}
+
+impl BlobRead for PartialBlob {
+    fn digest(&self) -> &Digest {
+        &self.digest
+    }
+
+    fn size(&self) -> u64 {
+        self.index.size()
+    }
+
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
+        let want = ByteRange::at(offset, buf.len() as u64).clamp_to(self.index.size());
+        if want.is_empty() {
+            return Ok(0);
+        }
+        let needed = self.index.chunks_covering(want);
+        let ahead = ByteRange::new(want.end(), self.fetch_end(want));
+        let ahead: Vec<usize> = self
+            .index
+            .chunks_covering(ahead)
+            .filter(|i| !needed.contains(i) && self.is_missing(*i))
+            .collect();
+        if !ahead.is_empty() {
+            if let Some(me) = self.me.upgrade() {
+                self.runtime
+                    .spawn(async move { me.fetch_chunks(&ahead).await });
+            }
+        }
+        let missing: Vec<usize> = needed.clone().filter(|i| self.is_missing(*i)).collect();
+        if !missing.is_empty() {
+            self.runtime.block_on(self.fetch_chunks(&missing));
+        }
+        let mut filled = 0u64;
+        for i in needed {
+            if let Err(e) = self.copy_chunk(i, want, buf) {
+                if filled > 0 {
+                    // Hand over what precedes the bad chunk; the next read gets the error.
+                    return Ok(filled as usize);
+                }
+                return Err(e);
+            }
+            filled = self
+                .index
+                .chunk_range(i)
+                .map_or(0, |r| r.end())
+                .min(want.end())
+                - want.start();
+        }
+        Ok(want.len() as usize)
+    }
+}
+
+fn location_urls(src: &Source) -> Vec<Url> {
+    let Location::Http { urls } = &src.location;
+    urls.clone()
+}
+
+/// Chunks this caller is fetching; released (waiters woken) when dropped, even if the fetch
+/// was abandoned half-way.
+struct Claims<'a> {
+    chunked: &'a Chunked,
+    senders: Vec<(Digest, watch::Sender<bool>)>,
+}
+
+impl Drop for Claims<'_> {
+    fn drop(&mut self) {
+        let mut held = self.chunked.claims.lock();
+        for (d, tx) in self.senders.drain(..) {
+            held.remove(&d);
+            let _ = tx.send(true);
+        }
+    }
+}

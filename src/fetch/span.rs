@@ -1,0 +1,177 @@
+//! Parts of a blob, and small whole documents: what a chunked read needs from the network.
+//!
+//! [`Fetcher::fetch_span`] asks one URL for one byte range and hands the body, in order and
+//! tagged with file offsets, to a callback; a server that ignores `Range` answers 200 and its
+//! whole body is handed over from offset 0 (the caller keeps what it can use).
+//! [`Fetcher::fetch_pinned_document`] downloads a small file (a chunk index) into memory,
+//! verified against its pinned digest, through the same routes, mirrors, retries and deadlines
+//! as a blob (for documents whose digest is not known beforehand and whose status matters, see
+//! `Fetcher::get_document`).
+
+use std::io;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use reqwest::StatusCode;
+use url::Url;
+
+use super::attempt::{self, Plan};
+use super::{BlobRequest, BlobSink, FetchError, Fetcher};
+use crate::config::Route;
+use crate::digest::Digest;
+use crate::range::ByteRange;
+
+/// Receives a span's bytes in order: the file offset of the first byte, and the bytes.
+pub type SpanSink<'a> = &'a mut (dyn FnMut(u64, &[u8]) -> io::Result<()> + Send);
+
+/// What the server sent for a span.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpanAnswer {
+    /// Exactly the range asked for (206).
+    Range,
+    /// The whole file from offset 0 (200: the server ignored `Range`).
+    Whole,
+}
+
+/// A document larger than this is refused (a chunk index of a 20 GiB image is ~7 MiB).
+const DOCUMENT_MAX: usize = 64 << 20;
+
+impl Fetcher {
+    /// `range` of the file at `url`, handed to `sink` as it arrives. `no_cache` asks caches on
+    /// the way to revalidate (after the bytes from one source failed to verify).
+    pub async fn fetch_span(
+        &self,
+        label: &str,
+        url: &Url,
+        range: ByteRange,
+        no_cache: bool,
+        sink: SpanSink<'_>,
+    ) -> Result<SpanAnswer, FetchError> {
+        let mut last = FetchError::NoSource {
+            label: label.to_string(),
+        };
+        let no_headers = reqwest::header::HeaderMap::new();
+        for group in 0..self.routes.group_count() {
+            let mut tried: Vec<Route> = Vec::new();
+            while let Some((route, client)) = self.routes.pick(group, url, &tried) {
+                tried.push(route.clone());
+                let plan = Plan {
+                    label,
+                    url,
+                    headers: &no_headers,
+                    client: &client,
+                    settings: &self.settings,
+                    use_ranges: true,
+                    no_cache,
+                    progress: &|_| {},
+                };
+                let e = match span_attempt(&plan, range, sink).await {
+                    Ok(answer) => return Ok(answer),
+                    Err(e @ FetchError::Sink { .. }) => return Err(e),
+                    Err(e) => e,
+                };
+                let proxy_down = matches!(route, Route::Proxy(_))
+                    && matches!(
+                        e,
+                        FetchError::Timeout { .. } | FetchError::Unreachable { .. }
+                    );
+                last = e;
+                if !proxy_down {
+                    break;
+                }
+                self.routes.mark_failed(&route);
+            }
+        }
+        Err(last)
+    }
+
+    /// The whole small file at the first of `urls` that delivers bytes hashing to `expected`.
+    pub async fn fetch_pinned_document(
+        &self,
+        label: &str,
+        urls: &[Url],
+        expected: Digest,
+    ) -> Result<Vec<u8>, FetchError> {
+        let bytes = Arc::new(Mutex::new(Vec::new()));
+        let sink = MemorySink(bytes.clone());
+        let no_headers = reqwest::header::HeaderMap::new();
+        let request = BlobRequest {
+            label,
+            urls,
+            expected: Some(expected),
+            headers: &no_headers,
+        };
+        self.fetch_blob(&request, Box::new(sink), &|_| {}).await?;
+        let document = std::mem::take(&mut *bytes.lock());
+        Ok(document)
+    }
+}
+
+/// One GET with `Range` through one route, retried on 5xx and resets before the body starts.
+async fn span_attempt(
+    plan: &Plan<'_>,
+    range: ByteRange,
+    sink: SpanSink<'_>,
+) -> Result<SpanAnswer, FetchError> {
+    let resp = attempt::with_retries(plan, || attempt::request(plan, Some(range))).await?;
+    let (answer, start, end) = match resp.status() {
+        StatusCode::PARTIAL_CONTENT => {
+            let start = attempt::content_range_start(plan, &resp)?;
+            if start != range.start() {
+                let msg = format!("asked for {range:?}, got offset {start}");
+                return Err(attempt::network(plan, msg));
+            }
+            (SpanAnswer::Range, start, range.end())
+        }
+        StatusCode::OK => (SpanAnswer::Whole, 0, u64::MAX),
+        s => return Err(attempt::status_error(plan, s)),
+    };
+    let mut resp = resp;
+    let mut offset = start;
+    loop {
+        let next = tokio::time::timeout(plan.settings.timeout, resp.chunk()).await;
+        let data = match next {
+            Err(_) => return Err(attempt::timeout(plan, "body stalled")),
+            Ok(Err(e)) => return Err(attempt::network(plan, attempt::reqwest_message(&e))),
+            Ok(Ok(None)) => break,
+            Ok(Ok(Some(d))) => d,
+        };
+        if offset.saturating_add(data.len() as u64) > end {
+            return Err(attempt::network(
+                plan,
+                format!("body longer than {range:?}"),
+            ));
+        }
+        sink(offset, &data).map_err(|source| FetchError::Sink {
+            label: plan.label.to_string(),
+            source,
+        })?;
+        offset += data.len() as u64;
+    }
+    if answer == SpanAnswer::Range && offset != end {
+        let msg = format!("short body: ended at {offset}, expected {end}");
+        return Err(attempt::network(plan, msg));
+    }
+    Ok(answer)
+}
+
+/// Collects a document in memory, refusing one larger than [`DOCUMENT_MAX`].
+struct MemorySink(Arc<Mutex<Vec<u8>>>);
+
+impl BlobSink for MemorySink {
+    fn restart(&mut self) -> io::Result<()> {
+        self.0.lock().clear();
+        Ok(())
+    }
+
+    fn write(&mut self, data: &[u8]) -> io::Result<()> {
+        let mut bytes = self.0.lock();
+        if bytes.len() + data.len() > DOCUMENT_MAX {
+            return Err(io::Error::other(format!(
+                "document larger than {DOCUMENT_MAX} bytes"
+            )));
+        }
+        bytes.extend_from_slice(data);
+        Ok(())
+    }
+}
