@@ -52,6 +52,7 @@ impl Asset {
             label: self.config.name.clone(),
             location: self.config.location.clone(),
             expected: self.config.sha256,
+            weak: self.config.weak.clone(),
             size_hint: self.config.size,
         }
     }
@@ -293,7 +294,7 @@ fn parse_row(
     index: Option<String>,
     size: Option<i64>,
 ) -> Result<AssetConfig, String> {
-    let url = Url::parse(url).map_err(|e| format!("url {url:?}: {e}"))?;
+    let (location, pins) = crate::publish::parse_reference(url).map_err(|e| format!("url: {e}"))?;
     let mirrors: Vec<String> =
         serde_json::from_str(mirrors).map_err(|e| format!("mirrors {mirrors:?}: {e}"))?;
     let mirrors = mirrors
@@ -304,9 +305,16 @@ fn parse_row(
         s.map(|s| Digest::parse(&s).map_err(|e| format!("{what}: {e}")))
             .transpose()
     };
+    let location = match location {
+        Location::Http { urls } => Location::Http {
+            urls: urls.into_iter().chain(mirrors).collect(),
+        },
+        other => other,
+    };
     Ok(AssetConfig {
-        location: Location::http(url, mirrors),
-        sha256: digest("sha256", sha)?,
+        location,
+        sha256: digest("sha256", sha)?.or(pins.sha256),
+        weak: pins.weak,
         kind: AssetKind::parse(kind).ok_or_else(|| format!("kind {kind:?}"))?,
         index_sha256: digest("index_sha256", index)?,
         size: size.map(|s| s.max(0) as u64),
@@ -317,11 +325,16 @@ fn parse_row(
 /// Adds or replaces an entry (what `lazycas add` does).
 pub fn add(conn: &Connection, a: &AssetConfig, now: i64) -> Result<(), CatalogError> {
     check_name(&a.name).map_err(CatalogError::Invalid)?;
-    let Location::Http { urls } = &a.location;
-    let (url, mirrors) = urls
-        .split_first()
+    let reference = a
+        .location
+        .reference()
         .ok_or_else(|| CatalogError::Invalid(format!("{}: no url", a.name)))?;
-    let mirrors: Vec<&str> = mirrors.iter().map(Url::as_str).collect();
+    // A weak pin travels as the url's fragment (`#md5=<hex>`), as users may write it.
+    let url = match &a.weak {
+        Some(w) => format!("{reference}#{}", w.fragment()),
+        None => reference,
+    };
+    let mirrors: Vec<&str> = a.location.mirrors().iter().map(Url::as_str).collect();
     conn.execute(
         "INSERT INTO catalog(name, url, sha256, kind, mirrors, index_sha256, size, added_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
@@ -330,7 +343,7 @@ pub fn add(conn: &Connection, a: &AssetConfig, now: i64) -> Result<(), CatalogEr
              added_at = excluded.added_at",
         params![
             a.name,
-            url.as_str(),
+            url,
             a.sha256.map(|d| d.hex()),
             a.kind.as_str(),
             serde_json::to_string(&mirrors).unwrap_or_else(|_| "[]".into()),
@@ -359,6 +372,7 @@ mod tests {
             name: name.into(),
             location: Location::http(Url::parse("http://127.0.0.1/x").unwrap(), vec![]),
             sha256: Some(Digest::of(name.as_bytes())),
+            weak: None,
             kind: AssetKind::File,
             index_sha256: None,
             size: None,

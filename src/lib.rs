@@ -21,6 +21,7 @@ pub mod digest;
 pub mod fetch;
 pub mod fs;
 pub mod heap;
+pub mod publish;
 pub mod range;
 pub mod source;
 pub mod store;

@@ -41,11 +41,20 @@ pub enum Command {
     Add {
         /// Catalog name, e.g. `medperf/fets/additional_files` or `images/x:1.0.sif`.
         name: String,
-        /// An http(s) URL, optionally ending in `#sha256=<hex>`.
+        /// An http(s) URL, optionally ending in `#sha256=<hex>` (or a weak `#md5=`/`#sha1=`),
+        /// `library://[host/]entity/collection/container[:tag]` or
+        /// `shub://host/collection/container:tag`.
         reference: String,
         /// The pinned sha256 (64 hex).
         #[arg(long)]
         sha256: Option<String>,
+        /// The publisher's md5 (a weak pin: checked on the whole first download, whose
+        /// sha256 then pins the entry).
+        #[arg(long)]
+        md5: Option<String>,
+        /// The publisher's sha1 (a weak pin, like --md5).
+        #[arg(long)]
+        sha1: Option<String>,
         /// `file` or `archive` (default: inferred from .tar.gz/.tgz/.tar).
         #[arg(long)]
         kind: Option<String>,
@@ -197,6 +206,8 @@ fn run(cli: Cli) -> Result<(), Failure> {
             name,
             reference,
             sha256,
+            md5,
+            sha1,
             kind,
             index_sha256,
             mirrors,
@@ -207,6 +218,8 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 name,
                 reference,
                 sha256,
+                md5,
+                sha1,
                 kind,
                 index_sha256,
                 mirrors,

@@ -71,6 +71,7 @@ pub fn run(req: &MountRequest, config: Config) -> anyhow::Result<()> {
         .context("reconciling the store with its database")?;
     let fetcher = Fetcher::new(FetchSettings::from_config(&config))?;
     let content = Arc::new(Content::new(store.clone(), fetcher, config.archive_cache)?);
+    content.set_publishers(config.publishers.clone());
     let catalog =
         Arc::new(LiveCatalog::new(&config, store.connect_db()?).context("loading the catalog")?);
     let allow_other = config.allow_other;
@@ -332,6 +333,7 @@ fn reload_config(path: &Path, req: &MountRequest, live: &Live) -> ReloadOutcome 
         );
     }
     store.set_limits(limits_of(&c));
+    live.content.set_publishers(c.publishers.clone());
     let mut outcome = ReloadOutcome::Reloaded;
     match Fetcher::new(FetchSettings::from_config(&c)) {
         Ok(f) => live.content.set_fetcher(f),

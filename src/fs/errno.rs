@@ -30,9 +30,12 @@ fn of_content(e: &ContentError) -> Errno {
     match e {
         ContentError::Store(s) => of_store(s),
         ContentError::Shared(inner) => of_content(inner),
-        ContentError::Fetch(_) | ContentError::Archive { .. } | ContentError::Task { .. } => {
-            Errno::EIO
-        }
+        ContentError::Fetch(_)
+        | ContentError::Publish(_)
+        | ContentError::WeakMismatch { .. }
+        | ContentError::PinConflict { .. }
+        | ContentError::Archive { .. }
+        | ContentError::Task { .. } => Errno::EIO,
     }
 }
 
