@@ -27,6 +27,7 @@ pub mod norange;
 pub mod nspawn;
 pub mod origin;
 pub mod process;
+pub mod publishers;
 pub mod reads;
 pub mod squid;
 pub mod xattr;
