@@ -1,6 +1,7 @@
 //! The catalog: names users type (`medperf/fets/additional_files`, `images/x:1.0.sif`) bound to
 //! assets (a [`Source`] + kind). Entries come from the config file's `[[asset]]` tables and
-//! from `lazycas add` (kept in the store's `catalog` table). A [`Catalog`] is an immutable
+//! from `lazycas add` (kept in the store's `catalog` table); asset sets (`[[set]]`, `lazycas
+//! import`, the `sets` table) are entries too, shown as one directory each. A [`Catalog`] is an immutable
 //! snapshot; a running mount reads the current one from a [`LiveCatalog`], which the daemon
 //! refreshes when the database or the config changes.
 
@@ -13,6 +14,7 @@ use url::Url;
 
 use crate::config::{check_name, AssetConfig, AssetKind, Config};
 use crate::digest::Digest;
+use crate::sets::{stored_sets, SetConfig};
 use crate::source::{Location, Source};
 
 /// Where an entry was defined.
@@ -65,6 +67,8 @@ pub enum Entry {
     Dir,
     /// An asset.
     Asset(Arc<Asset>),
+    /// An asset set: a directory laid out by its layout.
+    Set(Arc<SetConfig>),
 }
 
 /// A catalog problem (bad `add`, database).
@@ -85,6 +89,7 @@ pub enum CatalogError {
 #[derive(Debug, Default, Clone)]
 pub struct Catalog {
     assets: BTreeMap<String, Arc<Asset>>,
+    sets: BTreeMap<String, Arc<SetConfig>>,
 }
 
 impl Catalog {
@@ -109,9 +114,44 @@ impl Catalog {
             }
             assets.insert(asset.config.name.clone(), Arc::new(asset));
         }
-        let mut catalog = Catalog { assets };
+        let mut sets = BTreeMap::new();
+        for set in &config.sets {
+            sets.insert(set.name.clone(), Arc::new(set.clone()));
+        }
+        for set in stored_sets(conn, config.allow_unpinned)? {
+            if sets.contains_key(&set.name) {
+                tracing::warn!(name = %set.name, "imported set is shadowed by the config file");
+                continue;
+            }
+            sets.insert(set.name.clone(), Arc::new(set));
+        }
+        let mut catalog = Catalog { assets, sets };
         catalog.drop_clashes();
+        catalog.drop_set_clashes();
         Ok(catalog)
+    }
+
+    /// Removes sets whose name is also an asset, or a directory of other names, or inside
+    /// another entry: a set is one directory of its own.
+    fn drop_set_clashes(&mut self) {
+        let names: Vec<String> = self.sets.keys().cloned().collect();
+        for name in &names {
+            let prefix = format!("{name}/");
+            let inside = |k: &String| k.starts_with(&prefix);
+            let contains = |k: &String| name.starts_with(&format!("{k}/"));
+            let clash = self.assets.contains_key(name)
+                || self.assets.keys().any(|k| inside(k) || contains(k))
+                || self.sets.keys().any(|k| inside(k) || contains(k));
+            if clash {
+                tracing::warn!(name = %name, "set ignored: its name clashes with other catalog entries");
+                self.sets.remove(name);
+            }
+        }
+    }
+
+    /// Every set by name.
+    pub fn sets(&self) -> impl Iterator<Item = &Arc<SetConfig>> {
+        self.sets.values()
     }
 
     /// Removes entries that would be both a file and a directory (`a` and `a/b`): the deeper
@@ -145,12 +185,14 @@ impl Catalog {
         if let Some(a) = self.assets.get(path) {
             return Some(Entry::Asset(a.clone()));
         }
+        if let Some(s) = self.sets.get(path) {
+            return Some(Entry::Set(s.clone()));
+        }
         let prefix = format!("{path}/");
-        self.assets
-            .range(prefix.clone()..)
-            .next()
-            .filter(|(k, _)| k.starts_with(&prefix))
-            .map(|_| Entry::Dir)
+        let under = |first: Option<&String>| first.is_some_and(|k| k.starts_with(&prefix));
+        let dir = under(self.assets.range(prefix.clone()..).next().map(|(k, _)| k))
+            || under(self.sets.range(prefix.clone()..).next().map(|(k, _)| k));
+        dir.then_some(Entry::Dir)
     }
 
     /// The names directly inside directory `path`, each once, sorted.
@@ -160,20 +202,29 @@ impl Catalog {
         } else {
             format!("{path}/")
         };
-        let mut out: Vec<(String, Entry)> = Vec::new();
-        for (name, asset) in self.assets.range(prefix.clone()..) {
+        let mut out: BTreeMap<String, Entry> = BTreeMap::new();
+        let mut add = |name: &str, leaf: Entry| {
             let Some(rest) = name.strip_prefix(&prefix) else {
-                break;
+                return false;
             };
             let (child, entry) = match rest.split_once('/') {
                 Some((dir, _)) => (dir, Entry::Dir),
-                None => (rest, Entry::Asset(asset.clone())),
+                None => (rest, leaf),
             };
-            if out.last().is_none_or(|(last, _)| last != child) {
-                out.push((child.to_string(), entry));
+            out.entry(child.to_string()).or_insert(entry);
+            true
+        };
+        for (name, asset) in self.assets.range(prefix.clone()..) {
+            if !add(name, Entry::Asset(asset.clone())) {
+                break;
             }
         }
-        out
+        for (name, set) in self.sets.range(prefix.clone()..) {
+            if !add(name, Entry::Set(set.clone())) {
+                break;
+            }
+        }
+        out.into_iter().collect()
     }
 
     /// Assets pinned to `d`.

@@ -208,6 +208,8 @@ pub struct Config {
     pub registries: BTreeMap<String, RegistryConfig>,
     /// Library and shub hosts.
     pub publishers: Publishers,
+    /// Asset sets (`[[set]]`).
+    pub sets: Vec<crate::sets::SetConfig>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -233,6 +235,8 @@ struct RawConfig {
     library_arch: Option<String>,
     #[serde(default)]
     publishers: BTreeMap<String, PublisherConfig>,
+    #[serde(default)]
+    set: Vec<crate::sets::RawSet>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -322,7 +326,22 @@ impl Config {
             }
             assets.push(asset);
         }
+        let mut sets: Vec<crate::sets::SetConfig> = Vec::with_capacity(raw.set.len());
+        for (i, r) in raw.set.iter().enumerate() {
+            let set = r
+                .check(raw.allow_unpinned)
+                .map_err(|(field, m)| bad(&format!("set[{i}].{field}"), m))?;
+            if sets.iter().any(|s| s.name == set.name) || assets.iter().any(|a| a.name == set.name)
+            {
+                return Err(bad(
+                    &format!("set[{i}].name"),
+                    format!("{:?} is defined twice", set.name),
+                ));
+            }
+            sets.push(set);
+        }
         Ok(Config {
+            sets,
             path: path.map(Path::to_path_buf),
             store: raw.store.unwrap_or_else(default_store_dir),
             quota,

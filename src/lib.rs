@@ -23,5 +23,6 @@ pub mod fs;
 pub mod heap;
 pub mod publish;
 pub mod range;
+pub mod sets;
 pub mod source;
 pub mod store;

@@ -157,12 +157,59 @@ pub fn rm(config: &Config, name: &str) -> Result<(), Failure> {
     }
     let store = open_store(config)?;
     let conn = store.connect_db().map_err(|e| Failure::Runtime(e.into()))?;
-    catalog::remove(&conn, name).map_err(|e| match e {
-        catalog::CatalogError::NotFound(_) => usage(e.to_string()),
-        other => Failure::Runtime(other.into()),
-    })?;
+    match catalog::remove(&conn, name) {
+        Ok(()) => {}
+        // Not an added asset: perhaps an imported set.
+        Err(e @ catalog::CatalogError::NotFound(_)) => {
+            if !crate::sets::remove_set(&conn, name).map_err(|e| Failure::Runtime(e.into()))? {
+                return Err(usage(e.to_string()));
+            }
+        }
+        Err(other) => return Err(Failure::Runtime(other.into())),
+    }
     tell_running_mount(&store);
     println!("removed {name}");
+    Ok(())
+}
+
+/// `lazycas import medperf FILE.json [--name NAME] [--layout mlcube|container]`
+pub fn import(
+    config: &Config,
+    format: &str,
+    file: &std::path::Path,
+    name: Option<&str>,
+    layout: Option<&str>,
+) -> Result<(), Failure> {
+    if format != "medperf" {
+        return Err(usage(format!("{format:?}: the only format is medperf")));
+    }
+    let json = std::fs::read(file)
+        .with_context(|| format!("reading {}", file.display()))
+        .map_err(Failure::Runtime)?;
+    let imported = crate::publish::medperf::import_cube(&json, name, layout)
+        .map_err(|m| usage(format!("{}: {m}", file.display())))?;
+    let set = imported
+        .set
+        .check(config.allow_unpinned)
+        .map_err(|(key, m)| usage(format!("{}: {key}: {m}", file.display())))?;
+    if config.assets.iter().any(|a| a.name == set.name)
+        || config.sets.iter().any(|s| s.name == set.name)
+    {
+        return Err(usage(format!(
+            "{}: already defined in the config file",
+            set.name
+        )));
+    }
+    let store = open_store(config)?;
+    let conn = store.connect_db().map_err(|e| Failure::Runtime(e.into()))?;
+    crate::sets::store_set(&conn, &imported.set, now_secs())
+        .map_err(|e| Failure::Runtime(e.into()))?;
+    tell_running_mount(&store);
+    for note in &imported.notes {
+        eprintln!("note: {note}");
+    }
+    let members: Vec<&str> = set.members.iter().map(|m| m.path.as_str()).collect();
+    println!("imported {} ({})", set.name, members.join(", "));
     Ok(())
 }
 
@@ -210,7 +257,7 @@ pub fn pull(config: &Config, target: &str) -> Result<(), Failure> {
     let catalog = load_catalog(config, &store)?;
     let (src, kind) = match catalog.entry(target) {
         Some(catalog::Entry::Asset(a)) => (a.source(), a.config.kind),
-        Some(catalog::Entry::Dir) => {
+        Some(catalog::Entry::Dir | catalog::Entry::Set(_)) => {
             return Err(usage(format!(
                 "{target} is a directory of the catalog, not an entry"
             )))

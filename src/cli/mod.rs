@@ -75,6 +75,20 @@ pub enum Command {
     },
     /// List catalog entries with size, digest and bytes resident.
     Ls,
+    /// Turn a publisher's record into a catalog entry: `import medperf CUBE.json` makes the
+    /// cube's asset set (a running mount shows it at once).
+    Import {
+        /// What FILE is: `medperf` (a MedPerf cube/container record as JSON).
+        format: String,
+        /// The record.
+        file: PathBuf,
+        /// Catalog name (default `medperf/<cube name>`).
+        #[arg(long)]
+        name: Option<String>,
+        /// `mlcube` or `container` (default: from the manifest's file name).
+        #[arg(long)]
+        layout: Option<String>,
+    },
     /// Fetch an entry (or URL#sha256=…) into the store now and pin it.
     Pull {
         /// Catalog name or reference.
@@ -228,6 +242,12 @@ fn run(cli: Cli) -> Result<(), Failure> {
         ),
         Command::Rm { name } => commands::rm(&config, &name),
         Command::Ls => commands::ls(&config),
+        Command::Import {
+            format,
+            file,
+            name,
+            layout,
+        } => commands::import(&config, &format, &file, name.as_deref(), layout.as_deref()),
         Command::Pull { target } => commands::pull(&config, &target),
         Command::Status { json } => commands::status(&config, json),
         Command::Gc { to } => commands::gc(&config, to.as_deref()),

@@ -9,6 +9,7 @@
 //! header that the HTTP client drops when a redirect leaves that host.
 
 mod library;
+pub mod medperf;
 mod shub;
 
 use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION};

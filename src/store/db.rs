@@ -33,6 +33,11 @@ pub fn init_schema(conn: &Connection) -> rusqlite::Result<()> {
              size         INTEGER,
              added_at     INTEGER NOT NULL
          );
+         CREATE TABLE IF NOT EXISTS sets (
+             name     TEXT PRIMARY KEY,           -- asset sets added with `lazycas import`
+             spec     TEXT NOT NULL,              -- the set as JSON (sets::RawSet)
+             added_at INTEGER NOT NULL
+         );
          CREATE TABLE IF NOT EXISTS counters (
              name  TEXT PRIMARY KEY,
              value INTEGER NOT NULL
