@@ -24,6 +24,8 @@ pub enum Origin {
     Config,
     /// `lazycas add`.
     Added,
+    /// A `[[directory]]` listing.
+    Directory,
 }
 
 /// One catalog entry.
@@ -104,11 +106,25 @@ impl Catalog {
             };
             assets.insert(a.name.clone(), Arc::new(asset));
         }
+        for dir in &config.directories {
+            for a in crate::publish::directory::entries(conn, dir)? {
+                if assets.contains_key(&a.name) {
+                    tracing::warn!(name = %a.name, "directory entry is shadowed by the config file");
+                    continue;
+                }
+                let asset = Asset {
+                    config: a,
+                    origin: Origin::Directory,
+                    added_at: 0,
+                };
+                assets.insert(asset.config.name.clone(), Arc::new(asset));
+            }
+        }
         for asset in added_assets(conn)? {
             if assets.contains_key(asset.name()) {
                 tracing::warn!(
                     name = asset.name(),
-                    "catalog entry added with `lazycas add` is shadowed by the config file"
+                    "catalog entry added with `lazycas add` is shadowed by the config file or a directory"
                 );
                 continue;
             }

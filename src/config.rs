@@ -137,6 +137,30 @@ pub struct RegistryConfig {
     pub token: Option<String>,
 }
 
+/// One `[[directory]]`: a web directory whose images (with casa-distro sidecars) become
+/// catalog entries under `name`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirectoryConfig {
+    /// The autoindex page (ends in `/`).
+    pub url: Url,
+    /// The catalog prefix (no trailing `/`).
+    pub name: String,
+    /// How often the daemon lists it again.
+    pub refresh_secs: u64,
+    /// Keep images without a checksum (unpinned) instead of skipping them.
+    pub allow_unpinned: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDirectory {
+    url: String,
+    name: String,
+    refresh_secs: Option<u64>,
+    #[serde(default)]
+    allow_unpinned: bool,
+}
+
 /// One `[publishers."host:port"]` table: a library or shub host's settings.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -210,6 +234,8 @@ pub struct Config {
     pub publishers: Publishers,
     /// Asset sets (`[[set]]`).
     pub sets: Vec<crate::sets::SetConfig>,
+    /// Web directories (`[[directory]]`).
+    pub directories: Vec<DirectoryConfig>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -237,6 +263,8 @@ struct RawConfig {
     publishers: BTreeMap<String, PublisherConfig>,
     #[serde(default)]
     set: Vec<crate::sets::RawSet>,
+    #[serde(default)]
+    directory: Vec<RawDirectory>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -340,8 +368,21 @@ impl Config {
             }
             sets.push(set);
         }
+        let mut directories: Vec<DirectoryConfig> = Vec::with_capacity(raw.directory.len());
+        for (i, d) in raw.directory.into_iter().enumerate() {
+            let dir =
+                check_directory(d).map_err(|(f, m)| bad(&format!("directory[{i}].{f}"), m))?;
+            if directories.iter().any(|x| x.name == dir.name) {
+                return Err(bad(
+                    &format!("directory[{i}].name"),
+                    format!("{:?} is defined twice", dir.name),
+                ));
+            }
+            directories.push(dir);
+        }
         Ok(Config {
             sets,
+            directories,
             path: path.map(Path::to_path_buf),
             store: raw.store.unwrap_or_else(default_store_dir),
             quota,
@@ -417,6 +458,25 @@ fn check_asset(a: RawAsset, allow_unpinned: bool) -> Result<AssetConfig, (&'stat
         weak,
         index_sha256,
         size: a.size,
+    })
+}
+
+fn check_directory(d: RawDirectory) -> Result<DirectoryConfig, (&'static str, String)> {
+    let name = d.name.trim_end_matches('/').to_string();
+    check_name(&name).map_err(|m| ("name", m))?;
+    let (mut url, _) = parse_url_with_digest(&d.url).map_err(|m| ("url", m))?;
+    if !url.path().ends_with('/') {
+        url.set_path(&format!("{}/", url.path()));
+    }
+    let refresh_secs = d.refresh_secs.unwrap_or(3600);
+    if refresh_secs == 0 {
+        return Err(("refresh_secs", "must be at least 1".into()));
+    }
+    Ok(DirectoryConfig {
+        url,
+        name,
+        refresh_secs,
+        allow_unpinned: d.allow_unpinned,
     })
 }
 

@@ -235,6 +235,7 @@ pub fn ls(config: &Config) -> Result<(), Failure> {
         let from = match a.origin {
             Origin::Config => "config",
             Origin::Added => "added",
+            Origin::Directory => "listed",
         };
         println!(
             "{:<40} {:<7} {:>9} {:>9} {:<8} {}",

@@ -144,6 +144,15 @@ impl Content {
         *self.publishers.write() = Arc::new(publishers);
     }
 
+    /// One small document (a directory listing, a sidecar) through the fetcher in force.
+    pub async fn get_document(
+        &self,
+        req: &crate::fetch::DocumentRequest<'_>,
+    ) -> Result<crate::fetch::Document, FetchError> {
+        let fetcher = self.fetcher.read().clone();
+        fetcher.get_document(req).await
+    }
+
     /// Open archives.
     pub fn archives(&self) -> &Archives {
         &self.archives

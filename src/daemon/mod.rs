@@ -25,6 +25,7 @@ use crate::config::Config;
 use crate::content::Content;
 use crate::fetch::{FetchSettings, Fetcher};
 use crate::fs::LazyFs;
+use crate::publish::directory::Subscriptions;
 use crate::store::Store;
 use mount_watch::MountWatch;
 use reload_ack::{ReloadAck, ReloadOutcome};
@@ -34,6 +35,8 @@ struct Live {
     content: Arc<Content>,
     catalog: Arc<LiveCatalog>,
     config: RwLock<Arc<Config>>,
+    /// `[[directory]]` listings, started by the tick.
+    directories: Arc<Subscriptions>,
 }
 
 /// How the daemon was asked to run.
@@ -79,6 +82,7 @@ pub fn run(req: &MountRequest, config: Config) -> anyhow::Result<()> {
         content: content.clone(),
         catalog: catalog.clone(),
         config: RwLock::new(Arc::new(config)),
+        directories: Arc::default(),
     };
     let notifier = Arc::new(OnceLock::new());
     let fs = LazyFs::new(content, catalog, rt.handle().clone(), notifier.clone());
@@ -226,6 +230,8 @@ async fn wait_for_stop(
                 if let Err(e) = refresh_catalog(live) {
                     tracing::error!("{e}");
                 }
+                let directories = live.config.read().directories.clone();
+                live.directories.tick(&directories, &live.content);
                 ticks += 1;
                 if ticks.is_multiple_of(SPAN_SWEEP_TICKS) {
                     release_idle_spans(&live.content);

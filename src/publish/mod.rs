@@ -8,6 +8,7 @@
 //! the library or shub host only: the blob request carries the token in an `Authorization`
 //! header that the HTTP client drops when a redirect leaves that host.
 
+pub mod directory;
 mod library;
 pub mod medperf;
 mod shub;

@@ -38,6 +38,15 @@ pub fn init_schema(conn: &Connection) -> rusqlite::Result<()> {
              spec     TEXT NOT NULL,              -- the set as JSON (sets::RawSet)
              added_at INTEGER NOT NULL
          );
+         CREATE TABLE IF NOT EXISTS directory_entries (
+             directory TEXT NOT NULL,             -- a [[directory]]'s name
+             file_name TEXT NOT NULL,
+             url       TEXT NOT NULL,
+             md5       TEXT,                      -- from the casa-distro sidecar
+             size      INTEGER,
+             listed_at INTEGER NOT NULL,
+             PRIMARY KEY (directory, file_name)
+         );
          CREATE TABLE IF NOT EXISTS counters (
              name  TEXT PRIMARY KEY,
              value INTEGER NOT NULL
