@@ -88,8 +88,23 @@ fn weak_pins_verify_the_whole_file_then_its_sha256_pins_the_name() {
         "",
         "",
     );
+    node.cli(&[
+        "add",
+        "weak/cli-md5.sif",
+        &url,
+        "--md5",
+        &md5_hex(&bytes).to_uppercase(),
+    ])
+    .assert_success();
+    let refused_add = node.cli_raw(&["add", "weak/cli-bad.sif", &url, "--md5", "12ab"]);
+    assert_eq!(
+        refused_add.code(),
+        Some(2),
+        "a malformed --md5 was accepted"
+    );
     let mut d = node.mount();
     assert_reads(d.path("weak/md5.sif"), &bytes);
+    assert_reads(d.path("weak/cli-md5.sif"), &bytes);
     assert_reads(d.path("weak/sha1-fragment.sif"), &bytes);
     for bad in [
         "weak/bad-md5.sif",
@@ -107,9 +122,8 @@ fn weak_pins_verify_the_whole_file_then_its_sha256_pins_the_name() {
     assert_eq!(digest.trim(), format!("sha256:{}", sha256_hex(&bytes)));
     d.stop();
 
-    // The blob leaves the store; the publisher replaces the file at the same URL, and even
-    // writes a matching md5 into a fresh entry under the same name: the recorded sha256 still
-    // refuses it.
+    // The blob leaves the store and the publisher replaces the file at the same URL: the next
+    // download is checked against the recorded sha256 first, and refused.
     node.cli(&["gc", "--to", "0"]).assert_success();
     assert!(node.stored_blobs().is_empty(), "gc left blobs");
     let changed = random_bytes(bytes.len(), unique_seed());
