@@ -1,6 +1,7 @@
 //! The catalog: names users type (`medperf/fets/additional_files`, `images/x:1.0.sif`) bound to
 //! assets (a [`Source`] + kind). Entries come from the config file's `[[asset]]` tables and
-//! from `lazycas add` (kept in the store's `catalog` table). A [`Catalog`] is an immutable
+//! from `lazycas add` (kept in the store's `catalog` table); asset sets (`[[set]]`, `lazycas
+//! import`, the `sets` table) are entries too, shown as one directory each. A [`Catalog`] is an immutable
 //! snapshot; a running mount reads the current one from a [`LiveCatalog`], which the daemon
 //! refreshes when the database or the config changes.
 
@@ -13,7 +14,8 @@ use url::Url;
 
 use crate::config::{check_name, AssetConfig, AssetKind, Config};
 use crate::digest::Digest;
-use crate::source::{IndexPin, Location, Source};
+use crate::sets::{stored_sets, SetConfig};
+use crate::source::{Location, Source};
 
 /// Where an entry was defined.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,6 +24,8 @@ pub enum Origin {
     Config,
     /// `lazycas add`.
     Added,
+    /// A `[[directory]]` listing.
+    Directory,
 }
 
 /// One catalog entry.
@@ -48,16 +52,7 @@ impl Asset {
 
     /// Where its bytes come from, and what they must hash to.
     pub fn source(&self) -> Source {
-        Source {
-            label: self.config.name.clone(),
-            location: self.config.location.clone(),
-            expected: self.config.sha256,
-            size_hint: self.config.size,
-            index: self
-                .config
-                .index_sha256
-                .map(|d| IndexPin::beside(d, &self.config.location)),
-        }
+        self.config.source()
     }
 }
 
@@ -68,6 +63,8 @@ pub enum Entry {
     Dir,
     /// An asset.
     Asset(Arc<Asset>),
+    /// An asset set: a directory laid out by its layout.
+    Set(Arc<SetConfig>),
 }
 
 /// A catalog problem (bad `add`, database).
@@ -88,6 +85,7 @@ pub enum CatalogError {
 #[derive(Debug, Default, Clone)]
 pub struct Catalog {
     assets: BTreeMap<String, Arc<Asset>>,
+    sets: BTreeMap<String, Arc<SetConfig>>,
 }
 
 impl Catalog {
@@ -102,19 +100,68 @@ impl Catalog {
             };
             assets.insert(a.name.clone(), Arc::new(asset));
         }
+        for dir in &config.directories {
+            for a in crate::publish::directory::entries(conn, dir)? {
+                if assets.contains_key(&a.name) {
+                    tracing::warn!(name = %a.name, "directory entry is shadowed by the config file");
+                    continue;
+                }
+                let asset = Asset {
+                    config: a,
+                    origin: Origin::Directory,
+                    added_at: 0,
+                };
+                assets.insert(asset.config.name.clone(), Arc::new(asset));
+            }
+        }
         for asset in added_assets(conn)? {
             if assets.contains_key(asset.name()) {
                 tracing::warn!(
                     name = asset.name(),
-                    "catalog entry added with `lazycas add` is shadowed by the config file"
+                    "catalog entry added with `lazycas add` is shadowed by the config file or a directory"
                 );
                 continue;
             }
             assets.insert(asset.config.name.clone(), Arc::new(asset));
         }
-        let mut catalog = Catalog { assets };
+        let mut sets = BTreeMap::new();
+        for set in &config.sets {
+            sets.insert(set.name.clone(), Arc::new(set.clone()));
+        }
+        for set in stored_sets(conn, config.allow_unpinned)? {
+            if sets.contains_key(&set.name) {
+                tracing::warn!(name = %set.name, "imported set is shadowed by the config file");
+                continue;
+            }
+            sets.insert(set.name.clone(), Arc::new(set));
+        }
+        let mut catalog = Catalog { assets, sets };
         catalog.drop_clashes();
+        catalog.drop_set_clashes();
         Ok(catalog)
+    }
+
+    /// Removes sets whose name is also an asset, or a directory of other names, or inside
+    /// another entry: a set is one directory of its own.
+    fn drop_set_clashes(&mut self) {
+        let names: Vec<String> = self.sets.keys().cloned().collect();
+        for name in &names {
+            let prefix = format!("{name}/");
+            let inside = |k: &String| k.starts_with(&prefix);
+            let contains = |k: &String| name.starts_with(&format!("{k}/"));
+            let clash = self.assets.contains_key(name)
+                || self.assets.keys().any(|k| inside(k) || contains(k))
+                || self.sets.keys().any(|k| inside(k) || contains(k));
+            if clash {
+                tracing::warn!(name = %name, "set ignored: its name clashes with other catalog entries");
+                self.sets.remove(name);
+            }
+        }
+    }
+
+    /// Every set by name.
+    pub fn sets(&self) -> impl Iterator<Item = &Arc<SetConfig>> {
+        self.sets.values()
     }
 
     /// Removes entries that would be both a file and a directory (`a` and `a/b`): the deeper
@@ -148,12 +195,14 @@ impl Catalog {
         if let Some(a) = self.assets.get(path) {
             return Some(Entry::Asset(a.clone()));
         }
+        if let Some(s) = self.sets.get(path) {
+            return Some(Entry::Set(s.clone()));
+        }
         let prefix = format!("{path}/");
-        self.assets
-            .range(prefix.clone()..)
-            .next()
-            .filter(|(k, _)| k.starts_with(&prefix))
-            .map(|_| Entry::Dir)
+        let under = |first: Option<&String>| first.is_some_and(|k| k.starts_with(&prefix));
+        let dir = under(self.assets.range(prefix.clone()..).next().map(|(k, _)| k))
+            || under(self.sets.range(prefix.clone()..).next().map(|(k, _)| k));
+        dir.then_some(Entry::Dir)
     }
 
     /// The names directly inside directory `path`, each once, sorted.
@@ -163,20 +212,29 @@ impl Catalog {
         } else {
             format!("{path}/")
         };
-        let mut out: Vec<(String, Entry)> = Vec::new();
-        for (name, asset) in self.assets.range(prefix.clone()..) {
+        let mut out: BTreeMap<String, Entry> = BTreeMap::new();
+        let mut add = |name: &str, leaf: Entry| {
             let Some(rest) = name.strip_prefix(&prefix) else {
-                break;
+                return false;
             };
             let (child, entry) = match rest.split_once('/') {
                 Some((dir, _)) => (dir, Entry::Dir),
-                None => (rest, Entry::Asset(asset.clone())),
+                None => (rest, leaf),
             };
-            if out.last().is_none_or(|(last, _)| last != child) {
-                out.push((child.to_string(), entry));
+            out.entry(child.to_string()).or_insert(entry);
+            true
+        };
+        for (name, asset) in self.assets.range(prefix.clone()..) {
+            if !add(name, Entry::Asset(asset.clone())) {
+                break;
             }
         }
-        out
+        for (name, set) in self.sets.range(prefix.clone()..) {
+            if !add(name, Entry::Set(set.clone())) {
+                break;
+            }
+        }
+        out.into_iter().collect()
     }
 
     /// Assets pinned to `d`.
@@ -297,7 +355,7 @@ fn parse_row(
     index: Option<String>,
     size: Option<i64>,
 ) -> Result<AssetConfig, String> {
-    let url = Url::parse(url).map_err(|e| format!("url {url:?}: {e}"))?;
+    let (location, pins) = crate::publish::parse_reference(url).map_err(|e| format!("url: {e}"))?;
     let mirrors: Vec<String> =
         serde_json::from_str(mirrors).map_err(|e| format!("mirrors {mirrors:?}: {e}"))?;
     let mirrors = mirrors
@@ -308,9 +366,16 @@ fn parse_row(
         s.map(|s| Digest::parse(&s).map_err(|e| format!("{what}: {e}")))
             .transpose()
     };
+    let location = match location {
+        Location::Http { urls } => Location::Http {
+            urls: urls.into_iter().chain(mirrors).collect(),
+        },
+        other => other,
+    };
     Ok(AssetConfig {
-        location: Location::http(url, mirrors),
-        sha256: digest("sha256", sha)?,
+        location,
+        sha256: digest("sha256", sha)?.or(pins.sha256),
+        weak: pins.weak,
         kind: AssetKind::parse(kind).ok_or_else(|| format!("kind {kind:?}"))?,
         index_sha256: digest("index_sha256", index)?,
         size: size.map(|s| s.max(0) as u64),
@@ -321,11 +386,16 @@ fn parse_row(
 /// Adds or replaces an entry (what `lazycas add` does).
 pub fn add(conn: &Connection, a: &AssetConfig, now: i64) -> Result<(), CatalogError> {
     check_name(&a.name).map_err(CatalogError::Invalid)?;
-    let Location::Http { urls } = &a.location;
-    let (url, mirrors) = urls
-        .split_first()
+    let reference = a
+        .location
+        .reference()
         .ok_or_else(|| CatalogError::Invalid(format!("{}: no url", a.name)))?;
-    let mirrors: Vec<&str> = mirrors.iter().map(Url::as_str).collect();
+    // A weak pin travels as the url's fragment (`#md5=<hex>`), as users may write it.
+    let url = match &a.weak {
+        Some(w) => format!("{reference}#{}", w.fragment()),
+        None => reference,
+    };
+    let mirrors: Vec<&str> = a.location.mirrors().iter().map(Url::as_str).collect();
     conn.execute(
         "INSERT INTO catalog(name, url, sha256, kind, mirrors, index_sha256, size, added_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
@@ -334,7 +404,7 @@ pub fn add(conn: &Connection, a: &AssetConfig, now: i64) -> Result<(), CatalogEr
              added_at = excluded.added_at",
         params![
             a.name,
-            url.as_str(),
+            url,
             a.sha256.map(|d| d.hex()),
             a.kind.as_str(),
             serde_json::to_string(&mirrors).unwrap_or_else(|_| "[]".into()),
@@ -363,6 +433,7 @@ mod tests {
             name: name.into(),
             location: Location::http(Url::parse("http://127.0.0.1/x").unwrap(), vec![]),
             sha256: Some(Digest::of(name.as_bytes())),
+            weak: None,
             kind: AssetKind::File,
             index_sha256: None,
             size: None,

@@ -13,7 +13,7 @@ use serde::Deserialize;
 use url::Url;
 
 use crate::digest::Digest;
-use crate::source::Location;
+use crate::source::{IndexPin, Location, Source, WeakAlgorithm, WeakPin};
 
 /// A configuration problem; `Display` is one line naming the file and the key.
 #[derive(Debug, thiserror::Error)]
@@ -108,14 +108,34 @@ pub struct AssetConfig {
     pub name: String,
     /// Where the bytes come from (the url, then its mirrors).
     pub location: Location,
-    /// The pinned digest; `None` only with `allow_unpinned`.
+    /// The pinned digest; `None` with a weak pin, a `library://`/`shub://` location (the
+    /// publisher's API gives it), or `allow_unpinned`.
     pub sha256: Option<Digest>,
+    /// The publisher's md5 or sha1 (`md5 =`, `sha1 =`, `#md5=` in the url): checked on the
+    /// whole first download, whose sha256 then pins the entry.
+    pub weak: Option<WeakPin>,
     /// File or archive.
     pub kind: AssetKind,
     /// Digest of a chunk index (`lazycas index`), for range-lazy reads.
     pub index_sha256: Option<Digest>,
     /// The blob's size, when the publisher knows it (lets `ls -l` show it before any fetch).
     pub size: Option<u64>,
+}
+
+impl AssetConfig {
+    /// Where its bytes come from and what they must hash to; `label` is its name.
+    pub fn source(&self) -> Source {
+        Source {
+            label: self.name.clone(),
+            location: self.location.clone(),
+            expected: self.sha256,
+            weak: self.weak.clone(),
+            size_hint: self.size,
+            index: self
+                .index_sha256
+                .map(|d| IndexPin::beside(d, &self.location)),
+        }
+    }
 }
 
 /// One `[registries."host:port"]` table.
@@ -131,6 +151,70 @@ pub struct RegistryConfig {
     pub password: Option<String>,
     /// A bearer token used as is.
     pub token: Option<String>,
+}
+
+/// One `[[directory]]`: a web directory whose images (with casa-distro sidecars) become
+/// catalog entries under `name`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirectoryConfig {
+    /// The autoindex page (ends in `/`).
+    pub url: Url,
+    /// The catalog prefix (no trailing `/`).
+    pub name: String,
+    /// How often the daemon lists it again.
+    pub refresh_secs: u64,
+    /// Keep images without a checksum (unpinned) instead of skipping them.
+    pub allow_unpinned: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDirectory {
+    url: String,
+    name: String,
+    refresh_secs: Option<u64>,
+    #[serde(default)]
+    allow_unpinned: bool,
+}
+
+/// One `[publishers."host:port"]` table: a library or shub host's settings.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PublisherConfig {
+    /// Plain HTTP instead of HTTPS.
+    #[serde(default)]
+    pub insecure: bool,
+    /// Bearer token sent to this host only (never to where it redirects downloads).
+    pub token: Option<String>,
+}
+
+/// Where `library://` and `shub://` references are asked.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Publishers {
+    /// The host of `library://entity/collection/container` references without one.
+    pub library_host: Option<String>,
+    /// The architecture asked of a library (`amd64`, `arm64`, ...).
+    pub library_arch: String,
+    /// Settings by `host[:port]`.
+    pub hosts: BTreeMap<String, PublisherConfig>,
+}
+
+impl Publishers {
+    /// The settings of `host` (defaults when it has no table).
+    pub fn host(&self, host: &str) -> PublisherConfig {
+        self.hosts.get(host).cloned().unwrap_or_default()
+    }
+}
+
+/// The library architecture name of the machine this runs on.
+pub fn native_library_arch() -> String {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "powerpc64" => "ppc64le",
+        other => other,
+    }
+    .to_string()
 }
 
 /// The whole configuration, checked and typed.
@@ -162,6 +246,12 @@ pub struct Config {
     pub assets: Vec<AssetConfig>,
     /// Registry settings by `host[:port]`.
     pub registries: BTreeMap<String, RegistryConfig>,
+    /// Library and shub hosts.
+    pub publishers: Publishers,
+    /// Asset sets (`[[set]]`).
+    pub sets: Vec<crate::sets::SetConfig>,
+    /// Web directories (`[[directory]]`).
+    pub directories: Vec<DirectoryConfig>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -183,6 +273,14 @@ struct RawConfig {
     asset: Vec<RawAsset>,
     #[serde(default)]
     registries: BTreeMap<String, RegistryConfig>,
+    library_host: Option<String>,
+    library_arch: Option<String>,
+    #[serde(default)]
+    publishers: BTreeMap<String, PublisherConfig>,
+    #[serde(default)]
+    set: Vec<crate::sets::RawSet>,
+    #[serde(default)]
+    directory: Vec<RawDirectory>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -191,6 +289,8 @@ struct RawAsset {
     name: String,
     url: String,
     sha256: Option<String>,
+    md5: Option<String>,
+    sha1: Option<String>,
     kind: Option<AssetKind>,
     #[serde(default)]
     mirrors: Vec<String>,
@@ -270,7 +370,35 @@ impl Config {
             }
             assets.push(asset);
         }
+        let mut sets: Vec<crate::sets::SetConfig> = Vec::with_capacity(raw.set.len());
+        for (i, r) in raw.set.iter().enumerate() {
+            let set = r
+                .check(raw.allow_unpinned)
+                .map_err(|(field, m)| bad(&format!("set[{i}].{field}"), m))?;
+            if sets.iter().any(|s| s.name == set.name) || assets.iter().any(|a| a.name == set.name)
+            {
+                return Err(bad(
+                    &format!("set[{i}].name"),
+                    format!("{:?} is defined twice", set.name),
+                ));
+            }
+            sets.push(set);
+        }
+        let mut directories: Vec<DirectoryConfig> = Vec::with_capacity(raw.directory.len());
+        for (i, d) in raw.directory.into_iter().enumerate() {
+            let dir =
+                check_directory(d).map_err(|(f, m)| bad(&format!("directory[{i}].{f}"), m))?;
+            if directories.iter().any(|x| x.name == dir.name) {
+                return Err(bad(
+                    &format!("directory[{i}].name"),
+                    format!("{:?} is defined twice", dir.name),
+                ));
+            }
+            directories.push(dir);
+        }
         Ok(Config {
+            sets,
+            directories,
             path: path.map(Path::to_path_buf),
             store: raw.store.unwrap_or_else(default_store_dir),
             quota,
@@ -284,28 +412,35 @@ impl Config {
             archive_cache,
             assets,
             registries: raw.registries,
+            publishers: Publishers {
+                library_host: raw.library_host,
+                library_arch: raw.library_arch.unwrap_or_else(native_library_arch),
+                hosts: raw.publishers,
+            },
         })
     }
 }
 
 fn check_asset(a: RawAsset, allow_unpinned: bool) -> Result<AssetConfig, (&'static str, String)> {
     check_name(&a.name).map_err(|m| ("name", m))?;
-    let (url, fragment_digest) = parse_url_with_digest(&a.url).map_err(|m| ("url", m))?;
-    let sha256 = match (&a.sha256, fragment_digest) {
+    let (location, pins) = crate::publish::parse_reference(&a.url).map_err(|m| ("url", m))?;
+    let sha256 = match (&a.sha256, pins.sha256) {
         (Some(s), frag) => {
             let d = Digest::parse(s).map_err(|e| ("sha256", e.to_string()))?;
             if frag.is_some_and(|f| f != d) {
-                return Err(("sha256", "differs from the #sha256= in the url".into()));
+                return Err(("sha256", "differs from the sha256 in the url".into()));
             }
             Some(d)
         }
         (None, frag) => frag,
     };
-    if sha256.is_none() && !allow_unpinned {
+    let weak = weak_pin(a.md5.as_deref(), a.sha1.as_deref(), pins.weak)?;
+    let resolved_by_publisher = !matches!(location, Location::Http { .. });
+    if sha256.is_none() && weak.is_none() && !resolved_by_publisher && !allow_unpinned {
         return Err((
             "sha256",
             format!(
-                "missing for {:?}: pin a digest or set allow_unpinned = true",
+                "missing for {:?}: pin a digest (or md5/sha1) or set allow_unpinned = true",
                 a.name
             ),
         ));
@@ -316,6 +451,13 @@ fn check_asset(a: RawAsset, allow_unpinned: bool) -> Result<AssetConfig, (&'stat
         .map(|m| parse_url_with_digest(m).map(|(u, _)| u))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|m| ("mirrors", m))?;
+    let location = match location {
+        Location::Http { urls } => Location::Http {
+            urls: urls.into_iter().chain(mirrors).collect(),
+        },
+        other if mirrors.is_empty() => other,
+        _ => return Err(("mirrors", "only http(s) urls have mirrors".into())),
+    };
     let index_sha256 = a
         .index_sha256
         .as_deref()
@@ -323,13 +465,65 @@ fn check_asset(a: RawAsset, allow_unpinned: bool) -> Result<AssetConfig, (&'stat
         .transpose()
         .map_err(|e| ("index_sha256", e.to_string()))?;
     Ok(AssetConfig {
-        kind: a.kind.unwrap_or_else(|| AssetKind::infer(url.path())),
+        kind: a
+            .kind
+            .unwrap_or_else(|| AssetKind::infer(&location.reference().unwrap_or_default())),
         name: a.name,
-        location: Location::http(url, mirrors),
+        location,
         sha256,
+        weak,
         index_sha256,
         size: a.size,
     })
+}
+
+fn check_directory(d: RawDirectory) -> Result<DirectoryConfig, (&'static str, String)> {
+    let name = d.name.trim_end_matches('/').to_string();
+    check_name(&name).map_err(|m| ("name", m))?;
+    let (mut url, _) = parse_url_with_digest(&d.url).map_err(|m| ("url", m))?;
+    if !url.path().ends_with('/') {
+        url.set_path(&format!("{}/", url.path()));
+    }
+    let refresh_secs = d.refresh_secs.unwrap_or(3600);
+    if refresh_secs == 0 {
+        return Err(("refresh_secs", "must be at least 1".into()));
+    }
+    Ok(DirectoryConfig {
+        url,
+        name,
+        refresh_secs,
+        allow_unpinned: d.allow_unpinned,
+    })
+}
+
+/// The one weak pin given by `md5`, `sha1` or the url's fragment (more than one is an error
+/// unless they agree).
+pub fn weak_pin(
+    md5: Option<&str>,
+    sha1: Option<&str>,
+    from_url: Option<WeakPin>,
+) -> Result<Option<WeakPin>, (&'static str, String)> {
+    let md5 = md5
+        .map(|h| WeakPin::parse(WeakAlgorithm::Md5, h))
+        .transpose()
+        .map_err(|m| ("md5", m))?;
+    let sha1 = sha1
+        .map(|h| WeakPin::parse(WeakAlgorithm::Sha1, h))
+        .transpose()
+        .map_err(|m| ("sha1", m))?;
+    let mut given = [md5, sha1, from_url].into_iter().flatten();
+    let first = given.next();
+    if let Some(other) = given.find(|p| Some(p) != first.as_ref()) {
+        return Err((
+            "md5",
+            format!(
+                "two different weak pins ({} and {})",
+                first.map(|p| p.fragment()).unwrap_or_default(),
+                other.fragment()
+            ),
+        ));
+    }
+    Ok(first)
 }
 
 /// Checks a catalog name: relative, `/`-separated, no empty, `.` or `..` component, and not
@@ -362,19 +556,36 @@ pub fn check_name(name: &str) -> Result<(), String> {
 
 /// Parses an http(s) URL, taking a `#sha256=<hex>` fragment off as the pinned digest.
 pub fn parse_url_with_digest(s: &str) -> Result<(Url, Option<Digest>), String> {
+    match parse_url_with_pins(s)? {
+        (url, digest, None) => Ok((url, digest)),
+        (_, _, Some(_)) => Err(format!("{s:?}: fragment must be #sha256=<64 hex>")),
+    }
+}
+
+/// Parses an http(s) URL, taking a `#sha256=<hex>`, `#md5=<hex>` or `#sha1=<hex>` fragment
+/// off as its pin.
+pub fn parse_url_with_pins(s: &str) -> Result<(Url, Option<Digest>, Option<WeakPin>), String> {
     let mut url = Url::parse(s).map_err(|e| format!("{s:?}: {e}"))?;
     if !matches!(url.scheme(), "http" | "https") {
         return Err(format!("{s:?}: only http:// and https:// URLs are fetched"));
     }
-    let digest = match url.fragment() {
-        Some(f) => match f.strip_prefix("sha256=") {
-            Some(hex) => Some(Digest::parse(hex).map_err(|e| format!("{s:?}: {e}"))?),
-            None => return Err(format!("{s:?}: fragment must be #sha256=<64 hex>")),
+    let (digest, weak) = match url.fragment() {
+        Some(f) => match (f.strip_prefix("sha256="), WeakPin::from_fragment(f)) {
+            (Some(hex), _) => (
+                Some(Digest::parse(hex).map_err(|e| format!("{s:?}: {e}"))?),
+                None,
+            ),
+            (None, Some(weak)) => (None, Some(weak.map_err(|e| format!("{s:?}: {e}"))?)),
+            (None, None) => {
+                return Err(format!(
+                    "{s:?}: fragment must be #sha256=, #md5= or #sha1=<hex>"
+                ))
+            }
         },
-        None => None,
+        None => (None, None),
     };
     url.set_fragment(None);
-    Ok((url, digest))
+    Ok((url, digest, weak))
 }
 
 /// Parses `proxies`: list items and `;` separate groups, `|` separates members of one group,

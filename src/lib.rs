@@ -23,6 +23,8 @@ pub mod fetch;
 pub mod fs;
 pub mod heap;
 pub mod oci;
+pub mod publish;
 pub mod range;
+pub mod sets;
 pub mod source;
 pub mod store;

@@ -1,7 +1,9 @@
-//! Where content comes from, as data: [`Location`] says where the bytes live (today plain
-//! HTTP(S) URLs; next an OCI reference or a chunk index), [`Source`] adds what the bytes must
-//! hash to and what to call them in log lines. Nothing here fetches: `content` reads a
-//! `Source` and drives `fetch`; `catalog` and the namespaces only build and pass them around.
+//! Where content comes from, as data: [`Location`] says where the bytes live (plain HTTP(S)
+//! URLs, a Sylabs-style library image, a Singularity Registry Server container; next an OCI
+//! reference or a chunk index), [`Source`] adds what the bytes must hash to (a sha256, or only
+//! a publisher's weak [`WeakPin`]) and what to call them in log lines. Nothing here fetches:
+//! `content` reads a `Source` and drives `fetch` (through `publish` for the registries);
+//! `catalog` and the namespaces only build and pass them around.
 
 use url::Url;
 
@@ -14,6 +16,26 @@ pub enum Location {
     Http {
         /// Never empty when built by the config or the catalog.
         urls: Vec<Url>,
+    },
+    /// `library://[host/]entity/collection/container[:tag]`: asked of a Sylabs-style library.
+    Library {
+        /// The library host (`host[:port]`); `None`: the config's `library_host`.
+        host: Option<String>,
+        /// `entity/collection/container`.
+        path: String,
+        /// The tag, or `sha256.<hex>`.
+        tag: String,
+    },
+    /// `shub://host/collection/container:tag`: asked of a Singularity Registry Server.
+    Shub {
+        /// The registry host (`host[:port]`).
+        host: String,
+        /// The collection.
+        collection: String,
+        /// The container.
+        container: String,
+        /// The tag.
+        tag: String,
     },
 }
 
@@ -30,6 +52,7 @@ impl Location {
     pub fn primary(&self) -> Option<&Url> {
         match self {
             Location::Http { urls } => urls.first(),
+            Location::Library { .. } | Location::Shub { .. } => None,
         }
     }
 
@@ -37,18 +60,99 @@ impl Location {
     pub fn mirrors(&self) -> &[Url] {
         match self {
             Location::Http { urls } => urls.get(1..).unwrap_or(&[]),
+            Location::Library { .. } | Location::Shub { .. } => &[],
         }
     }
 
     /// A stable text naming this location, used to remember what an unpinned location
-    /// resolved to (the store's `refs` table).
+    /// resolved to (the store's `refs` table), and what the catalog stores as its `url`.
     pub fn reference(&self) -> Option<String> {
-        self.primary().map(|u| u.to_string())
+        match self {
+            Location::Http { urls } => urls.first().map(|u| u.to_string()),
+            Location::Library { host, path, tag } => Some(match host {
+                Some(h) => format!("library://{h}/{path}:{tag}"),
+                None => format!("library://{path}:{tag}"),
+            }),
+            Location::Shub {
+                host,
+                collection,
+                container,
+                tag,
+            } => Some(format!("shub://{host}/{collection}/{container}:{tag}")),
+        }
     }
 
     /// How to show the location to a person.
     pub fn describe(&self) -> String {
         self.reference().unwrap_or_else(|| "(nowhere)".to_string())
+    }
+}
+
+/// The hash functions publishers still use for checksums, accepted only as weak pins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WeakAlgorithm {
+    /// MD5 (casa-distro sidecars, Singularity Registry Server versions).
+    Md5,
+    /// SHA-1 (older MedPerf hashes).
+    Sha1,
+}
+
+impl WeakAlgorithm {
+    /// `"md5"` or `"sha1"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WeakAlgorithm::Md5 => "md5",
+            WeakAlgorithm::Sha1 => "sha1",
+        }
+    }
+
+    /// Length of a digest in hex.
+    fn hex_len(self) -> usize {
+        match self {
+            WeakAlgorithm::Md5 => 32,
+            WeakAlgorithm::Sha1 => 40,
+        }
+    }
+}
+
+/// A publisher's md5 or sha1 of a file: the whole download must match it before anything is
+/// served, and then the download's sha256 pins the asset from then on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WeakPin {
+    /// Which hash.
+    pub algorithm: WeakAlgorithm,
+    /// The digest, lower-case hex of the right length.
+    pub hex: String,
+}
+
+impl WeakPin {
+    /// Checks `hex` as a digest of `algorithm`.
+    pub fn parse(algorithm: WeakAlgorithm, hex: &str) -> Result<WeakPin, String> {
+        let hex = hex.trim().to_ascii_lowercase();
+        if hex.len() != algorithm.hex_len() || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(format!(
+                "{hex:?} is not a {} ({} hex digits)",
+                algorithm.as_str(),
+                algorithm.hex_len()
+            ));
+        }
+        Ok(WeakPin { algorithm, hex })
+    }
+
+    /// `md5=<hex>` or `sha1=<hex>` (a URL fragment, and part of the `refs` key).
+    pub fn fragment(&self) -> String {
+        format!("{}={}", self.algorithm.as_str(), self.hex)
+    }
+
+    /// Parses a [`WeakPin::fragment`].
+    pub fn from_fragment(fragment: &str) -> Option<Result<WeakPin, String>> {
+        let (name, hex) = fragment.split_once('=')?;
+        let algorithm = match name {
+            "md5" => WeakAlgorithm::Md5,
+            "sha1" => WeakAlgorithm::Sha1,
+            _ => return None,
+        };
+        Some(WeakPin::parse(algorithm, hex))
     }
 }
 
@@ -66,11 +170,14 @@ impl IndexPin {
     /// The index pinned to `digest`, published beside each of `location`'s URLs as
     /// `<url>.lazycas-index`.
     pub fn beside(digest: Digest, location: &Location) -> IndexPin {
-        let Location::Http { urls } = location;
-        let urls = urls
-            .iter()
-            .filter_map(|u| Url::parse(&format!("{u}.lazycas-index")).ok())
-            .collect();
+        let urls = match location {
+            Location::Http { urls } => urls
+                .iter()
+                .filter_map(|u| Url::parse(&format!("{u}.lazycas-index")).ok())
+                .collect(),
+            // Resolved to a URL only when fetched; an index must then be given explicitly.
+            Location::Library { .. } | Location::Shub { .. } => Vec::new(),
+        };
         IndexPin { digest, urls }
     }
 }
@@ -85,10 +192,12 @@ pub struct Source {
     /// The pinned digest; `None` (only with `allow_unpinned`) accepts and then pins whatever
     /// the first complete download hashes to.
     pub expected: Option<Digest>,
-    /// The size, when known beforehand (lets the store make room before downloading).
-    pub size_hint: Option<u64>,
+    /// A publisher's md5/sha1 the first download must match when no sha256 is pinned.
+    pub weak: Option<WeakPin>,
     /// A pinned chunk index: the blob can be read chunk by chunk before it is all here.
     pub index: Option<IndexPin>,
+    /// The size, when known beforehand (lets the store make room before downloading).
+    pub size_hint: Option<u64>,
 }
 
 impl Source {
@@ -98,15 +207,26 @@ impl Source {
             label: digest.to_string(),
             location: Location::Http { urls: Vec::new() },
             expected: Some(digest),
+            weak: None,
             size_hint: None,
             index: None,
         }
     }
 
+    /// The key under which the store's `refs` table remembers what this source resolved to:
+    /// the location, plus the weak pin it was verified against.
+    pub fn reference_key(&self) -> Option<String> {
+        let reference = self.location.reference()?;
+        Some(match &self.weak {
+            Some(w) => format!("{reference}#{}", w.fragment()),
+            None => reference,
+        })
+    }
+
     /// The key concurrent requests for the same content share: the digest when pinned, else
     /// the location.
     pub fn flight_key(&self) -> String {
-        match (&self.expected, self.location.reference()) {
+        match (&self.expected, self.reference_key()) {
             (Some(d), _) => d.to_string(),
             (None, Some(r)) => r,
             (None, None) => self.label.clone(),
@@ -126,21 +246,6 @@ mod tests {
         assert_eq!(l.primary(), Some(&p));
         assert_eq!(l.mirrors(), &[m]);
         assert_eq!(l.reference().as_deref(), Some("http://127.0.0.1/a"));
-    }
-
-    #[test]
-    fn the_index_sits_beside_each_url() {
-        let p = Url::parse("http://127.0.0.1/img.sqfs").unwrap();
-        let m = Url::parse("http://127.0.0.1:81/img.sqfs").unwrap();
-        let pin = IndexPin::beside(Digest::of(b"i"), &Location::http(p, vec![m]));
-        let urls: Vec<String> = pin.urls.iter().map(|u| u.to_string()).collect();
-        assert_eq!(
-            urls,
-            [
-                "http://127.0.0.1/img.sqfs.lazycas-index",
-                "http://127.0.0.1:81/img.sqfs.lazycas-index"
-            ]
-        );
     }
 
     #[test]

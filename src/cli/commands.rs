@@ -22,6 +22,8 @@ pub struct AddArgs {
     pub name: String,
     pub reference: String,
     pub sha256: Option<String>,
+    pub md5: Option<String>,
+    pub sha1: Option<String>,
     pub kind: Option<String>,
     pub index_sha256: Option<String>,
     pub mirrors: Vec<String>,
@@ -49,32 +51,36 @@ fn parse_digest(what: &str, s: &str) -> Result<Digest, Failure> {
     Digest::parse(s).map_err(|e| usage(format!("{what}: {e}")))
 }
 
-/// `lazycas add NAME URL …`
+/// `lazycas add NAME URL|library://…|shub://… …`
 pub fn add(config: &Config, a: AddArgs) -> Result<(), Failure> {
     check_name(&a.name).map_err(|m| usage(format!("name: {m}")))?;
-    let (url, fragment) =
-        parse_url_with_digest(&a.reference).map_err(|m| usage(format!("reference: {m}")))?;
+    let (location, pins) = crate::publish::parse_reference(&a.reference)
+        .map_err(|m| usage(format!("reference: {m}")))?;
     let flag = a
         .sha256
         .as_deref()
         .map(|s| parse_digest("--sha256", s))
         .transpose()?;
-    let sha256 = match (flag, fragment) {
+    let sha256 = match (flag, pins.sha256) {
         (Some(f), Some(g)) if f != g => {
-            return Err(usage("--sha256 differs from the URL's #sha256="))
+            return Err(usage("--sha256 differs from the reference's sha256"))
         }
         (f, g) => f.or(g),
     };
-    if sha256.is_none() && !config.allow_unpinned {
+    let weak = crate::config::weak_pin(a.md5.as_deref(), a.sha1.as_deref(), pins.weak)
+        .map_err(|(flag, m)| usage(format!("--{flag}: {m}")))?;
+    let http_url = location.primary().cloned();
+    if sha256.is_none() && weak.is_none() && http_url.is_some() && !config.allow_unpinned {
         return Err(usage(format!(
-            "{}: no sha256 pinned (give --sha256 or #sha256=…, or set allow_unpinned = true)",
+            "{}: no sha256 pinned (give --sha256, #sha256=…, --md5 or --sha1, or set allow_unpinned = true)",
             a.name
         )));
     }
+    let reference = location.reference().unwrap_or_default();
     let kind = match a.kind.as_deref() {
         Some(k) => AssetKind::parse(k)
             .ok_or_else(|| usage(format!("--kind: {k:?} is not file or archive")))?,
-        None => AssetKind::infer(url.path()),
+        None => AssetKind::infer(&reference),
     };
     let mirrors = a
         .mirrors
@@ -82,6 +88,13 @@ pub fn add(config: &Config, a: AddArgs) -> Result<(), Failure> {
         .map(|m| parse_url_with_digest(m).map(|(u, _)| u))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|m| usage(format!("--mirror: {m}")))?;
+    let location = match (location, mirrors.is_empty()) {
+        (Location::Http { urls }, _) => Location::Http {
+            urls: urls.into_iter().chain(mirrors).collect(),
+        },
+        (other, true) => other,
+        (_, false) => return Err(usage("--mirror: only http(s) references have mirrors")),
+    };
     let index_sha256 = a
         .index_sha256
         .as_deref()
@@ -93,14 +106,16 @@ pub fn add(config: &Config, a: AddArgs) -> Result<(), Failure> {
             a.name
         )));
     }
-    let size = match a.size {
-        Some(s) => Some(s),
-        None => probe_size(config, &url),
+    let size = match (a.size, &http_url) {
+        (Some(s), _) => Some(s),
+        (None, Some(url)) => probe_size(config, url),
+        (None, None) => None,
     };
     let asset = AssetConfig {
         name: a.name,
-        location: Location::http(url, mirrors),
+        location,
         sha256,
+        weak,
         kind,
         index_sha256,
         size,
@@ -142,12 +157,59 @@ pub fn rm(config: &Config, name: &str) -> Result<(), Failure> {
     }
     let store = open_store(config)?;
     let conn = store.connect_db().map_err(|e| Failure::Runtime(e.into()))?;
-    catalog::remove(&conn, name).map_err(|e| match e {
-        catalog::CatalogError::NotFound(_) => usage(e.to_string()),
-        other => Failure::Runtime(other.into()),
-    })?;
+    match catalog::remove(&conn, name) {
+        Ok(()) => {}
+        // Not an added asset: perhaps an imported set.
+        Err(e @ catalog::CatalogError::NotFound(_)) => {
+            if !crate::sets::remove_set(&conn, name).map_err(|e| Failure::Runtime(e.into()))? {
+                return Err(usage(e.to_string()));
+            }
+        }
+        Err(other) => return Err(Failure::Runtime(other.into())),
+    }
     tell_running_mount(&store);
     println!("removed {name}");
+    Ok(())
+}
+
+/// `lazycas import medperf FILE.json [--name NAME] [--layout mlcube|container]`
+pub fn import(
+    config: &Config,
+    format: &str,
+    file: &std::path::Path,
+    name: Option<&str>,
+    layout: Option<&str>,
+) -> Result<(), Failure> {
+    if format != "medperf" {
+        return Err(usage(format!("{format:?}: the only format is medperf")));
+    }
+    let json = std::fs::read(file)
+        .with_context(|| format!("reading {}", file.display()))
+        .map_err(Failure::Runtime)?;
+    let imported = crate::publish::medperf::import_cube(&json, name, layout)
+        .map_err(|m| usage(format!("{}: {m}", file.display())))?;
+    let set = imported
+        .set
+        .check(config.allow_unpinned)
+        .map_err(|(key, m)| usage(format!("{}: {key}: {m}", file.display())))?;
+    if config.assets.iter().any(|a| a.name == set.name)
+        || config.sets.iter().any(|s| s.name == set.name)
+    {
+        return Err(usage(format!(
+            "{}: already defined in the config file",
+            set.name
+        )));
+    }
+    let store = open_store(config)?;
+    let conn = store.connect_db().map_err(|e| Failure::Runtime(e.into()))?;
+    crate::sets::store_set(&conn, &imported.set, now_secs())
+        .map_err(|e| Failure::Runtime(e.into()))?;
+    tell_running_mount(&store);
+    for note in &imported.notes {
+        eprintln!("note: {note}");
+    }
+    let members: Vec<&str> = set.members.iter().map(|m| m.path.as_str()).collect();
+    println!("imported {} ({})", set.name, members.join(", "));
     Ok(())
 }
 
@@ -173,6 +235,7 @@ pub fn ls(config: &Config) -> Result<(), Failure> {
         let from = match a.origin {
             Origin::Config => "config",
             Origin::Added => "added",
+            Origin::Directory => "listed",
         };
         println!(
             "{:<40} {:<7} {:>9} {:>9} {:<8} {}",
@@ -195,7 +258,7 @@ pub fn pull(config: &Config, target: &str) -> Result<(), Failure> {
     let catalog = load_catalog(config, &store)?;
     let (src, kind) = match catalog.entry(target) {
         Some(catalog::Entry::Asset(a)) => (a.source(), a.config.kind),
-        Some(catalog::Entry::Dir) => {
+        Some(catalog::Entry::Dir | catalog::Entry::Set(_)) => {
             return Err(usage(format!(
                 "{target} is a directory of the catalog, not an entry"
             )))
@@ -213,6 +276,7 @@ pub fn pull(config: &Config, target: &str) -> Result<(), Failure> {
                 label: target.to_string(),
                 location: Location::http(url, Vec::new()),
                 expected: digest,
+                weak: None,
                 size_hint: None,
                 index: None,
             };
@@ -235,6 +299,7 @@ pub fn pull(config: &Config, target: &str) -> Result<(), Failure> {
     let store = std::sync::Arc::new(store);
     let content = Content::new(store.clone(), fetcher, config.archive_cache)
         .map_err(|e| Failure::Runtime(e.into()))?;
+    content.set_publishers(config.publishers.clone());
     let result = rt.block_on(content.ensure_blob(&src, None, &progress));
     bar.finish_and_clear();
     let info = result.map_err(|e| Failure::Runtime(anyhow::anyhow!(e.to_string())))?;

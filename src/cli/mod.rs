@@ -41,11 +41,20 @@ pub enum Command {
     Add {
         /// Catalog name, e.g. `medperf/fets/additional_files` or `images/x:1.0.sif`.
         name: String,
-        /// An http(s) URL, optionally ending in `#sha256=<hex>`.
+        /// An http(s) URL, optionally ending in `#sha256=<hex>` (or a weak `#md5=`/`#sha1=`),
+        /// `library://[host/]entity/collection/container[:tag]` or
+        /// `shub://host/collection/container:tag`.
         reference: String,
         /// The pinned sha256 (64 hex).
         #[arg(long)]
         sha256: Option<String>,
+        /// The publisher's md5 (a weak pin: checked on the whole first download, whose
+        /// sha256 then pins the entry).
+        #[arg(long)]
+        md5: Option<String>,
+        /// The publisher's sha1 (a weak pin, like --md5).
+        #[arg(long)]
+        sha1: Option<String>,
         /// `file` or `archive` (default: inferred from .tar.gz/.tgz/.tar).
         #[arg(long)]
         kind: Option<String>,
@@ -66,6 +75,20 @@ pub enum Command {
     },
     /// List catalog entries with size, digest and bytes resident.
     Ls,
+    /// Turn a publisher's record into a catalog entry: `import medperf CUBE.json` makes the
+    /// cube's asset set (a running mount shows it at once).
+    Import {
+        /// What FILE is: `medperf` (a MedPerf cube/container record as JSON).
+        format: String,
+        /// The record.
+        file: PathBuf,
+        /// Catalog name (default `medperf/<cube name>`).
+        #[arg(long)]
+        name: Option<String>,
+        /// `mlcube` or `container` (default: from the manifest's file name).
+        #[arg(long)]
+        layout: Option<String>,
+    },
     /// Fetch an entry (or URL#sha256=…) into the store now and pin it.
     Pull {
         /// Catalog name or reference.
@@ -197,6 +220,8 @@ fn run(cli: Cli) -> Result<(), Failure> {
             name,
             reference,
             sha256,
+            md5,
+            sha1,
             kind,
             index_sha256,
             mirrors,
@@ -207,6 +232,8 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 name,
                 reference,
                 sha256,
+                md5,
+                sha1,
                 kind,
                 index_sha256,
                 mirrors,
@@ -215,6 +242,12 @@ fn run(cli: Cli) -> Result<(), Failure> {
         ),
         Command::Rm { name } => commands::rm(&config, &name),
         Command::Ls => commands::ls(&config),
+        Command::Import {
+            format,
+            file,
+            name,
+            layout,
+        } => commands::import(&config, &format, &file, name.as_deref(), layout.as_deref()),
         Command::Pull { target } => commands::pull(&config, &target),
         Command::Status { json } => commands::status(&config, json),
         Command::Gc { to } => commands::gc(&config, to.as_deref()),

@@ -12,6 +12,7 @@
 pub mod archives;
 mod chunked;
 mod flight;
+mod weak;
 
 use std::sync::Arc;
 
@@ -19,10 +20,13 @@ use parking_lot::RwLock;
 
 use crate::archive::ArchiveError;
 use crate::chunk::ChunkIndexError;
+use crate::config::Publishers;
 use crate::digest::Digest;
 use crate::fetch::{BlobRequest, FetchError, Fetcher};
-use crate::source::{Location, Source};
+use crate::publish::{self, PublishError, Resolved};
+use crate::source::{Source, WeakPin};
 use crate::store::{BlobInfo, BlobRead, ByteObserver, Store, StoreError, TempSink};
+use weak::{Tee, WeakHash};
 
 pub use archives::{Archives, OpenArchive};
 pub use chunked::{Chunked, PartialBlob};
@@ -37,6 +41,33 @@ pub enum ContentError {
     /// No source delivered the right bytes.
     #[error(transparent)]
     Fetch(#[from] FetchError),
+    /// A library or shub reference could not be resolved.
+    #[error(transparent)]
+    Publish(#[from] PublishError),
+    /// The whole download did not match the publisher's md5 or sha1.
+    #[error("{algorithm} mismatch for {label} from {url}: expected {expected}, got {actual}")]
+    WeakMismatch {
+        /// Asset name.
+        label: String,
+        /// Where the bytes came from.
+        url: String,
+        /// `md5` or `sha1`.
+        algorithm: &'static str,
+        /// The publisher's checksum.
+        expected: String,
+        /// What arrived.
+        actual: String,
+    },
+    /// The publisher's registry states another sha256 than the one pinned.
+    #[error("{label}: pinned {pinned}, but the publisher now says {stated}")]
+    PinConflict {
+        /// Asset name.
+        label: String,
+        /// The pinned digest.
+        pinned: Digest,
+        /// What the registry says.
+        stated: Digest,
+    },
     /// The archive is malformed, or its index could not be stored.
     #[error("{label}: {source}")]
     Archive {
@@ -82,6 +113,7 @@ impl ContentError {
         match self {
             ContentError::Fetch(e) => e.is_mismatch(),
             ContentError::Shared(e) => e.is_mismatch(),
+            ContentError::WeakMismatch { .. } | ContentError::PinConflict { .. } => true,
             _ => false,
         }
     }
@@ -94,6 +126,7 @@ pub type Progress<'a> = &'a (dyn Fn(u64) + Send + Sync);
 pub struct Content {
     store: Arc<Store>,
     fetcher: RwLock<Arc<Fetcher>>,
+    publishers: RwLock<Arc<Publishers>>,
     blobs: SingleFlight<String, Result<BlobInfo, Arc<ContentError>>>,
     archives: Archives,
     chunked: Arc<Chunked>,
@@ -112,6 +145,7 @@ impl Content {
             chunked: Arc::new(Chunked::new(store.clone())),
             store,
             fetcher: RwLock::new(Arc::new(fetcher)),
+            publishers: RwLock::new(Arc::new(Publishers::default())),
             blobs: SingleFlight::default(),
             archives,
         })
@@ -126,6 +160,20 @@ impl Content {
     /// with the old one.
     pub fn set_fetcher(&self, fetcher: Fetcher) {
         *self.fetcher.write() = Arc::new(fetcher);
+    }
+
+    /// Replaces where `library://` and `shub://` references are asked (start, SIGHUP).
+    pub fn set_publishers(&self, publishers: Publishers) {
+        *self.publishers.write() = Arc::new(publishers);
+    }
+
+    /// One small document (a directory listing, a sidecar) through the fetcher in force.
+    pub async fn get_document(
+        &self,
+        req: &crate::fetch::DocumentRequest<'_>,
+    ) -> Result<crate::fetch::Document, FetchError> {
+        let fetcher = self.fetcher.read().clone();
+        fetcher.get_document(req).await
     }
 
     /// Open archives.
@@ -152,7 +200,7 @@ impl Content {
         if let Some(d) = src.expected {
             return Ok(Some(d));
         }
-        let Some(reference) = src.location.reference() else {
+        let Some(reference) = src.reference_key() else {
             return Ok(None);
         };
         Ok(self.store.reference(&reference)?.map(|(d, _)| d))
@@ -164,7 +212,7 @@ impl Content {
             return Ok(Some(info.size));
         }
         if src.expected.is_none() {
-            if let Some(reference) = src.location.reference() {
+            if let Some(reference) = src.reference_key() {
                 if let Some((_, Some(size))) = self.store.reference(&reference)? {
                     return Ok(Some(size));
                 }
@@ -247,7 +295,9 @@ impl Content {
             .await
     }
 
-    /// One download of `src` into the store, verified and committed.
+    /// One download of `src` into the store, verified and committed. A library or shub
+    /// reference is resolved first; a weak pin is checked on the whole download, and the
+    /// sha256 it had is recorded and checked on every later download of the same source.
     async fn download(
         &self,
         src: &Source,
@@ -255,16 +305,26 @@ impl Content {
         progress: Progress<'_>,
     ) -> Result<BlobInfo, ContentError> {
         let store = &self.store;
-        store.enforce_limits(&store.limits(), src.size_hint.unwrap_or(0))?;
-        let Location::Http { urls } = &src.location;
-        let no_headers = reqwest::header::HeaderMap::new();
+        let fetcher = self.fetcher.read().clone();
+        let publishers = self.publishers.read().clone();
+        let resolved = publish::resolve(&fetcher, &publishers, &src.location).await?;
+        let plan = self.plan(src, &resolved)?;
+        store.enforce_limits(
+            &store.limits(),
+            src.size_hint.or(resolved.size).unwrap_or(0),
+        )?;
         let request = BlobRequest {
             label: &src.label,
-            urls,
-            expected: src.expected,
-            headers: &no_headers,
+            urls: &resolved.urls,
+            expected: plan.expected,
+            headers: &resolved.headers,
         };
-        let fetcher = self.fetcher.read().clone();
+        let weak_hash = plan.weak.as_ref().map(WeakHash::for_pin);
+        let observer = match (observer, &weak_hash) {
+            (Some(o), Some(w)) => Some(Box::new(Tee(o, w.observer())) as Box<dyn ByteObserver>),
+            (None, Some(w)) => Some(w.observer()),
+            (o, None) => o,
+        };
         let tmp = store.temp_file()?;
         let sink = TempSink::new(&tmp, observer).map_err(|e| temp_error(&tmp, e))?;
         let mut outcome = fetcher.fetch_blob(&request, Box::new(sink), progress).await;
@@ -275,13 +335,18 @@ impl Content {
                 let used = store.used_bytes()?;
                 tracing::warn!(asset = %src.label, "disk full while downloading; evicting and retrying once");
                 store.evict_to(used / 2)?;
-                let sink = TempSink::new(&tmp, None).map_err(|e| temp_error(&tmp, e))?;
+                let observer = weak_hash.as_ref().map(WeakHash::observer);
+                let sink = TempSink::new(&tmp, observer).map_err(|e| temp_error(&tmp, e))?;
                 outcome = fetcher.fetch_blob(&request, Box::new(sink), progress).await;
             }
         }
         let (fetched, sink) =
             outcome.inspect_err(|e| store.stats().fetch_failed(e.is_mismatch()))?;
         drop(sink);
+        if let (Some(pin), Some(hash)) = (&plan.weak, &weak_hash) {
+            check_weak(src, pin, &hash.hex(), fetched.url.as_str())
+                .inspect_err(|_| store.stats().fetch_failed(true))?;
+        }
         store.stats().fetched(&fetched);
         let info = BlobInfo {
             digest: fetched.digest,
@@ -289,8 +354,17 @@ impl Content {
         };
         store.commit(tmp, &info)?;
         if src.expected.is_none() {
-            if let Some(reference) = src.location.reference() {
-                tracing::info!(asset = %src.label, "pinned unpinned {reference} to {}", info.digest);
+            if let Some(reference) = src.reference_key() {
+                match &plan.weak {
+                    Some(pin) => tracing::warn!(
+                        asset = %src.label,
+                        "{} is a weak pin: the whole download matched it; sha256 {} now pins {reference}",
+                        pin.algorithm.as_str(), info.digest
+                    ),
+                    None => {
+                        tracing::info!(asset = %src.label, "pinned {reference} to {}", info.digest)
+                    }
+                }
                 store.record_reference(&reference, &info)?;
             }
         }
@@ -301,6 +375,48 @@ impl Content {
         enforced?;
         Ok(info)
     }
+
+    /// What this download must match: the pinned sha256, else the publisher's, else the one
+    /// recorded when a weak pin first verified; and the weak pin, if nothing stronger.
+    fn plan(&self, src: &Source, resolved: &Resolved) -> Result<Plan, ContentError> {
+        if let (Some(pinned), Some(stated)) = (src.expected, resolved.sha256) {
+            if pinned != stated {
+                return Err(ContentError::PinConflict {
+                    label: src.label.clone(),
+                    pinned,
+                    stated,
+                });
+            }
+        }
+        let weak = src.weak.clone().or_else(|| resolved.weak.clone());
+        let recorded = match (&weak, src.reference_key()) {
+            (Some(_), Some(key)) => self.store.reference(&key)?.map(|(d, _)| d),
+            _ => None,
+        };
+        let expected = src.expected.or(resolved.sha256).or(recorded);
+        Ok(Plan { expected, weak })
+    }
+}
+
+/// What one download is checked against.
+struct Plan {
+    expected: Option<Digest>,
+    weak: Option<WeakPin>,
+}
+
+fn check_weak(src: &Source, pin: &WeakPin, actual: &str, url: &str) -> Result<(), ContentError> {
+    if actual == pin.hex {
+        return Ok(());
+    }
+    let e = ContentError::WeakMismatch {
+        label: src.label.clone(),
+        url: url.to_string(),
+        algorithm: pin.algorithm.as_str(),
+        expected: pin.hex.clone(),
+        actual: actual.to_string(),
+    };
+    tracing::error!("{e}");
+    Err(e)
 }
 
 fn temp_error(tmp: &tempfile::NamedTempFile, source: std::io::Error) -> ContentError {

@@ -24,6 +24,7 @@ use crate::config::Config;
 use crate::content::Content;
 use crate::fetch::{FetchSettings, Fetcher};
 use crate::fs::LazyFs;
+use crate::publish::directory::Subscriptions;
 use crate::store::Store;
 use mount_watch::MountWatch;
 
@@ -32,6 +33,8 @@ struct Live {
     content: Arc<Content>,
     catalog: Arc<LiveCatalog>,
     config: RwLock<Arc<Config>>,
+    /// `[[directory]]` listings, started by the tick.
+    directories: Arc<Subscriptions>,
 }
 
 /// How the daemon was asked to run.
@@ -69,6 +72,7 @@ pub fn run(req: &MountRequest, config: Config) -> anyhow::Result<()> {
         .context("reconciling the store with its database")?;
     let fetcher = Fetcher::new(FetchSettings::from_config(&config))?;
     let content = Arc::new(Content::new(store.clone(), fetcher, config.archive_cache)?);
+    content.set_publishers(config.publishers.clone());
     let catalog =
         Arc::new(LiveCatalog::new(&config, store.connect_db()?).context("loading the catalog")?);
     let allow_other = config.allow_other;
@@ -76,6 +80,7 @@ pub fn run(req: &MountRequest, config: Config) -> anyhow::Result<()> {
         content: content.clone(),
         catalog: catalog.clone(),
         config: RwLock::new(Arc::new(config)),
+        directories: Arc::default(),
     };
     let notifier = Arc::new(OnceLock::new());
     let fs = LazyFs::new(content, catalog, rt.handle().clone(), notifier.clone());
@@ -222,6 +227,8 @@ async fn wait_for_stop(
                 if let Err(e) = refresh_catalog(live) {
                     tracing::error!("{e}");
                 }
+                let directories = live.config.read().directories.clone();
+                live.directories.tick(&directories, &live.content);
                 ticks += 1;
                 if ticks.is_multiple_of(SPAN_SWEEP_TICKS) {
                     release_idle_spans(&live.content);
@@ -323,6 +330,7 @@ fn reload_config(path: &Path, req: &MountRequest, live: &Live) -> Result<(), Str
         );
     }
     store.set_limits(limits_of(&c));
+    live.content.set_publishers(c.publishers.clone());
     let mut outcome = Ok(());
     match Fetcher::new(FetchSettings::from_config(&c)) {
         Ok(f) => live.content.set_fetcher(f),

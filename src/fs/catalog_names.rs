@@ -5,7 +5,8 @@
 //! Listing and stat fetch nothing. Opening a file entry, or looking inside an archive entry,
 //! first makes the content local ([`Namespace::prepare`]). Until an archive is open its entry
 //! shows placeholder attributes (0555, the time it was added); the dispatcher tells the kernel
-//! to drop them once the archive opens.
+//! to drop them once the archive opens. Asset sets are directories of [`Sets`]: their names
+//! here hand out the set's top node.
 
 use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -17,6 +18,7 @@ use super::blob_file;
 use super::namespace::{
     Attr, DirEntry, Entry, Key, Namespace, Need, NodeRef, NsError, OpenFile, Ttl, Wait, Xattrs,
 };
+use super::sets::Sets;
 use crate::archive::MemberId;
 use crate::catalog::{self, Asset, LiveCatalog};
 use crate::config::AssetKind;
@@ -27,22 +29,26 @@ pub struct CatalogNames {
     catalog: Arc<LiveCatalog>,
     content: Arc<Content>,
     tree: Arc<ArchiveTree>,
+    sets: Arc<Sets>,
     /// When the mount started: the time of entries from the config file.
     started: SystemTime,
     me: Weak<CatalogNames>,
 }
 
 impl CatalogNames {
-    /// The namespace of `catalog`'s names; archive members are nodes of `tree`.
+    /// The namespace of `catalog`'s names; archive members are nodes of `tree`, sets are
+    /// directories of `sets`.
     pub fn new(
         catalog: Arc<LiveCatalog>,
         content: Arc<Content>,
         tree: Arc<ArchiveTree>,
+        sets: Arc<Sets>,
     ) -> Arc<CatalogNames> {
         Arc::new_cyclic(|me| CatalogNames {
             catalog,
             content,
             tree,
+            sets,
             started: SystemTime::now(),
             me: me.clone(),
         })
@@ -69,7 +75,7 @@ impl CatalogNames {
     fn asset(&self, key: &Key) -> Result<Arc<Asset>, NsError> {
         match self.entry(key)? {
             catalog::Entry::Asset(a) => Ok(a),
-            catalog::Entry::Dir => Err(NsError::IsDir),
+            catalog::Entry::Dir | catalog::Entry::Set(_) => Err(NsError::IsDir),
         }
     }
 
@@ -125,7 +131,7 @@ fn full_path(dir: &Key, name: &str) -> String {
 
 fn kind_of(entry: &catalog::Entry) -> FileType {
     match entry {
-        catalog::Entry::Dir => FileType::Directory,
+        catalog::Entry::Dir | catalog::Entry::Set(_) => FileType::Directory,
         catalog::Entry::Asset(a) => match a.config.kind {
             AssetKind::Archive => FileType::Directory,
             AssetKind::File => FileType::RegularFile,
@@ -157,6 +163,7 @@ impl Namespace for CatalogNames {
         match self.entry(key)? {
             catalog::Entry::Dir => Ok((Attr::dir(self.started), Ttl::Catalog)),
             catalog::Entry::Asset(a) => self.asset_attr(&a),
+            catalog::Entry::Set(s) => self.sets.getattr(&self.sets.top_of(&s.name).key),
         }
     }
 
@@ -166,11 +173,15 @@ impl Namespace for CatalogNames {
                 let open = self.archive_of(parent)?;
                 self.tree.lookup_in(&open, MemberId::ROOT, name)
             }
+            catalog::Entry::Set(s) => self.sets.lookup(&self.sets.top_of(&s.name).key, name),
             catalog::Entry::Dir => {
                 let name = std::str::from_utf8(name).map_err(|_| NsError::NotFound)?;
                 let path = full_path(parent, name);
-                let node = self.node(&path);
-                Ok(Entry::of(node.clone(), self.getattr(&node.key)?))
+                let node = match self.catalog.current().entry(&path) {
+                    Some(catalog::Entry::Set(s)) => self.sets.top_of(&s.name),
+                    _ => self.node(&path),
+                };
+                Ok(Entry::of(node.clone(), node.ns.getattr(&node.key)?))
             }
         }
     }
@@ -186,6 +197,11 @@ impl Namespace for CatalogNames {
                 let open = self.archive_of(dir)?;
                 return self.tree.readdir_in(&open, MemberId::ROOT, after, add);
             }
+            catalog::Entry::Set(s) => {
+                return self
+                    .sets
+                    .readdir(&self.sets.top_of(&s.name).key, after, add)
+            }
             catalog::Entry::Dir => match dir {
                 Key::Path(p) => p.to_string(),
                 _ => String::new(),
@@ -193,8 +209,12 @@ impl Namespace for CatalogNames {
         };
         let children = self.catalog.current().children(&path);
         for (i, (name, entry)) in children.into_iter().enumerate().skip(after as usize) {
+            let node = match &entry {
+                catalog::Entry::Set(s) => self.sets.top_of(&s.name),
+                _ => self.node(&full_path(dir, &name)),
+            };
             let full = add(DirEntry {
-                node: self.node(&full_path(dir, &name)),
+                node,
                 kind: kind_of(&entry),
                 name: name.into_bytes(),
                 cookie: i as u64 + 1,
@@ -217,7 +237,7 @@ impl Namespace for CatalogNames {
     fn xattrs(&self, key: &Key) -> Result<Xattrs, NsError> {
         let a = match self.entry(key)? {
             catalog::Entry::Asset(a) => a,
-            catalog::Entry::Dir => return Ok(Vec::new()),
+            catalog::Entry::Dir | catalog::Entry::Set(_) => return Ok(Vec::new()),
         };
         let src = a.source();
         let digest = self.content.resolved_digest(&src)?;

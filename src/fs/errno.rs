@@ -31,6 +31,9 @@ fn of_content(e: &ContentError) -> Errno {
         ContentError::Store(s) => of_store(s),
         ContentError::Shared(inner) => of_content(inner),
         ContentError::Fetch(_)
+        | ContentError::Publish(_)
+        | ContentError::WeakMismatch { .. }
+        | ContentError::PinConflict { .. }
         | ContentError::Archive { .. }
         | ContentError::Task { .. }
         | ContentError::Index { .. }

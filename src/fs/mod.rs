@@ -9,7 +9,7 @@
 //! node's cached attributes, which may have changed (an archive root's mode and owner).
 //!
 //! The namespaces: [`root`] (top directory), [`catalog_names`] (catalog entries),
-//! [`digests`] (`sha256/`), [`archive_tree`] (archive members). Open files live in
+//! [`digests`] (`sha256/`), [`archive_tree`] (archive members), [`sets`] (asset sets). Open files live in
 //! [`handles`], inode numbers and the kernel's lookup counts in [`inode`].
 
 pub mod archive_tree;
@@ -21,6 +21,7 @@ mod handles;
 pub mod inode;
 pub mod namespace;
 pub mod root;
+pub mod sets;
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
@@ -65,7 +66,8 @@ impl LazyFs {
     ) -> LazyFs {
         let tree = archive_tree::ArchiveTree::new(content.clone());
         let digests = digests::Digests::new(catalog.clone(), content.clone());
-        let names = catalog_names::CatalogNames::new(catalog, content.clone(), tree);
+        let sets = sets::Sets::new(catalog.clone(), content.clone(), tree.clone());
+        let names = catalog_names::CatalogNames::new(catalog, content.clone(), tree, sets);
         let root = root::Root::new(vec![("sha256", digests.top())], names);
         LazyFs {
             inner: Arc::new(Dispatch {

@@ -33,6 +33,20 @@ pub fn init_schema(conn: &Connection) -> rusqlite::Result<()> {
              size         INTEGER,
              added_at     INTEGER NOT NULL
          );
+         CREATE TABLE IF NOT EXISTS sets (
+             name     TEXT PRIMARY KEY,           -- asset sets added with `lazycas import`
+             spec     TEXT NOT NULL,              -- the set as JSON (sets::RawSet)
+             added_at INTEGER NOT NULL
+         );
+         CREATE TABLE IF NOT EXISTS directory_entries (
+             directory TEXT NOT NULL,             -- a [[directory]]'s name
+             file_name TEXT NOT NULL,
+             url       TEXT NOT NULL,
+             md5       TEXT,                      -- from the casa-distro sidecar
+             size      INTEGER,
+             listed_at INTEGER NOT NULL,
+             PRIMARY KEY (directory, file_name)
+         );
          CREATE TABLE IF NOT EXISTS counters (
              name  TEXT PRIMARY KEY,
              value INTEGER NOT NULL

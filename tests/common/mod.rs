@@ -30,6 +30,7 @@ pub mod nspawn;
 pub mod oci_images;
 pub mod origin;
 pub mod process;
+pub mod publishers;
 pub mod reads;
 pub mod registry;
 pub mod squid;

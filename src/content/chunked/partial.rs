@@ -403,9 +403,13 @@ impl BlobRead for PartialBlob {
     }
 }
 
+/// The URLs chunks are fetched from: only plain HTTP locations are read chunk by chunk (a
+/// library or shub image is resolved to its blob URL, and downloaded whole, by `content`).
 fn location_urls(src: &Source) -> Vec<Url> {
-    let Location::Http { urls } = &src.location;
-    urls.clone()
+    match &src.location {
+        Location::Http { urls } => urls.clone(),
+        Location::Library { .. } | Location::Shub { .. } => Vec::new(),
+    }
 }
 
 /// Chunks this caller is fetching; released (waiters woken) when dropped, even if the fetch

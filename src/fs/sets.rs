@@ -1,0 +1,279 @@
+//! Asset sets as directories ([`Sets`], keys `Path("<set>\0<path in the set>")`): each set is
+//! laid out by its layout (`crate::sets::Layout`): file members are 0444 files holding their
+//! blob, the additional-files archive is the root of its archive tree (members belong to
+//! [`ArchiveTree`]), and the directories between (`workspace/`, `workspace/.image/`) are made
+//! up. The catalog's names hand out a set's top node ([`Sets::top_of`]).
+//!
+//! Listing and stat fetch nothing; opening a file member or looking inside the archive member
+//! first makes that member local ([`Namespace::prepare`]), verified against its own pin.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use fuser::FileType;
+
+use super::archive_tree::ArchiveTree;
+use super::blob_file;
+use super::namespace::{
+    Attr, DirEntry, Entry, Key, Namespace, Need, NodeRef, NsError, OpenFile, Ttl, Wait, Xattrs,
+};
+use crate::archive::MemberId;
+use crate::catalog::{self, LiveCatalog};
+use crate::config::AssetKind;
+use crate::content::{Content, OpenArchive};
+use crate::sets::{SetConfig, SetMember};
+
+/// Separates the set's name from the path inside it in a key (names never hold NUL).
+const SEPARATOR: char = '\0';
+
+/// The namespace of every set's directory.
+pub struct Sets {
+    catalog: Arc<LiveCatalog>,
+    content: Arc<Content>,
+    tree: Arc<ArchiveTree>,
+    started: SystemTime,
+    me: Weak<Sets>,
+}
+
+/// What a path inside a set is.
+enum SetNode<'a> {
+    /// A directory of the layout.
+    Dir,
+    /// A member.
+    Member(&'a SetMember),
+}
+
+impl Sets {
+    /// Sets of `catalog`; archive members are nodes of `tree`.
+    pub fn new(
+        catalog: Arc<LiveCatalog>,
+        content: Arc<Content>,
+        tree: Arc<ArchiveTree>,
+    ) -> Arc<Sets> {
+        Arc::new_cyclic(|me| Sets {
+            catalog,
+            content,
+            tree,
+            started: SystemTime::now(),
+            me: me.clone(),
+        })
+    }
+
+    /// The top directory of set `name`.
+    pub fn top_of(&self, name: &str) -> NodeRef {
+        self.node(name, "")
+    }
+
+    fn node(&self, set: &str, rel: &str) -> NodeRef {
+        let me: Arc<dyn Namespace> = self.me.upgrade().expect("a namespace outlives its calls");
+        NodeRef {
+            ns: me,
+            key: Key::Path(format!("{set}{SEPARATOR}{rel}").into()),
+        }
+    }
+
+    /// The set and the path inside it that `key` names.
+    fn locate(&self, key: &Key) -> Result<(Arc<SetConfig>, String), NsError> {
+        let Key::Path(p) = key else {
+            return Err(NsError::NotFound);
+        };
+        let (name, rel) = p.split_once(SEPARATOR).ok_or(NsError::NotFound)?;
+        match self.catalog.current().entry(name) {
+            Some(catalog::Entry::Set(set)) => Ok((set, rel.to_string())),
+            _ => Err(NsError::NotFound),
+        }
+    }
+
+    fn mtime(&self, set: &SetConfig) -> SystemTime {
+        match set.added_at {
+            0 => self.started,
+            t => UNIX_EPOCH + Duration::from_secs(t.max(0) as u64),
+        }
+    }
+
+    /// The open archive of an archive member, if it is open.
+    fn opened(&self, m: &SetMember) -> Result<Option<Arc<OpenArchive>>, NsError> {
+        Ok(self
+            .content
+            .resolved_digest(&m.source())?
+            .and_then(|d| self.content.archives().get(&d)))
+    }
+
+    fn archive_of(&self, m: &SetMember) -> Result<Arc<OpenArchive>, NsError> {
+        if m.asset.kind != AssetKind::Archive {
+            return Err(NsError::NotDir);
+        }
+        self.opened(m)?.ok_or(NsError::NotFound)
+    }
+
+    fn member_attr(&self, set: &SetConfig, m: &SetMember) -> Result<(Attr, Ttl), NsError> {
+        match m.asset.kind {
+            AssetKind::Archive => match self.opened(m)? {
+                Some(open) => Ok((ArchiveTree::attr_in(&open, MemberId::ROOT)?, Ttl::Catalog)),
+                None => Ok((Attr::dir(self.mtime(set)), Ttl::Catalog)),
+            },
+            AssetKind::File => {
+                let size = self.content.known_size(&m.source())?;
+                let ttl = if size.is_some() {
+                    Ttl::Catalog
+                } else {
+                    Ttl::Unsettled
+                };
+                Ok((Attr::file(size.unwrap_or(0), self.mtime(set)), ttl))
+            }
+        }
+    }
+}
+
+/// What `rel` is in `set`'s layout.
+fn node_at<'a>(set: &'a SetConfig, rel: &str) -> Option<SetNode<'a>> {
+    if rel.is_empty() {
+        return Some(SetNode::Dir);
+    }
+    if let Some(m) = set.members.iter().find(|m| m.path == rel) {
+        return Some(SetNode::Member(m));
+    }
+    let prefix = format!("{rel}/");
+    set.members
+        .iter()
+        .any(|m| m.path.starts_with(&prefix))
+        .then_some(SetNode::Dir)
+}
+
+/// The entries of directory `rel` of `set`'s layout: name → (is a directory).
+fn children_of(set: &SetConfig, rel: &str) -> BTreeMap<String, bool> {
+    let prefix = if rel.is_empty() {
+        String::new()
+    } else {
+        format!("{rel}/")
+    };
+    let mut out = BTreeMap::new();
+    for m in &set.members {
+        let Some(rest) = m.path.strip_prefix(&prefix) else {
+            continue;
+        };
+        match rest.split_once('/') {
+            Some((dir, _)) => out.insert(dir.to_string(), true),
+            None => out.insert(rest.to_string(), m.asset.kind == AssetKind::Archive),
+        };
+    }
+    out
+}
+
+fn join(rel: &str, name: &str) -> String {
+    if rel.is_empty() {
+        name.to_string()
+    } else {
+        format!("{rel}/{name}")
+    }
+}
+
+impl Namespace for Sets {
+    fn name(&self) -> &'static str {
+        "sets"
+    }
+
+    fn prepare(&self, key: &Key, need: Need) -> Option<Wait> {
+        let (set, rel) = self.locate(key).ok()?;
+        let Some(SetNode::Member(m)) = node_at(&set, &rel) else {
+            return None;
+        };
+        match (m.asset.kind, need) {
+            (AssetKind::Archive, Need::Children) if !matches!(self.opened(m), Ok(Some(_))) => {
+                let (content, src) = (self.content.clone(), m.source());
+                Some(Box::pin(async move {
+                    content.archives().open(&content, &src).await?;
+                    Ok(())
+                }))
+            }
+            (AssetKind::File, Need::Open) => blob_file::prepare_open(&self.content, &m.source()),
+            _ => None,
+        }
+    }
+
+    fn getattr(&self, key: &Key) -> Result<(Attr, Ttl), NsError> {
+        let (set, rel) = self.locate(key)?;
+        match node_at(&set, &rel).ok_or(NsError::NotFound)? {
+            SetNode::Dir => Ok((Attr::dir(self.mtime(&set)), Ttl::Catalog)),
+            SetNode::Member(m) => self.member_attr(&set, m),
+        }
+    }
+
+    fn lookup(&self, parent: &Key, name: &[u8]) -> Result<Entry, NsError> {
+        let (set, rel) = self.locate(parent)?;
+        match node_at(&set, &rel).ok_or(NsError::NotFound)? {
+            SetNode::Member(m) => {
+                let open = self.archive_of(m)?;
+                self.tree.lookup_in(&open, MemberId::ROOT, name)
+            }
+            SetNode::Dir => {
+                let name = std::str::from_utf8(name).map_err(|_| NsError::NotFound)?;
+                let child = join(&rel, name);
+                if name.contains('/') || node_at(&set, &child).is_none() {
+                    return Err(NsError::NotFound);
+                }
+                let node = self.node(&set.name, &child);
+                Ok(Entry::of(node.clone(), self.getattr(&node.key)?))
+            }
+        }
+    }
+
+    fn readdir(
+        &self,
+        dir: &Key,
+        after: u64,
+        add: &mut dyn FnMut(DirEntry) -> bool,
+    ) -> Result<(), NsError> {
+        let (set, rel) = self.locate(dir)?;
+        if let SetNode::Member(m) = node_at(&set, &rel).ok_or(NsError::NotFound)? {
+            let open = self.archive_of(m)?;
+            return self.tree.readdir_in(&open, MemberId::ROOT, after, add);
+        }
+        let children = children_of(&set, &rel);
+        for (i, (name, is_dir)) in children.into_iter().enumerate().skip(after as usize) {
+            let full = add(DirEntry {
+                node: self.node(&set.name, &join(&rel, &name)),
+                kind: if is_dir {
+                    FileType::Directory
+                } else {
+                    FileType::RegularFile
+                },
+                name: name.into_bytes(),
+                cookie: i as u64 + 1,
+            });
+            if full {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn open(&self, key: &Key) -> Result<Box<dyn OpenFile>, NsError> {
+        let (set, rel) = self.locate(key)?;
+        match node_at(&set, &rel).ok_or(NsError::NotFound)? {
+            SetNode::Member(m) if m.asset.kind == AssetKind::File => {
+                blob_file::open(&self.content, &m.source())
+            }
+            _ => Err(NsError::IsDir),
+        }
+    }
+
+    fn xattrs(&self, key: &Key) -> Result<Xattrs, NsError> {
+        let (set, rel) = self.locate(key)?;
+        let m = match node_at(&set, &rel).ok_or(NsError::NotFound)? {
+            SetNode::Member(m) => m,
+            SetNode::Dir => return Ok(Vec::new()),
+        };
+        let src = m.source();
+        let mut v = Vec::with_capacity(2);
+        if let Some(d) = self.content.resolved_digest(&src)? {
+            v.push((b"user.lazycas.digest".to_vec(), d.to_string().into_bytes()));
+        }
+        v.push((
+            b"user.lazycas.source".to_vec(),
+            src.location.describe().into_bytes(),
+        ));
+        Ok(v)
+    }
+}

@@ -1,0 +1,403 @@
+//! Asset sets: several files that belong together (an MLCube or a MedPerf container: its
+//! manifest, parameters, additional files and image), bound by one catalog entry and shown as
+//! one directory laid out the way the runtime expects ([`Layout`]).
+//!
+//! A set comes from the config file (`[[set]]`) or from `lazycas import medperf` (the store's
+//! `sets` table, holding the same shape as JSON). Each member is a reference of its own (http
+//! URL, `library://`, `shub://`) with its own pin (sha256, or a weak md5/sha1). `docker://`
+//! images need the OCI registry client and are refused for now. Nothing here fetches: the
+//! `fs::sets` namespace shows a set and asks `content` for the members' bytes.
+
+use rusqlite::{params, Connection};
+use serde::{Deserialize, Serialize};
+
+use crate::config::{check_name, weak_pin, AssetConfig, AssetKind};
+use crate::digest::Digest;
+use crate::source::{Location, Source};
+
+/// How a set's members are arranged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    /// MLCube: `mlcube.yaml`, `workspace/parameters.yaml`, `workspace/additional_files/`,
+    /// `workspace/.image/<image>`.
+    Mlcube,
+    /// MedPerf's container: `container_config.yaml`, `parameters.yaml`, `additional_files/`,
+    /// `<image>`.
+    Container,
+}
+
+impl Layout {
+    /// Parses `"mlcube"` or `"container"`.
+    pub fn parse(s: &str) -> Option<Layout> {
+        match s {
+            "mlcube" => Some(Layout::Mlcube),
+            "container" => Some(Layout::Container),
+            _ => None,
+        }
+    }
+
+    /// Where a member of `role` goes (`image_name` for the image), relative to the set.
+    pub fn path_of(self, role: Role, image_name: &str) -> String {
+        match (self, role) {
+            (Layout::Mlcube, Role::Manifest) => "mlcube.yaml".into(),
+            (Layout::Mlcube, Role::Parameters) => "workspace/parameters.yaml".into(),
+            (Layout::Mlcube, Role::AdditionalFiles) => "workspace/additional_files".into(),
+            (Layout::Mlcube, Role::Image) => format!("workspace/.image/{image_name}"),
+            (Layout::Container, Role::Manifest) => "container_config.yaml".into(),
+            (Layout::Container, Role::Parameters) => "parameters.yaml".into(),
+            (Layout::Container, Role::AdditionalFiles) => "additional_files".into(),
+            (Layout::Container, Role::Image) => image_name.to_string(),
+        }
+    }
+}
+
+/// What a member is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// `mlcube.yaml` or `container_config.yaml`.
+    Manifest,
+    /// `parameters.yaml`.
+    Parameters,
+    /// `additional_files.tar.gz`, shown as a directory.
+    AdditionalFiles,
+    /// The container image (a SIF or image tarball), shown as a file.
+    Image,
+}
+
+impl Role {
+    /// The config key naming the member.
+    pub fn key(self) -> &'static str {
+        match self {
+            Role::Manifest => "manifest",
+            Role::Parameters => "parameters",
+            Role::AdditionalFiles => "additional_files",
+            Role::Image => "image",
+        }
+    }
+}
+
+/// One member of a set, checked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SetMember {
+    /// What it is for.
+    pub role: Role,
+    /// Its path inside the set directory.
+    pub path: String,
+    /// Where it comes from and what it must hash to (`name` is `<set>/<path>`).
+    pub asset: AssetConfig,
+}
+
+impl SetMember {
+    /// Where its bytes come from, and what they must hash to.
+    pub fn source(&self) -> Source {
+        self.asset.source()
+    }
+}
+
+/// One set, checked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SetConfig {
+    /// Its catalog name.
+    pub name: String,
+    /// How it is arranged.
+    pub layout: Layout,
+    /// Its members, in role order.
+    pub members: Vec<SetMember>,
+    /// Seconds since the epoch it was imported (config sets: 0).
+    pub added_at: i64,
+}
+
+/// A set as written in the config (`[[set]]`) and kept in the `sets` table (as JSON).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSet {
+    /// Catalog name.
+    pub name: String,
+    /// `"mlcube"` or `"container"`.
+    pub layout: String,
+    /// `mlcube.yaml` / `container_config.yaml`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manifest: Option<RawMember>,
+    /// `parameters.yaml`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parameters: Option<RawMember>,
+    /// The additional files tarball.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub additional_files: Option<RawMember>,
+    /// The image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<RawMember>,
+}
+
+/// One member as written.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMember {
+    /// http(s) URL (pins in its fragment allowed), `library://` or `shub://`.
+    pub url: String,
+    /// Pinned sha256.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    /// Weak md5 pin.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub md5: Option<String>,
+    /// Weak sha1 pin.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha1: Option<String>,
+    /// Size in bytes, if known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
+    /// The image's file name in the set (default: the URL's last component).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_name: Option<String>,
+}
+
+impl RawSet {
+    /// Checks the set; an error names the key at fault (`image.md5`) and what is wrong.
+    pub fn check(&self, allow_unpinned: bool) -> Result<SetConfig, (String, String)> {
+        check_name(&self.name).map_err(|m| ("name".to_string(), m))?;
+        let layout = Layout::parse(&self.layout).ok_or_else(|| {
+            (
+                "layout".to_string(),
+                format!("{:?} is not \"mlcube\" or \"container\"", self.layout),
+            )
+        })?;
+        let mut members = Vec::new();
+        for (role, raw) in [
+            (Role::Manifest, &self.manifest),
+            (Role::Parameters, &self.parameters),
+            (Role::AdditionalFiles, &self.additional_files),
+            (Role::Image, &self.image),
+        ] {
+            let Some(raw) = raw else { continue };
+            let member = check_member(&self.name, layout, role, raw, allow_unpinned)
+                .map_err(|(field, m)| (format!("{}.{field}", role.key()), m))?;
+            members.push(member);
+        }
+        if members.is_empty() {
+            return Err(("manifest".into(), "a set needs at least one member".into()));
+        }
+        Ok(SetConfig {
+            name: self.name.clone(),
+            layout,
+            members,
+            added_at: 0,
+        })
+    }
+}
+
+fn check_member(
+    set: &str,
+    layout: Layout,
+    role: Role,
+    raw: &RawMember,
+    allow_unpinned: bool,
+) -> Result<SetMember, (&'static str, String)> {
+    if raw.url.starts_with("docker://") {
+        return Err((
+            "url",
+            "docker:// members need the OCI registry support, which is not there yet".into(),
+        ));
+    }
+    let (location, pins) = crate::publish::parse_reference(&raw.url).map_err(|m| ("url", m))?;
+    let sha256 = match (&raw.sha256, pins.sha256) {
+        (Some(s), frag) => {
+            let d = Digest::parse(s).map_err(|e| ("sha256", e.to_string()))?;
+            if frag.is_some_and(|f| f != d) {
+                return Err(("sha256", "differs from the sha256 in the url".into()));
+            }
+            Some(d)
+        }
+        (None, frag) => frag,
+    };
+    let weak = weak_pin(raw.md5.as_deref(), raw.sha1.as_deref(), pins.weak)?;
+    let by_publisher = !matches!(location, Location::Http { .. });
+    if sha256.is_none() && weak.is_none() && !by_publisher && !allow_unpinned {
+        return Err((
+            "sha256",
+            "missing: pin a sha256 (or md5/sha1) or set allow_unpinned = true".into(),
+        ));
+    }
+    let image_name = match (&raw.file_name, role) {
+        (Some(n), _) => n.clone(),
+        (None, Role::Image) => default_image_name(&location),
+        (None, _) => String::new(),
+    };
+    if role == Role::Image
+        && (image_name.is_empty() || image_name.contains('/') || image_name.starts_with('.'))
+    {
+        return Err((
+            "file_name",
+            format!("{image_name:?} is not a usable file name"),
+        ));
+    }
+    let path = layout.path_of(role, &image_name);
+    let kind = match role {
+        Role::AdditionalFiles => AssetKind::Archive,
+        _ => AssetKind::File,
+    };
+    Ok(SetMember {
+        role,
+        asset: AssetConfig {
+            name: format!("{set}/{path}"),
+            location,
+            sha256,
+            weak,
+            kind,
+            index_sha256: None,
+            size: raw.size,
+        },
+        path,
+    })
+}
+
+/// The last component of the location's reference, without a tag (`app:1.0` → `app.sif`).
+fn default_image_name(location: &Location) -> String {
+    let reference = location.reference().unwrap_or_default();
+    let last = reference
+        .split(['?', '#'])
+        .next()
+        .unwrap_or("")
+        .rsplit('/')
+        .next()
+        .unwrap_or("")
+        .to_string();
+    match location {
+        Location::Http { .. } => last,
+        _ => {
+            let stem = last.split(':').next().unwrap_or("");
+            if stem.is_empty() {
+                String::new()
+            } else {
+                format!("{stem}.sif")
+            }
+        }
+    }
+}
+
+/// Sets kept in the store's `sets` table (`lazycas import`).
+pub fn stored_sets(conn: &Connection, allow_unpinned: bool) -> rusqlite::Result<Vec<SetConfig>> {
+    let mut st = conn.prepare("SELECT name, spec, added_at FROM sets ORDER BY name")?;
+    let rows = st.query_map([], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, i64>(2)?,
+        ))
+    })?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (name, spec, added_at) = row?;
+        let checked = serde_json::from_str::<RawSet>(&spec)
+            .map_err(|e| e.to_string())
+            .and_then(|raw| {
+                raw.check(allow_unpinned)
+                    .map_err(|(k, m)| format!("{k}: {m}"))
+            });
+        match checked {
+            Ok(mut set) => {
+                set.added_at = added_at;
+                out.push(set);
+            }
+            Err(why) => tracing::warn!(name = %name, "stored set is unusable ({why}); skipped"),
+        }
+    }
+    Ok(out)
+}
+
+/// Adds or replaces a set in the `sets` table.
+pub fn store_set(conn: &Connection, raw: &RawSet, now: i64) -> rusqlite::Result<()> {
+    let spec = serde_json::to_string(raw).unwrap_or_else(|_| "{}".into());
+    conn.execute(
+        "INSERT INTO sets(name, spec, added_at) VALUES (?1, ?2, ?3)
+         ON CONFLICT(name) DO UPDATE SET spec = excluded.spec, added_at = excluded.added_at",
+        params![raw.name, spec, now],
+    )?;
+    Ok(())
+}
+
+/// Removes a set from the `sets` table; returns whether there was one.
+pub fn remove_set(conn: &Connection, name: &str) -> rusqlite::Result<bool> {
+    Ok(conn.execute("DELETE FROM sets WHERE name = ?1", [name])? > 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HEX: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+
+    fn raw(layout: &str) -> RawSet {
+        let member = |url: &str| RawMember {
+            url: url.into(),
+            sha256: Some(HEX.into()),
+            ..RawMember::default()
+        };
+        RawSet {
+            name: "medperf/fets".into(),
+            layout: layout.into(),
+            manifest: Some(member("http://h/mlcube.yaml")),
+            parameters: Some(member("http://h/parameters.yaml")),
+            additional_files: Some(member("http://h/additional_files.tar.gz")),
+            image: Some(member("http://h/fets.sif")),
+        }
+    }
+
+    #[test]
+    fn layouts_place_members() {
+        let paths = |layout| -> Vec<String> {
+            raw(layout)
+                .check(false)
+                .unwrap()
+                .members
+                .into_iter()
+                .map(|m| m.path)
+                .collect()
+        };
+        assert_eq!(
+            paths("mlcube"),
+            [
+                "mlcube.yaml",
+                "workspace/parameters.yaml",
+                "workspace/additional_files",
+                "workspace/.image/fets.sif"
+            ]
+        );
+        assert_eq!(
+            paths("container"),
+            [
+                "container_config.yaml",
+                "parameters.yaml",
+                "additional_files",
+                "fets.sif"
+            ]
+        );
+    }
+
+    #[test]
+    fn bad_sets_name_the_key() {
+        let mut r = raw("mlcube");
+        r.layout = "docker".into();
+        assert_eq!(r.check(false).unwrap_err().0, "layout");
+        let mut r = raw("mlcube");
+        r.image.as_mut().unwrap().url = "docker://busybox:1".into();
+        assert_eq!(r.check(false).unwrap_err().0, "image.url");
+        let mut r = raw("mlcube");
+        r.parameters.as_mut().unwrap().sha256 = None;
+        assert_eq!(r.check(false).unwrap_err().0, "parameters.sha256");
+        r.parameters.as_mut().unwrap().sha1 =
+            Some("a9993e364706816aba3e25717850c26c9cd0d89d".into());
+        assert!(r.check(false).is_ok());
+    }
+
+    #[test]
+    fn stored_sets_round_trip() {
+        let conn = Connection::open_in_memory().unwrap();
+        crate::store::db::init_schema(&conn).unwrap();
+        store_set(&conn, &raw("container"), 5).unwrap();
+        let sets = stored_sets(&conn, false).unwrap();
+        assert_eq!(sets.len(), 1);
+        assert_eq!(sets[0].added_at, 5);
+        assert!(remove_set(&conn, "medperf/fets").unwrap());
+    }
+}
