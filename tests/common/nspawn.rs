@@ -242,8 +242,15 @@ impl Bind {
     }
 }
 
+/// One container at a time: with `--keep-unit` every container's systemd takes the test
+/// process's own cgroup as its root, and two booting side by side trample each other's
+/// subtree (units then fail with status=219/CGROUP).
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// A booted container.
 pub struct Container {
+    // Released after `drop` has stopped the container: the next one boots only then.
+    _turn: std::sync::MutexGuard<'static, ()>,
     name: String,
     nspawn: Proc,
     init_pid: u32,
@@ -257,6 +264,10 @@ static BOOTED: AtomicU32 = AtomicU32::new(0);
 impl Container {
     /// Boots `root` with `binds` and waits until its systemd has finished starting up.
     pub fn boot(root: &Path, binds: &[Bind]) -> Container {
+        // A test that panicked while holding the turn poisons it; the next may still boot.
+        let turn = ONE_AT_A_TIME
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let nspawn = find_program("systemd-nspawn").expect("systemd-nspawn (systemd-container)");
         let name = format!(
             "lazycas-test-{}-{}",
@@ -291,6 +302,7 @@ impl Container {
             )
         });
         let container = Container {
+            _turn: turn,
             name,
             nspawn: proc,
             init_pid,
