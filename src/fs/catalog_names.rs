@@ -14,21 +14,19 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use fuser::FileType;
 
 use super::archive_tree::ArchiveTree;
-use super::blob_file;
+use super::asset_node::AssetNodes;
 use super::namespace::{
     Attr, DirEntry, Entry, Key, Namespace, Need, NodeRef, NsError, OpenFile, Ttl, Wait, Xattrs,
 };
 use super::sets::Sets;
-use crate::archive::MemberId;
 use crate::catalog::{self, Asset, LiveCatalog};
 use crate::config::AssetKind;
-use crate::content::{Content, OpenArchive};
+use crate::content::Content;
 
 /// The catalog's names.
 pub struct CatalogNames {
     catalog: Arc<LiveCatalog>,
-    content: Arc<Content>,
-    tree: Arc<ArchiveTree>,
+    assets: AssetNodes,
     sets: Arc<Sets>,
     /// When the mount started: the time of entries from the config file.
     started: SystemTime,
@@ -46,8 +44,7 @@ impl CatalogNames {
     ) -> Arc<CatalogNames> {
         Arc::new_cyclic(|me| CatalogNames {
             catalog,
-            content,
-            tree,
+            assets: AssetNodes::new(content, tree),
             sets,
             started: SystemTime::now(),
             me: me.clone(),
@@ -79,45 +76,10 @@ impl CatalogNames {
         }
     }
 
-    /// The open archive of an archive entry, if it is open.
-    fn opened(&self, a: &Asset) -> Result<Option<Arc<OpenArchive>>, NsError> {
-        Ok(self
-            .content
-            .resolved_digest(&a.source())?
-            .and_then(|d| self.content.archives().get(&d)))
-    }
-
-    /// The open archive of archive entry `key`, which `prepare` made ready.
-    fn archive_of(&self, key: &Key) -> Result<Arc<OpenArchive>, NsError> {
-        let a = match self.entry(key)? {
-            catalog::Entry::Asset(a) if a.config.kind == AssetKind::Archive => a,
-            _ => return Err(NsError::NotDir),
-        };
-        self.opened(&a)?.ok_or(NsError::NotFound)
-    }
-
     fn mtime(&self, a: &Asset) -> SystemTime {
         match a.added_at {
             0 => self.started,
             t => UNIX_EPOCH + Duration::from_secs(t.max(0) as u64),
-        }
-    }
-
-    fn asset_attr(&self, a: &Asset) -> Result<(Attr, Ttl), NsError> {
-        match a.config.kind {
-            AssetKind::Archive => match self.opened(a)? {
-                Some(open) => Ok((ArchiveTree::attr_in(&open, MemberId::ROOT)?, Ttl::Catalog)),
-                None => Ok((Attr::dir(self.mtime(a)), Ttl::Catalog)),
-            },
-            AssetKind::File => {
-                let size = self.content.known_size(&a.source())?;
-                let ttl = if size.is_some() {
-                    Ttl::Catalog
-                } else {
-                    Ttl::Unsettled
-                };
-                Ok((Attr::file(size.unwrap_or(0), self.mtime(a)), ttl))
-            }
         }
     }
 }
@@ -146,33 +108,20 @@ impl Namespace for CatalogNames {
 
     fn prepare(&self, key: &Key, need: Need) -> Option<Wait> {
         let a = self.asset(key).ok()?;
-        match (a.config.kind, need) {
-            (AssetKind::Archive, Need::Children) if !matches!(self.opened(&a), Ok(Some(_))) => {
-                let (content, src) = (self.content.clone(), a.source());
-                Some(Box::pin(async move {
-                    content.archives().open(&content, &src).await?;
-                    Ok(())
-                }))
-            }
-            (AssetKind::File, Need::Open) => blob_file::prepare_open(&self.content, &a.source()),
-            _ => None,
-        }
+        self.assets.prepare(&a.config, need)
     }
 
     fn getattr(&self, key: &Key) -> Result<(Attr, Ttl), NsError> {
         match self.entry(key)? {
             catalog::Entry::Dir => Ok((Attr::dir(self.started), Ttl::Catalog)),
-            catalog::Entry::Asset(a) => self.asset_attr(&a),
+            catalog::Entry::Asset(a) => self.assets.attr(&a.config, self.mtime(&a)),
             catalog::Entry::Set(s) => self.sets.getattr(&self.sets.top_of(&s.name).key),
         }
     }
 
     fn lookup(&self, parent: &Key, name: &[u8]) -> Result<Entry, NsError> {
         match self.entry(parent)? {
-            catalog::Entry::Asset(_) => {
-                let open = self.archive_of(parent)?;
-                self.tree.lookup_in(&open, MemberId::ROOT, name)
-            }
+            catalog::Entry::Asset(a) => self.assets.lookup(&a.config, name),
             catalog::Entry::Set(s) => self.sets.lookup(&self.sets.top_of(&s.name).key, name),
             catalog::Entry::Dir => {
                 let name = std::str::from_utf8(name).map_err(|_| NsError::NotFound)?;
@@ -193,10 +142,7 @@ impl Namespace for CatalogNames {
         add: &mut dyn FnMut(DirEntry) -> bool,
     ) -> Result<(), NsError> {
         let path = match self.entry(dir)? {
-            catalog::Entry::Asset(_) => {
-                let open = self.archive_of(dir)?;
-                return self.tree.readdir_in(&open, MemberId::ROOT, after, add);
-            }
+            catalog::Entry::Asset(a) => return self.assets.readdir(&a.config, after, add),
             catalog::Entry::Set(s) => {
                 return self
                     .sets
@@ -227,37 +173,13 @@ impl Namespace for CatalogNames {
     }
 
     fn open(&self, key: &Key) -> Result<Box<dyn OpenFile>, NsError> {
-        let a = self.asset(key)?;
-        if a.config.kind == AssetKind::Archive {
-            return Err(NsError::IsDir);
-        }
-        blob_file::open(&self.content, &a.source())
+        self.assets.open(&self.asset(key)?.config)
     }
 
     fn xattrs(&self, key: &Key) -> Result<Xattrs, NsError> {
-        let a = match self.entry(key)? {
-            catalog::Entry::Asset(a) => a,
-            catalog::Entry::Dir | catalog::Entry::Set(_) => return Ok(Vec::new()),
-        };
-        let src = a.source();
-        let digest = self.content.resolved_digest(&src)?;
-        let held = self.content.local(&src)?;
-        let partly = self.content.chunked_resident(&src);
-        let cached = match (held, partly, a.config.size) {
-            (Some(info), _, _) => format!("{}/{}", info.size, info.size),
-            (None, Some((held, size)), _) => format!("{held}/{size}"),
-            (None, None, Some(s)) => format!("0/{s}"),
-            (None, None, None) => "0/unknown".to_string(),
-        };
-        let mut v = Vec::with_capacity(3);
-        if let Some(d) = a.digest().or(digest) {
-            v.push((b"user.lazycas.digest".to_vec(), d.to_string().into_bytes()));
+        match self.entry(key)? {
+            catalog::Entry::Asset(a) => self.assets.xattrs(&a.config),
+            catalog::Entry::Dir | catalog::Entry::Set(_) => Ok(Vec::new()),
         }
-        v.push((
-            b"user.lazycas.source".to_vec(),
-            src.location.describe().into_bytes(),
-        ));
-        v.push((b"user.lazycas.cached".to_vec(), cached.into_bytes()));
-        Ok(v)
     }
 }

@@ -13,6 +13,7 @@
 //! [`handles`], inode numbers and the kernel's lookup counts in [`inode`].
 
 pub mod archive_tree;
+mod asset_node;
 mod blob_file;
 pub mod catalog_names;
 pub mod digests;

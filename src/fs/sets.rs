@@ -14,14 +14,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use fuser::FileType;
 
 use super::archive_tree::ArchiveTree;
-use super::blob_file;
+use super::asset_node::AssetNodes;
 use super::namespace::{
     Attr, DirEntry, Entry, Key, Namespace, Need, NodeRef, NsError, OpenFile, Ttl, Wait, Xattrs,
 };
-use crate::archive::MemberId;
 use crate::catalog::{self, LiveCatalog};
 use crate::config::AssetKind;
-use crate::content::{Content, OpenArchive};
+use crate::content::Content;
 use crate::sets::{SetConfig, SetMember};
 
 /// Separates the set's name from the path inside it in a key (names never hold NUL).
@@ -30,8 +29,7 @@ const SEPARATOR: char = '\0';
 /// The namespace of every set's directory.
 pub struct Sets {
     catalog: Arc<LiveCatalog>,
-    content: Arc<Content>,
-    tree: Arc<ArchiveTree>,
+    assets: AssetNodes,
     started: SystemTime,
     me: Weak<Sets>,
 }
@@ -53,8 +51,7 @@ impl Sets {
     ) -> Arc<Sets> {
         Arc::new_cyclic(|me| Sets {
             catalog,
-            content,
-            tree,
+            assets: AssetNodes::new(content, tree),
             started: SystemTime::now(),
             me: me.clone(),
         })
@@ -89,39 +86,6 @@ impl Sets {
         match set.added_at {
             0 => self.started,
             t => UNIX_EPOCH + Duration::from_secs(t.max(0) as u64),
-        }
-    }
-
-    /// The open archive of an archive member, if it is open.
-    fn opened(&self, m: &SetMember) -> Result<Option<Arc<OpenArchive>>, NsError> {
-        Ok(self
-            .content
-            .resolved_digest(&m.source())?
-            .and_then(|d| self.content.archives().get(&d)))
-    }
-
-    fn archive_of(&self, m: &SetMember) -> Result<Arc<OpenArchive>, NsError> {
-        if m.asset.kind != AssetKind::Archive {
-            return Err(NsError::NotDir);
-        }
-        self.opened(m)?.ok_or(NsError::NotFound)
-    }
-
-    fn member_attr(&self, set: &SetConfig, m: &SetMember) -> Result<(Attr, Ttl), NsError> {
-        match m.asset.kind {
-            AssetKind::Archive => match self.opened(m)? {
-                Some(open) => Ok((ArchiveTree::attr_in(&open, MemberId::ROOT)?, Ttl::Catalog)),
-                None => Ok((Attr::dir(self.mtime(set)), Ttl::Catalog)),
-            },
-            AssetKind::File => {
-                let size = self.content.known_size(&m.source())?;
-                let ttl = if size.is_some() {
-                    Ttl::Catalog
-                } else {
-                    Ttl::Unsettled
-                };
-                Ok((Attr::file(size.unwrap_or(0), self.mtime(set)), ttl))
-            }
         }
     }
 }
@@ -179,34 +143,21 @@ impl Namespace for Sets {
         let Some(SetNode::Member(m)) = node_at(&set, &rel) else {
             return None;
         };
-        match (m.asset.kind, need) {
-            (AssetKind::Archive, Need::Children) if !matches!(self.opened(m), Ok(Some(_))) => {
-                let (content, src) = (self.content.clone(), m.source());
-                Some(Box::pin(async move {
-                    content.archives().open(&content, &src).await?;
-                    Ok(())
-                }))
-            }
-            (AssetKind::File, Need::Open) => blob_file::prepare_open(&self.content, &m.source()),
-            _ => None,
-        }
+        self.assets.prepare(&m.asset, need)
     }
 
     fn getattr(&self, key: &Key) -> Result<(Attr, Ttl), NsError> {
         let (set, rel) = self.locate(key)?;
         match node_at(&set, &rel).ok_or(NsError::NotFound)? {
             SetNode::Dir => Ok((Attr::dir(self.mtime(&set)), Ttl::Catalog)),
-            SetNode::Member(m) => self.member_attr(&set, m),
+            SetNode::Member(m) => self.assets.attr(&m.asset, self.mtime(&set)),
         }
     }
 
     fn lookup(&self, parent: &Key, name: &[u8]) -> Result<Entry, NsError> {
         let (set, rel) = self.locate(parent)?;
         match node_at(&set, &rel).ok_or(NsError::NotFound)? {
-            SetNode::Member(m) => {
-                let open = self.archive_of(m)?;
-                self.tree.lookup_in(&open, MemberId::ROOT, name)
-            }
+            SetNode::Member(m) => self.assets.lookup(&m.asset, name),
             SetNode::Dir => {
                 let name = std::str::from_utf8(name).map_err(|_| NsError::NotFound)?;
                 let child = join(&rel, name);
@@ -227,8 +178,7 @@ impl Namespace for Sets {
     ) -> Result<(), NsError> {
         let (set, rel) = self.locate(dir)?;
         if let SetNode::Member(m) = node_at(&set, &rel).ok_or(NsError::NotFound)? {
-            let open = self.archive_of(m)?;
-            return self.tree.readdir_in(&open, MemberId::ROOT, after, add);
+            return self.assets.readdir(&m.asset, after, add);
         }
         let children = children_of(&set, &rel);
         for (i, (name, is_dir)) in children.into_iter().enumerate().skip(after as usize) {
@@ -252,10 +202,8 @@ impl Namespace for Sets {
     fn open(&self, key: &Key) -> Result<Box<dyn OpenFile>, NsError> {
         let (set, rel) = self.locate(key)?;
         match node_at(&set, &rel).ok_or(NsError::NotFound)? {
-            SetNode::Member(m) if m.asset.kind == AssetKind::File => {
-                blob_file::open(&self.content, &m.source())
-            }
-            _ => Err(NsError::IsDir),
+            SetNode::Member(m) => self.assets.open(&m.asset),
+            SetNode::Dir => Err(NsError::IsDir),
         }
     }
 
@@ -265,15 +213,6 @@ impl Namespace for Sets {
             SetNode::Member(m) => m,
             SetNode::Dir => return Ok(Vec::new()),
         };
-        let src = m.source();
-        let mut v = Vec::with_capacity(2);
-        if let Some(d) = self.content.resolved_digest(&src)? {
-            v.push((b"user.lazycas.digest".to_vec(), d.to_string().into_bytes()));
-        }
-        v.push((
-            b"user.lazycas.source".to_vec(),
-            src.location.describe().into_bytes(),
-        ));
-        Ok(v)
+        self.assets.xattrs(&m.asset)
     }
 }
