@@ -317,11 +317,11 @@ fn parse_row(
 /// Adds or replaces an entry (what `lazycas add` does).
 pub fn add(conn: &Connection, a: &AssetConfig, now: i64) -> Result<(), CatalogError> {
     check_name(&a.name).map_err(CatalogError::Invalid)?;
-    let Location::Http { urls } = &a.location;
-    let (url, mirrors) = urls
-        .split_first()
+    let url = a
+        .location
+        .primary()
         .ok_or_else(|| CatalogError::Invalid(format!("{}: no url", a.name)))?;
-    let mirrors: Vec<&str> = mirrors.iter().map(Url::as_str).collect();
+    let mirrors: Vec<&str> = a.location.mirrors().iter().map(Url::as_str).collect();
     conn.execute(
         "INSERT INTO catalog(name, url, sha256, kind, mirrors, index_sha256, size, added_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)

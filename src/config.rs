@@ -118,6 +118,9 @@ pub struct AssetConfig {
     pub size: Option<u64>,
 }
 
+/// The default `tag_ttl_secs`: a tag is asked for again five minutes after it was resolved.
+pub const DEFAULT_TAG_TTL_SECS: u64 = 300;
+
 /// One `[registries."host:port"]` table.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -162,6 +165,8 @@ pub struct Config {
     pub assets: Vec<AssetConfig>,
     /// Registry settings by `host[:port]`.
     pub registries: BTreeMap<String, RegistryConfig>,
+    /// How long a resolved image tag is trusted before the registry is asked again.
+    pub tag_ttl: Duration,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -183,6 +188,7 @@ struct RawConfig {
     asset: Vec<RawAsset>,
     #[serde(default)]
     registries: BTreeMap<String, RegistryConfig>,
+    tag_ttl_secs: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -284,6 +290,7 @@ impl Config {
             archive_cache,
             assets,
             registries: raw.registries,
+            tag_ttl: Duration::from_secs(raw.tag_ttl_secs.unwrap_or(DEFAULT_TAG_TTL_SECS)),
         })
     }
 }
@@ -583,6 +590,7 @@ insecure = true
         assert_eq!(c.assets[1].kind, AssetKind::File);
         assert_eq!(c.assets[1].sha256, Some(Digest::parse(HEX).unwrap()));
         assert!(c.registries["127.0.0.1:5000"].insecure);
+        assert_eq!(c.tag_ttl, Duration::from_secs(DEFAULT_TAG_TTL_SECS));
     }
 
     #[test]

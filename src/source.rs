@@ -1,5 +1,5 @@
-//! Where content comes from, as data: [`Location`] says where the bytes live (today plain
-//! HTTP(S) URLs; next an OCI reference or a chunk index), [`Source`] adds what the bytes must
+//! Where content comes from, as data: [`Location`] says where the bytes live (plain HTTP(S)
+//! URLs, or a blob of an OCI registry repository), [`Source`] adds what the bytes must
 //! hash to and what to call them in log lines. Nothing here fetches: `content` reads a
 //! `Source` and drives `fetch`; `catalog` and the namespaces only build and pass them around.
 
@@ -14,6 +14,16 @@ pub enum Location {
     Http {
         /// Never empty when built by the config or the catalog.
         urls: Vec<Url>,
+    },
+    /// A blob of a registry repository (`/v2/<repository>/blobs/<digest>`), fetched with the
+    /// registry's credentials; `content` turns it into a URL and an `Authorization` header.
+    Registry {
+        /// The registry as references name it (`127.0.0.1:5000`, `docker.io`).
+        registry: String,
+        /// The repository (`library/alpine`).
+        repository: String,
+        /// The blob's digest.
+        digest: Digest,
     },
 }
 
@@ -30,6 +40,7 @@ impl Location {
     pub fn primary(&self) -> Option<&Url> {
         match self {
             Location::Http { urls } => urls.first(),
+            Location::Registry { .. } => None,
         }
     }
 
@@ -37,13 +48,21 @@ impl Location {
     pub fn mirrors(&self) -> &[Url] {
         match self {
             Location::Http { urls } => urls.get(1..).unwrap_or(&[]),
+            Location::Registry { .. } => &[],
         }
     }
 
     /// A stable text naming this location, used to remember what an unpinned location
     /// resolved to (the store's `refs` table).
     pub fn reference(&self) -> Option<String> {
-        self.primary().map(|u| u.to_string())
+        match self {
+            Location::Http { .. } => self.primary().map(|u| u.to_string()),
+            Location::Registry {
+                registry,
+                repository,
+                digest,
+            } => Some(format!("docker://{registry}/{repository}@{digest}")),
+        }
     }
 
     /// How to show the location to a person.
@@ -110,5 +129,20 @@ mod tests {
         s.expected = None;
         s.location = Location::http(Url::parse("http://127.0.0.1/a").unwrap(), vec![]);
         assert_eq!(s.flight_key(), "http://127.0.0.1/a");
+    }
+
+    #[test]
+    fn registry_blobs_are_named_by_their_reference() {
+        let d = Digest::of(b"layer");
+        let l = Location::Registry {
+            registry: "127.0.0.1:5000".into(),
+            repository: "team/app".into(),
+            digest: d,
+        };
+        assert_eq!(l.primary(), None);
+        assert_eq!(
+            l.describe(),
+            format!("docker://127.0.0.1:5000/team/app@{d}")
+        );
     }
 }

@@ -5,12 +5,16 @@
 //! store temp file, verifies, commits, and records what an unpinned location resolved to.
 //! Concurrent requests for the same content share one piece of work ([`SingleFlight`]): blob
 //! downloads here, archive opens in [`archives`]. Readers get a [`BlobRead`], never a path.
+//! Container images: [`registry`] (manifests, configs, tokens, tag resolution) and [`images`]
+//! (layers opened and merged).
 //!
 //! Not here: HTTP (`fetch`), on-disk layout and eviction (`store`), formats (`archive`),
 //! inodes and errno (`fs`).
 
 pub mod archives;
 mod flight;
+pub mod images;
+pub mod registry;
 
 use std::sync::Arc;
 
@@ -24,6 +28,8 @@ use crate::store::{BlobInfo, BlobRead, ByteObserver, Store, StoreError, TempSink
 
 pub use archives::{Archives, OpenArchive};
 pub use flight::SingleFlight;
+pub use images::{Images, OpenImage};
+pub use registry::{RegistryError, RegistrySettings, ResolvedImage};
 
 /// Why content could not be made local or opened. `Display` names the asset and the place.
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +48,9 @@ pub enum ContentError {
         /// What the format layer said.
         source: ArchiveError,
     },
+    /// A registry refused or answered something unusable.
+    #[error(transparent)]
+    Registry(Box<RegistryError>),
     /// The error of work another caller started (single flight), shared with every waiter.
     #[error(transparent)]
     Shared(Arc<ContentError>),
@@ -55,12 +64,28 @@ pub enum ContentError {
     },
 }
 
+impl From<RegistryError> for ContentError {
+    fn from(e: RegistryError) -> ContentError {
+        ContentError::Registry(Box::new(e))
+    }
+}
+
 impl ContentError {
     /// True when the bytes arrived but hashed wrong (as opposed to unreachable or local).
     pub fn is_mismatch(&self) -> bool {
         match self {
             ContentError::Fetch(e) => e.is_mismatch(),
             ContentError::Shared(e) => e.is_mismatch(),
+            ContentError::Registry(e) => matches!(**e, RegistryError::DiffIdMismatch { .. }),
+            _ => false,
+        }
+    }
+
+    /// True when the image or tag asked for does not exist.
+    pub fn is_not_found(&self) -> bool {
+        match self {
+            ContentError::Registry(e) => e.is_not_found(),
+            ContentError::Shared(e) => e.is_not_found(),
             _ => false,
         }
     }
@@ -75,6 +100,8 @@ pub struct Content {
     fetcher: RwLock<Arc<Fetcher>>,
     blobs: SingleFlight<String, Result<BlobInfo, Arc<ContentError>>>,
     archives: Archives,
+    registries: registry::Registries,
+    images: Images,
 }
 
 impl Content {
@@ -91,6 +118,8 @@ impl Content {
             fetcher: RwLock::new(Arc::new(fetcher)),
             blobs: SingleFlight::default(),
             archives,
+            registries: registry::Registries::new(),
+            images: Images::default(),
         })
     }
 
@@ -192,18 +221,30 @@ impl Content {
     ) -> Result<BlobInfo, ContentError> {
         let store = &self.store;
         store.enforce_limits(&store.limits(), src.size_hint.unwrap_or(0))?;
-        let Location::Http { urls } = &src.location;
-        let no_headers = reqwest::header::HeaderMap::new();
-        let request = BlobRequest {
+        let (urls, headers) = self.blob_urls(src).await?;
+        let mut request = BlobRequest {
             label: &src.label,
-            urls,
+            urls: &urls,
             expected: src.expected,
-            headers: &no_headers,
+            headers: &headers,
         };
         let fetcher = self.fetcher.read().clone();
         let tmp = store.temp_file()?;
         let sink = TempSink::new(&tmp, observer).map_err(|e| temp_error(&tmp, e))?;
         let mut outcome = fetcher.fetch_blob(&request, Box::new(sink), progress).await;
+        let renewed;
+        if let (Err(FetchError::Status { status: 401, .. }), Some(repo)) =
+            (&outcome, registry_repository(&src.location))
+        {
+            // The registry refused the token (expired mid-mount): ask how to authenticate
+            // again and retry once. The indexer went with the first sink.
+            tracing::info!(asset = %src.label, "registry refused the blob request; renewing its token");
+            self.renew_authorization(repo).await?;
+            renewed = self.registry_headers(repo).await?;
+            request.headers = &renewed;
+            let sink = TempSink::new(&tmp, None).map_err(|e| temp_error(&tmp, e))?;
+            outcome = fetcher.fetch_blob(&request, Box::new(sink), progress).await;
+        }
         if let Err(FetchError::Sink { source, .. }) = &outcome {
             if source.raw_os_error() == Some(libc::ENOSPC) {
                 // Disk full: make room once and start over; a second ENOSPC is final. The
@@ -236,6 +277,42 @@ impl Content {
         store.release_blob(&info.digest);
         enforced?;
         Ok(info)
+    }
+}
+
+/// The repository of a registry location.
+fn registry_repository(location: &Location) -> Option<registry::Repository<'_>> {
+    match location {
+        Location::Registry {
+            registry,
+            repository,
+            ..
+        } => Some(registry::Repository {
+            registry,
+            name: repository,
+        }),
+        Location::Http { .. } => None,
+    }
+}
+
+impl Content {
+    /// The URLs to fetch `src` from, with the headers to send.
+    async fn blob_urls(
+        &self,
+        src: &Source,
+    ) -> Result<(Vec<url::Url>, reqwest::header::HeaderMap), ContentError> {
+        match &src.location {
+            Location::Http { urls } => Ok((urls.clone(), reqwest::header::HeaderMap::new())),
+            Location::Registry { digest, .. } => {
+                let repo = registry_repository(&src.location).ok_or_else(|| {
+                    ContentError::Fetch(FetchError::NoSource {
+                        label: src.label.clone(),
+                    })
+                })?;
+                let url = self.registry_url(repo, &format!("blobs/{digest}"))?;
+                Ok((vec![url], self.registry_headers(repo).await?))
+            }
+        }
     }
 }
 

@@ -30,6 +30,8 @@ fn of_content(e: &ContentError) -> Errno {
     match e {
         ContentError::Store(s) => of_store(s),
         ContentError::Shared(inner) => of_content(inner),
+        ContentError::Registry(r) if r.is_not_found() => Errno::ENOENT,
+        ContentError::Registry(_) => Errno::EIO,
         ContentError::Fetch(_) | ContentError::Archive { .. } | ContentError::Task { .. } => {
             Errno::EIO
         }
