@@ -9,15 +9,18 @@
 //! node's cached attributes, which may have changed (an archive root's mode and owner).
 //!
 //! The namespaces: [`root`] (top directory), [`catalog_names`] (catalog entries),
-//! [`digests`] (`sha256/`), [`archive_tree`] (archive members). Open files live in
+//! [`digests`] (`sha256/`), [`archive_tree`] (archive members), [`docker`] (`docker/`, images
+//! by reference) and [`image_tree`] (members of images' merged root filesystems). Open files live in
 //! [`handles`], inode numbers and the kernel's lookup counts in [`inode`].
 
 pub mod archive_tree;
 mod blob_file;
 pub mod catalog_names;
 pub mod digests;
+pub mod docker;
 mod errno;
 mod handles;
+pub mod image_tree;
 pub mod inode;
 pub mod namespace;
 pub mod root;
@@ -66,7 +69,12 @@ impl LazyFs {
         let tree = archive_tree::ArchiveTree::new(content.clone());
         let digests = digests::Digests::new(catalog.clone(), content.clone());
         let names = catalog_names::CatalogNames::new(catalog, content.clone(), tree);
-        let root = root::Root::new(vec![("sha256", digests.top())], names);
+        let docker =
+            docker::Docker::new(content.clone(), image_tree::ImageTree::new(content.clone()));
+        let root = root::Root::new(
+            vec![("sha256", digests.top()), ("docker", docker.top())],
+            names,
+        );
         LazyFs {
             inner: Arc::new(Dispatch {
                 inodes: Inodes::new(root.top()),
