@@ -258,9 +258,17 @@ impl Namespace for Docker {
             Place::Image(root, _) if [MANIFEST_FILE, CONFIG_FILE, ROOTFS_DIR].contains(&name) => {
                 format!("{root}/{name}")
             }
-            Place::Rootfs(root, _) => {
+            Place::Rootfs(root, r) => {
                 let image = self.open_image(root)?;
-                return self.images.lookup_in(&image, NodeId::ROOT, name.as_bytes());
+                let mut entry = self
+                    .images
+                    .lookup_in(&image, NodeId::ROOT, name.as_bytes())?;
+                if r.digest().is_none() {
+                    // The tag may move: the kernel must ask again for the top names, which then
+                    // lead into the new image's tree.
+                    entry.ttl = Ttl::Catalog;
+                }
+                return Ok(entry);
             }
             Place::File(..) => return Err(NsError::NotDir),
             _ => return Err(NsError::NotFound),
