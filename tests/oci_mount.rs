@@ -369,6 +369,40 @@ fn token_auth_registry_serves_the_image() {
     assert_eq!(asked.len(), 1, "{asked:?}");
 }
 
+#[test]
+fn a_token_expiring_mid_mount_is_renewed() {
+    require_fuse!();
+    let layout = OciLayout::new();
+    marker_image(&layout, "a", "renewed\n");
+    let tokens = LoopbackTokenServer::start(TokenPolicy::default());
+    let reg = Registry::start_with_token_auth(&tokens);
+    let host = reg.host();
+    let creds = Push {
+        creds: Some(("pusher", "secret")),
+        ..Push::default()
+    };
+    layout.push("a", &format!("{host}/test/short:v1"), &creds);
+    let node = node_for(&host, 300);
+    let d = node.mount();
+    let dir = image_dir(&d, &host, "test/short:v1");
+    let before = tokens.requests().len();
+    // Tokens issued now die about 5 s after issue, though the response says 300 s: the
+    // daemon keeps its token until the registry refuses it.
+    tokens.set_exp_offset(Some(-55));
+    assert!(read(dir.join("manifest.json")).is_ok());
+    assert_eq!(tokens.requests().len(), before + 1);
+    tokens.set_exp_offset(None);
+    // Wait until the registry refuses that token (its leeway ends 60 s after `exp`).
+    std::thread::sleep(Duration::from_secs(7));
+    assert_reads(dir.join("rootfs/marker"), b"renewed\n");
+    assert_eq!(tokens.requests().len(), before + 2, "{:?}", tokens.requests());
+    assert!(
+        d.log().contains("renewing its token"),
+        "{}",
+        tail(&d.log(), 20)
+    );
+}
+
 /// `cat` (its real path) and the files it needs to run, as `ldd` lists them.
 fn cat_with_libraries() -> Vec<PathBuf> {
     let cat = std::fs::canonicalize(require_program("cat", "coreutils")).expect("cat");
