@@ -395,12 +395,44 @@ fn a_token_expiring_mid_mount_is_renewed() {
     // Wait until the registry refuses that token (its leeway ends 60 s after `exp`).
     std::thread::sleep(Duration::from_secs(7));
     assert_reads(dir.join("rootfs/marker"), b"renewed\n");
-    assert_eq!(tokens.requests().len(), before + 2, "{:?}", tokens.requests());
+    assert_eq!(
+        tokens.requests().len(),
+        before + 2,
+        "{:?}",
+        tokens.requests()
+    );
     assert!(
         d.log().contains("renewing its token"),
         "{}",
         tail(&d.log(), 20)
     );
+}
+
+#[test]
+fn pull_prefetches_every_layer_and_the_mount_needs_no_registry() {
+    require_fuse!();
+    let layout = OciLayout::new();
+    build_rich_image(&layout, "rich");
+    let reference = walk_rootfs(&layout.unpack("rich", "reference").join("rootfs"));
+    let mut reg = Registry::start();
+    let host = reg.host();
+    layout.push("rich", &format!("{host}/test/pulled:v1"), &Push::default());
+    let node = node_for(&host, 300);
+    let out = node.cli(&["pull", &format!("docker://{host}/test/pulled:v1")]);
+    out.assert_success();
+    assert!(out.stdout.contains("4 layers"), "{}", out.stdout);
+    let held = stored(&node);
+    for l in layer_digests(&layout, "rich") {
+        assert!(
+            held.contains(&l.trim_start_matches("sha256:").to_string()),
+            "{l} not pulled"
+        );
+    }
+    reg.stop();
+    let d = node.mount();
+    let got = walk(&image_dir(&d, &host, "test/pulled:v1").join("rootfs"));
+    assert_matches_reference("pulled rootfs", &got, &reference);
+    assert!(!d.log().contains("fetched"), "{}", tail(&d.log(), 20));
 }
 
 /// `cat` (its real path) and the files it needs to run, as `ldd` lists them.

@@ -125,7 +125,7 @@ impl Content {
         i: usize,
     ) -> Result<Arc<OpenArchive>, ContentError> {
         let layer = &image.layers[i];
-        let src = layer_source(image, layer);
+        let src = image.layer_source(i);
         let compression = match layer.format {
             LayerFormat::Tar { compression, .. } => compression,
             // resolve_image refuses SIF layers in images.
@@ -210,30 +210,33 @@ impl Content {
     }
 }
 
-/// Where layer `layer` of `image` is fetched: the registry, or the `urls` a foreign layer
-/// names.
-fn layer_source(image: &ResolvedImage, layer: &Layer) -> Source {
-    let r = &image.reference;
-    let foreign: Vec<url::Url> = layer
-        .urls
-        .iter()
-        .filter_map(|u| url::Url::parse(u).ok())
-        .filter(|u| matches!(u.scheme(), "http" | "https"))
-        .collect();
-    let location = if foreign.is_empty() {
-        Location::Registry {
-            registry: r.registry().to_string(),
-            repository: r.repository().to_string(),
-            digest: layer.blob.digest,
+impl ResolvedImage {
+    /// Where layer `i` (compressed, as the manifest names it) is fetched: the registry, or the
+    /// `urls` a foreign layer names.
+    pub fn layer_source(&self, i: usize) -> Source {
+        let r = &self.reference;
+        let layer: &Layer = &self.layers[i];
+        let foreign: Vec<url::Url> = layer
+            .urls
+            .iter()
+            .filter_map(|u| url::Url::parse(u).ok())
+            .filter(|u| matches!(u.scheme(), "http" | "https"))
+            .collect();
+        let location = if foreign.is_empty() {
+            Location::Registry {
+                registry: r.registry().to_string(),
+                repository: r.repository().to_string(),
+                digest: layer.blob.digest,
+            }
+        } else {
+            Location::Http { urls: foreign }
+        };
+        Source {
+            label: format!("{r} layer {}", layer.blob.digest.short()),
+            location,
+            expected: Some(layer.blob.digest),
+            size_hint: Some(layer.blob.size),
         }
-    } else {
-        Location::Http { urls: foreign }
-    };
-    Source {
-        label: format!("{r} layer {}", layer.blob.digest.short()),
-        location,
-        expected: Some(layer.blob.digest),
-        size_hint: Some(layer.blob.size),
     }
 }
 
