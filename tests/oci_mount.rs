@@ -435,6 +435,132 @@ fn pull_prefetches_every_layer_and_the_mount_needs_no_registry() {
     assert!(!d.log().contains("fetched"), "{}", tail(&d.log(), 20));
 }
 
+/// `curl` with `args`; returns the response headers and body.
+fn curl(args: &[&str], url: &str) -> (String, Vec<u8>) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let head = dir.path().join("head");
+    let body = dir.path().join("body");
+    let mut cmd = Command::new(require_program("curl", "curl"));
+    cmd.args(["-s", "-g", "--fail-with-body", "--max-time", "60", "-D"])
+        .arg(&head)
+        .arg("-o")
+        .arg(&body)
+        .args(args)
+        .arg(url);
+    common::run(cmd, Duration::from_secs(90)).assert_success();
+    (
+        std::fs::read_to_string(&head).expect("headers"),
+        std::fs::read(&body).unwrap_or_default(),
+    )
+}
+
+/// Uploads `file` as a blob of `repo` (POST, then PUT with the digest); returns its digest.
+fn upload_blob(base: &str, repo: &str, file: &Path) -> String {
+    let digest = format!("sha256:{}", sha256_file(file));
+    let (head, _) = curl(&["-X", "POST"], &format!("{base}/v2/{repo}/blobs/uploads/"));
+    let location = head
+        .lines()
+        .find_map(|l| {
+            l.split_once(':')
+                .filter(|(k, _)| k.eq_ignore_ascii_case("location"))
+                .map(|(_, v)| v.trim().to_string())
+        })
+        .expect("upload location");
+    let location = if location.starts_with('/') {
+        format!("{base}{location}")
+    } else {
+        location
+    };
+    let sep = if location.contains('?') { '&' } else { '?' };
+    let data = format!("@{}", file.display());
+    curl(
+        &[
+            "-X",
+            "PUT",
+            "-H",
+            "Content-Type: application/octet-stream",
+            "--data-binary",
+            &data,
+        ],
+        &format!("{location}{sep}digest={digest}"),
+    );
+    digest
+}
+
+/// Pushes `sif` as an oras artifact `repo:tag` (what `oras push … image.sif:application/vnd.
+/// sylabs.sif.layer.v1.sif` writes): an OCI manifest whose one layer is the SIF file.
+fn push_sif_artifact(base: &str, repo: &str, tag: &str, sif: &Path, work: &Path) {
+    let config = work.join("config.json");
+    std::fs::write(&config, b"{}").expect("config");
+    let config_digest = upload_blob(base, repo, &config);
+    let sif_digest = upload_blob(base, repo, sif);
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {
+            "mediaType": "application/vnd.sylabs.sif.config.v1+json",
+            "digest": config_digest,
+            "size": 2,
+        },
+        "layers": [{
+            "mediaType": "application/vnd.sylabs.sif.layer.v1.sif",
+            "digest": sif_digest,
+            "size": std::fs::metadata(sif).expect("sif").len(),
+            "annotations": {"org.opencontainers.image.title": "image.sif"},
+        }],
+    });
+    let path = work.join("manifest.json");
+    std::fs::write(&path, serde_json::to_vec(&manifest).expect("json")).expect("manifest");
+    let data = format!("@{}", path.display());
+    curl(
+        &[
+            "-X",
+            "PUT",
+            "-H",
+            "Content-Type: application/vnd.oci.image.manifest.v1+json",
+            "--data-binary",
+            &data,
+        ],
+        &format!("{base}/v2/{repo}/manifests/{tag}"),
+    );
+}
+
+#[test]
+fn an_oras_sif_artifact_reads_back_byte_identical() {
+    require_fuse!();
+    let work = tempfile::tempdir().expect("tempdir");
+    let tree = work.path().join("tree");
+    common::images::make_tree(&tree, 2 << 20, 256 << 10, 7);
+    let squashfs = work.path().join("image.squashfs");
+    common::images::mksquashfs(&tree, &squashfs);
+    let sif = work.path().join("image.sif");
+    common::images::sif_around(&squashfs, &sif);
+    let reg = Registry::start();
+    let host = reg.host();
+    push_sif_artifact(&reg.base_url(), "sif/app", "1.0", &sif, work.path());
+
+    let node = node_for(&host, 300);
+    let d = node.mount();
+    let file = d.path(&format!("oras/{host}/sif/app:1.0"));
+    let want = std::fs::read(&sif).expect("sif");
+    assert_reads(&file, &want);
+    assert_eq!(
+        std::fs::metadata(&file).expect("stat").len(),
+        want.len() as u64
+    );
+    assert_eq!(
+        xattr::get_string(&file, "user.lazycas.digest").expect("xattr"),
+        format!("sha256:{}", sha256_hex(&want))
+    );
+    assert_eq!(list_dir(d.path(&format!("oras/{host}/sif"))), ["app:1.0"]);
+    // An image is not an artifact: its manifest has no SIF layer.
+    let layout = OciLayout::new();
+    marker_image(&layout, "a", "not a sif\n");
+    layout.push("a", &format!("{host}/test/notsif:v1"), &Push::default());
+    let err = read(d.path(&format!("oras/{host}/test/notsif:v1"))).expect_err("not a SIF");
+    assert_eq!(err.raw_os_error(), Some(libc::EIO));
+}
+
 /// `cat` (its real path) and the files it needs to run, as `ldd` lists them.
 fn cat_with_libraries() -> Vec<PathBuf> {
     let cat = std::fs::canonicalize(require_program("cat", "coreutils")).expect("cat");

@@ -37,7 +37,7 @@ use crate::oci::manifest::{
     parse_manifest, BlobRef, Layer, ManifestError, ParsedManifest, Platform, MANIFEST_ACCEPT,
     MAX_MANIFEST_BYTES, OCI_INDEX, OCI_MANIFEST,
 };
-use crate::oci::reference::{ImageReference, DOCKER_HUB, DOCKER_HUB_API_HOST};
+use crate::oci::reference::{ImageReference, ReferenceKind, DOCKER_HUB, DOCKER_HUB_API_HOST};
 use crate::store::{now_secs, BlobInfo};
 
 /// Largest image config read (configs carry the image history; a few KiB usually).
@@ -160,9 +160,9 @@ pub struct ResolvedImage {
     pub manifest: BlobInfo,
     /// The config blob (held in the store).
     pub config: BlobRef,
-    /// The layers, bottom first.
+    /// The layers, bottom first (an oras artifact: its one SIF layer).
     pub layers: Vec<Layer>,
-    /// The config's `rootfs.diff_ids`: each layer's uncompressed digest.
+    /// The config's `rootfs.diff_ids`: each layer's uncompressed digest (empty for oras).
     pub diff_ids: Vec<Digest>,
 }
 
@@ -289,14 +289,25 @@ impl Content {
             manifest = self.manifest_by_digest(r, &entry).await?;
         }
         let image = manifest.image().map_err(manifest_error)?;
-        let layers = image.rootfs_layers().map_err(manifest_error)?.to_vec();
         let config = image.config.clone();
         let config_bytes = self.blob_document(r, &config.digest).await?;
-        let diff_ids = diff_ids(&config_bytes).map_err(|message| RegistryError::Config {
-            label: label.clone(),
-            digest: config.digest,
-            message,
-        })?;
+        let (layers, diff_ids) = match r.kind() {
+            ReferenceKind::Image => {
+                let layers = image.rootfs_layers().map_err(manifest_error)?.to_vec();
+                let diff_ids =
+                    diff_ids(&config_bytes).map_err(|message| RegistryError::Config {
+                        label: label.clone(),
+                        digest: config.digest,
+                        message,
+                    })?;
+                (layers, diff_ids)
+            }
+            // An oras artifact's config says nothing lazycas needs (often `{}`).
+            ReferenceKind::OrasArtifact => (
+                vec![image.sif_layer().map_err(manifest_error)?.clone()],
+                Vec::new(),
+            ),
+        };
         Ok(ResolvedImage {
             reference: r.clone(),
             resolved,

@@ -94,18 +94,7 @@ impl Docker {
             Key::Path(p) => &**p,
             _ => return Err(NsError::NotFound),
         };
-        // The registry (first component) may carry a port; the image is the first component
-        // after it with a tag or a digest.
-        let mut end = 0;
-        let mut image_end = None;
-        for (i, part) in path.split('/').enumerate() {
-            end += part.len() + usize::from(i > 0);
-            if i > 0 && (part.contains(':') || part.contains('@')) {
-                image_end = Some(end);
-                break;
-            }
-        }
-        let Some(image_end) = image_end else {
+        let Some(image_end) = image_root_end(path) else {
             return Ok(Place::Dir(path));
         };
         let root = &path[..image_end];
@@ -173,25 +162,43 @@ impl Docker {
 
     /// The names under directory `prefix` (empty: `docker/` itself) of the images resolved.
     fn listed_under(&self, prefix: &str) -> Vec<String> {
-        let names: BTreeSet<String> = self
-            .resolved
-            .lock()
-            .keys()
-            .filter_map(|root| {
-                let rest = if prefix.is_empty() {
-                    root.as_str()
-                } else {
-                    root.strip_prefix(prefix)?.strip_prefix('/')?
-                };
-                rest.split('/').next().map(str::to_string)
-            })
-            .collect();
-        names.into_iter().collect()
+        names_under(self.resolved.lock().keys(), prefix)
     }
 }
 
+/// The length of the image part of `path` (`<registry>/<repo...>/<name>:<tag>`): up to the first
+/// component after the registry (which may carry a port) with a tag or a digest.
+pub(super) fn image_root_end(path: &str) -> Option<usize> {
+    let mut end = 0;
+    for (i, part) in path.split('/').enumerate() {
+        end += part.len() + usize::from(i > 0);
+        if i > 0 && (part.contains(':') || part.contains('@')) {
+            return Some(end);
+        }
+    }
+    None
+}
+
+/// The next component below `prefix` (empty: the top) of each of `roots`, sorted, once each.
+pub(super) fn names_under<'a>(
+    roots: impl Iterator<Item = &'a String>,
+    prefix: &str,
+) -> Vec<String> {
+    let names: BTreeSet<String> = roots
+        .filter_map(|root| {
+            let rest = if prefix.is_empty() {
+                root.as_str()
+            } else {
+                root.strip_prefix(prefix)?.strip_prefix('/')?
+            };
+            rest.split('/').next().map(str::to_string)
+        })
+        .collect();
+    names.into_iter().collect()
+}
+
 /// True for a name a registry or repository directory may have.
-fn is_dir_name(parent_is_top: bool, name: &str) -> bool {
+pub(super) fn is_dir_name(parent_is_top: bool, name: &str) -> bool {
     if parent_is_top {
         !name.is_empty()
             && name != "."

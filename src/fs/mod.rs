@@ -10,7 +10,8 @@
 //!
 //! The namespaces: [`root`] (top directory), [`catalog_names`] (catalog entries),
 //! [`digests`] (`sha256/`), [`archive_tree`] (archive members), [`docker`] (`docker/`, images
-//! by reference) and [`image_tree`] (members of images' merged root filesystems). Open files live in
+//! by reference), [`image_tree`] (members of images' merged root filesystems) and [`oras`]
+//! (`oras/`, SIF artifacts by reference). Open files live in
 //! [`handles`], inode numbers and the kernel's lookup counts in [`inode`].
 
 pub mod archive_tree;
@@ -23,6 +24,7 @@ mod handles;
 pub mod image_tree;
 pub mod inode;
 pub mod namespace;
+pub mod oras;
 pub mod root;
 
 use std::ffi::OsStr;
@@ -72,7 +74,11 @@ impl LazyFs {
         let docker =
             docker::Docker::new(content.clone(), image_tree::ImageTree::new(content.clone()));
         let root = root::Root::new(
-            vec![("sha256", digests.top()), ("docker", docker.top())],
+            vec![
+                ("sha256", digests.top()),
+                ("docker", docker.top()),
+                ("oras", oras::Oras::new(content.clone()).top()),
+            ],
             names,
         );
         LazyFs {
