@@ -6,6 +6,7 @@
 mod common;
 
 use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -538,6 +539,83 @@ fn an_oras_sif_artifact_reads_back_byte_identical() {
     layout.push("a", &format!("{host}/test/notsif:v1"), &Push::default());
     let err = read(d.path(&format!("oras/{host}/test/notsif:v1"))).expect_err("not a SIF");
     assert_eq!(err.raw_os_error(), Some(libc::EIO));
+}
+
+/// `cat path` as uid/gid 65534 (nobody): its exit status and stderr.
+fn cat_as_nobody(path: &Path) -> (bool, String) {
+    let mut cmd = Command::new(require_program("setpriv", "util-linux"));
+    cmd.args([
+        "--reuid",
+        "65534",
+        "--regid",
+        "65534",
+        "--clear-groups",
+        "cat",
+    ])
+    .arg(path);
+    let out = common::run(cmd, Duration::from_secs(30));
+    (out.success(), out.stderr)
+}
+
+#[test]
+fn a_private_image_is_not_readable_by_another_uid() {
+    require_fuse!((!is_root()).then(|| "switching to another uid needs root".to_string()));
+    let layout = OciLayout::new();
+    marker_image(&layout, "a", "private bytes\n");
+    marker_image(&layout, "b", "public bytes\n");
+    let tokens = LoopbackTokenServer::start(TokenPolicy::default());
+    let private = Registry::start_with_token_auth(&tokens);
+    let public = Registry::start();
+    let (ph, qh) = (private.host(), public.host());
+    let creds = Push {
+        creds: Some(("pusher", "secret")),
+        ..Push::default()
+    };
+    layout.push("a", &format!("{ph}/test/private:v1"), &creds);
+    layout.push("b", &format!("{qh}/test/public:v1"), &Push::default());
+    let node = Lazycas::with_config(Config {
+        extra: "allow_other = true\n".into(),
+        tail: format!(
+            "\n[registries.\"{ph}\"]\ninsecure = true\nusername = \"pusher\"\npassword = \"secret\"\n\
+             \n[registries.\"{qh}\"]\ninsecure = true\n"
+        ),
+        ..Config::default()
+    });
+    // The node's directory must not be what keeps another uid out.
+    std::fs::set_permissions(&node.root, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let d = node.mount();
+    let private_dir = image_dir(&d, &ph, "test/private:v1");
+    let public_dir = image_dir(&d, &qh, "test/public:v1");
+    assert_reads(private_dir.join("rootfs/marker"), b"private bytes\n");
+    assert_reads(public_dir.join("rootfs/marker"), b"public bytes\n");
+    assert!(
+        tokens.requests().iter().any(|r| r.authenticated),
+        "the configured credentials were not sent: {:?}",
+        tokens.requests()
+    );
+
+    let (ok, err) = cat_as_nobody(&public_dir.join("rootfs/marker"));
+    assert!(ok, "another uid cannot read a public image: {err}");
+    let (ok, err) = cat_as_nobody(&private_dir.join("rootfs/marker"));
+    assert!(!ok && err.contains("Permission denied"), "{err}");
+    let mode = std::fs::metadata(&private_dir)
+        .expect("stat")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o500);
+    // Nor through sha256/.
+    let layer = layer_digests(&layout, "a").pop().expect("layer");
+    let by_digest = d.path(&format!("sha256/{}", layer.trim_start_matches("sha256:")));
+    assert_eq!(
+        std::fs::metadata(&by_digest)
+            .expect("stat")
+            .permissions()
+            .mode()
+            & 0o777,
+        0o400
+    );
+    let (ok, err) = cat_as_nobody(&by_digest);
+    assert!(!ok && err.contains("Permission denied"), "{err}");
 }
 
 /// `cat` (its real path) and the files it needs to run, as `ldd` lists them.

@@ -29,7 +29,7 @@ use crate::store::{BlobInfo, BlobRead, ByteObserver, Store, StoreError, TempSink
 pub use archives::{Archives, OpenArchive};
 pub use flight::SingleFlight;
 pub use images::{Images, OpenImage};
-pub use registry::{RegistryError, RegistrySettings, ResolvedImage};
+pub use registry::{Readers, RegistryError, RegistrySettings, ResolvedImage};
 
 /// Why content could not be made local or opened. `Display` names the asset and the place.
 #[derive(Debug, thiserror::Error)]
@@ -113,12 +113,13 @@ impl Content {
         archive_cache: u64,
     ) -> Result<Content, ContentError> {
         let archives = Archives::new(store.clone(), archive_cache)?;
+        let registries = registry::Registries::new(&store)?;
         Ok(Content {
             store,
             fetcher: RwLock::new(Arc::new(fetcher)),
             blobs: SingleFlight::default(),
             archives,
-            registries: registry::Registries::new(),
+            registries,
             images: Images::default(),
         })
     }

@@ -14,6 +14,11 @@
 //! resolved (the store's `refs` table) and asked again after `tag_ttl_secs`; when the registry
 //! cannot be reached then, the last resolved digest keeps serving and the log says so.
 //!
+//! Private content: what a registry with credentials gave (manifests, configs, layers) is
+//! recorded with who may read it ([`Readers`]; the daemon's user only, unless the registry's
+//! table says `public = true` or `readers = "<group>"`), in the `registry_private` table, so the
+//! namespaces show it with matching permissions across restarts.
+//!
 //! Not here: layer archives and the merged tree ([`super::images`]), formats ([`crate::oci`]).
 
 use std::collections::{BTreeMap, HashMap};
@@ -149,6 +154,39 @@ impl Default for RegistrySettings {
     }
 }
 
+/// Who may read content fetched from a registry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Readers {
+    /// Every user of the node (no credentials were used, or the registry is `public`).
+    Everyone,
+    /// The daemon's user only.
+    Owner,
+    /// The daemon's user and the members of this group.
+    Group(u32),
+}
+
+impl Readers {
+    /// As stored: `NULL` for the owner only, else the gid.
+    fn stored(self) -> Option<i64> {
+        match self {
+            Readers::Group(gid) => Some(i64::from(gid)),
+            _ => None,
+        }
+    }
+
+    fn from_stored(gid: Option<i64>) -> Readers {
+        match gid.and_then(|g| u32::try_from(g).ok()) {
+            Some(g) => Readers::Group(g),
+            None => Readers::Owner,
+        }
+    }
+}
+
+const PRIVATE_SCHEMA: &str = "CREATE TABLE IF NOT EXISTS registry_private (
+    digest TEXT PRIMARY KEY,   -- a blob fetched with credentials
+    gid    INTEGER             -- the group that may read it too; NULL: the owner only
+) WITHOUT ROWID;";
+
 /// An image manifest resolved and verified, with what its config says about the layers.
 #[derive(Debug, Clone)]
 pub struct ResolvedImage {
@@ -174,16 +212,35 @@ pub struct Registries {
     /// a token expired asks for a new one before being refused.
     challenges: Mutex<HashMap<String, Challenge>>,
     resolving: SingleFlight<String, Result<Arc<ResolvedImage>, Arc<ContentError>>>,
+    /// Private blobs and who may read them (mirrors `registry_private`).
+    private: RwLock<HashMap<Digest, Readers>>,
 }
 
 impl Registries {
-    pub(super) fn new() -> Registries {
-        Registries {
+    /// Registry state over `store`: creates the private-content table and loads it.
+    pub(super) fn new(store: &crate::store::Store) -> Result<Registries, ContentError> {
+        let private = store.with_db(|c| {
+            c.execute_batch(PRIVATE_SCHEMA)?;
+            let mut stmt = c.prepare("SELECT digest, gid FROM registry_private")?;
+            let rows = stmt.query_map([], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, Option<i64>>(1)?))
+            })?;
+            let mut map = HashMap::new();
+            for row in rows {
+                let (hex, gid) = row?;
+                if let Ok(d) = Digest::parse(&hex) {
+                    map.insert(d, Readers::from_stored(gid));
+                }
+            }
+            Ok(map)
+        })?;
+        Ok(Registries {
             settings: RwLock::new(RegistrySettings::default()),
             tokens: TokenCache::new(),
             challenges: Mutex::new(HashMap::new()),
             resolving: SingleFlight::default(),
-        }
+            private: RwLock::new(private),
+        })
     }
 }
 
@@ -234,6 +291,60 @@ impl Content {
             .get(registry)
             .cloned()
             .unwrap_or_default()
+    }
+
+    /// Who may read what `registry` gives.
+    pub fn registry_readers(&self, registry: &str) -> Readers {
+        let config = self.registry_config(registry);
+        if !config.has_credentials() || config.public {
+            return Readers::Everyone;
+        }
+        match config.readers.as_deref().map(crate::config::group_gid) {
+            Some(Some(gid)) => Readers::Group(gid),
+            _ => Readers::Owner,
+        }
+    }
+
+    /// Who may read blob `d` (private when a registry with credentials gave it).
+    pub fn blob_readers(&self, d: &Digest) -> Readers {
+        self.registries
+            .private
+            .read()
+            .get(d)
+            .copied()
+            .unwrap_or(Readers::Everyone)
+    }
+
+    /// Records the blobs of `image` as readable by `readers` only.
+    fn mark_private(&self, image: &ResolvedImage, readers: Readers) -> Result<(), ContentError> {
+        let mut digests = vec![image.resolved, image.manifest.digest, image.config.digest];
+        digests.extend(image.layers.iter().map(|l| l.blob.digest));
+        digests.extend(image.diff_ids.iter().copied());
+        let new: Vec<Digest> = {
+            let known = self.registries.private.read();
+            digests
+                .into_iter()
+                .filter(|d| known.get(d) != Some(&readers))
+                .collect()
+        };
+        if new.is_empty() {
+            return Ok(());
+        }
+        self.store.with_db(|c| {
+            let mut stmt = c.prepare_cached(
+                "INSERT INTO registry_private(digest, gid) VALUES (?1, ?2)
+                 ON CONFLICT(digest) DO UPDATE SET gid = excluded.gid",
+            )?;
+            for d in &new {
+                stmt.execute(rusqlite::params![d.hex(), readers.stored()])?;
+            }
+            Ok(())
+        })?;
+        let mut known = self.registries.private.write();
+        for d in new {
+            known.insert(d, readers);
+        }
+        Ok(())
     }
 
     /// `<scheme>://<host>/v2/<repository>/<rest>`.
@@ -308,7 +419,7 @@ impl Content {
                 Vec::new(),
             ),
         };
-        Ok(ResolvedImage {
+        let image = ResolvedImage {
             reference: r.clone(),
             resolved,
             manifest: BlobInfo {
@@ -318,7 +429,12 @@ impl Content {
             config,
             layers,
             diff_ids,
-        })
+        };
+        let readers = self.registry_readers(r.registry());
+        if readers != Readers::Everyone {
+            self.mark_private(&image, readers)?;
+        }
+        Ok(image)
     }
 
     /// The digest tag `r` names: the recorded one while younger than the TTL, else the

@@ -235,7 +235,14 @@ impl Namespace for Docker {
     fn getattr(&self, key: &Key) -> Result<(Attr, Ttl), NsError> {
         let dir = (Attr::dir(self.started), Ttl::Catalog);
         match Docker::place(key)? {
-            Place::Top | Place::Dir(_) | Place::Image(..) => Ok(dir),
+            Place::Top | Place::Dir(_) => Ok(dir),
+            // What a registry with credentials gives is private: the image directory is the
+            // gate (its files and rootfs are reached through it).
+            Place::Image(_, r) => Ok((
+                dir.0
+                    .readable_by(self.content.registry_readers(r.registry())),
+                Ttl::Catalog,
+            )),
             Place::File(root, _, file) => match self.last(root) {
                 Some(image) => {
                     let (_, size) = Docker::file_blob(&image, file);

@@ -131,13 +131,20 @@ impl Namespace for Oras {
     fn getattr(&self, key: &Key) -> Result<(Attr, Ttl), NsError> {
         match Oras::place(key)? {
             Place::Top | Place::Dir(_) => Ok((Attr::dir(self.started), Ttl::Catalog)),
-            Place::Artifact(path, _) => match self.last(path) {
-                Some(image) => {
-                    let size = image.layers.first().map_or(0, |l| l.blob.size);
-                    Ok((Attr::file(size, self.started), Ttl::Catalog))
+            Place::Artifact(path, r) => {
+                let readers = self.content.registry_readers(r.registry());
+                match self.last(path) {
+                    Some(image) => {
+                        let size = image.layers.first().map_or(0, |l| l.blob.size);
+                        let attr = Attr::file(size, self.started).readable_by(readers);
+                        Ok((attr, Ttl::Catalog))
+                    }
+                    None => Ok((
+                        Attr::file(0, self.started).readable_by(readers),
+                        Ttl::Unsettled,
+                    )),
                 }
-                None => Ok((Attr::file(0, self.started), Ttl::Unsettled)),
-            },
+            }
         }
     }
 
