@@ -248,6 +248,69 @@ fn a_second_image_sharing_base_layers_stores_no_second_copy() {
     }
 }
 
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn a_multi_platform_image_shows_the_hosts_platform_and_concurrent_first_reads_share_one_open() {
+    require_fuse!();
+    let layout = OciLayout::new();
+    marker_image(&layout, "amd", "amd64 bytes\n");
+    umoci(&[
+        "config",
+        "--image",
+        &layout.image("amd"),
+        "--tag",
+        "arm",
+        "--architecture",
+        "arm64",
+    ]);
+    let bundle = layout.unpack("arm", "bundle-arm");
+    std::fs::write(bundle.join("rootfs/marker"), b"arm64 bytes\n").expect("write");
+    layout.repack("arm", &bundle);
+    layout.add_index(
+        "multi",
+        &[
+            ("arm", "linux", "arm64", Some("v8")),
+            ("amd", "linux", "amd64", None),
+        ],
+    );
+    let reg = Registry::start();
+    let host = reg.host();
+    let all = Push {
+        all: true,
+        ..Push::default()
+    };
+    layout.push("multi", &format!("{host}/test/multi:v1"), &all);
+    let list = Push {
+        all: true,
+        format: Some("v2s2"),
+        ..Push::default()
+    };
+    layout.push("multi", &format!("{host}/test/list:v1"), &list);
+    let node = node_for(&host, 300);
+    let d = node.mount();
+    for repo_tag in ["test/multi:v1", "test/list:v1"] {
+        let dir = image_dir(&d, &host, repo_tag);
+        let readers: Vec<_> = (0..8)
+            .map(|_| {
+                let marker = dir.join("rootfs/marker");
+                std::thread::spawn(move || read(marker).expect("marker"))
+            })
+            .collect();
+        for r in readers {
+            assert_eq!(r.join().expect("reader"), b"amd64 bytes\n", "{repo_tag}");
+        }
+        let config: serde_json::Value =
+            serde_json::from_slice(&read(dir.join("config.json")).expect("config")).expect("json");
+        assert_eq!(config["architecture"], "amd64", "{repo_tag}");
+    }
+    let log = d.log();
+    let opened = log
+        .lines()
+        .filter(|l| l.contains(" opened docker://"))
+        .count();
+    assert_eq!(opened, 2, "one open per image:\n{}", tail(&log, 30));
+}
+
 /// An image of one layer with `/marker` holding `text`, tagged `tag` in `layout`.
 fn marker_image(layout: &OciLayout, tag: &str, text: &str) {
     umoci(&["new", "--image", &layout.image(tag)]);
