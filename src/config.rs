@@ -137,6 +137,8 @@ impl AssetConfig {
         }
     }
 }
+/// The default `tag_ttl_secs`: a tag is asked for again five minutes after it was resolved.
+pub const DEFAULT_TAG_TTL_SECS: u64 = 300;
 
 /// One `[registries."host:port"]` table.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
@@ -151,6 +153,40 @@ pub struct RegistryConfig {
     pub password: Option<String>,
     /// A bearer token used as is.
     pub token: Option<String>,
+    /// Let every user of the node read what was fetched with these credentials.
+    #[serde(default)]
+    pub public: bool,
+    /// A group whose members may read what was fetched with these credentials (besides the
+    /// daemon's user).
+    pub readers: Option<String>,
+}
+
+impl RegistryConfig {
+    /// True when requests to this registry carry credentials (so what they fetch is private
+    /// unless `public` or `readers` say otherwise).
+    pub fn has_credentials(&self) -> bool {
+        self.token.is_some() || (self.username.is_some() && self.password.is_some())
+    }
+}
+
+/// The gid of group `name`, if the system knows it.
+pub fn group_gid(name: &str) -> Option<u32> {
+    let c = std::ffi::CString::new(name).ok()?;
+    let mut group: libc::group = unsafe { std::mem::zeroed() };
+    let mut buf = vec![0 as libc::c_char; 16 * 1024];
+    let mut result: *mut libc::group = std::ptr::null_mut();
+    // SAFETY: every pointer is valid for the call; the buffer outlives it; getgrnam_r is the
+    // thread-safe variant.
+    let rc = unsafe {
+        libc::getgrnam_r(
+            c.as_ptr(),
+            &mut group,
+            buf.as_mut_ptr(),
+            buf.len(),
+            &mut result,
+        )
+    };
+    (rc == 0 && !result.is_null()).then_some(group.gr_gid)
 }
 
 /// One `[[directory]]`: a web directory whose images (with casa-distro sidecars) become
@@ -252,6 +288,8 @@ pub struct Config {
     pub sets: Vec<crate::sets::SetConfig>,
     /// Web directories (`[[directory]]`).
     pub directories: Vec<DirectoryConfig>,
+    /// How long a resolved image tag is trusted before the registry is asked again.
+    pub tag_ttl: Duration,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -281,6 +319,7 @@ struct RawConfig {
     set: Vec<crate::sets::RawSet>,
     #[serde(default)]
     directory: Vec<RawDirectory>,
+    tag_ttl_secs: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -358,6 +397,16 @@ impl Config {
         }
         let proxies = parse_proxies(raw.proxies.as_deref().unwrap_or(&["DIRECT".to_string()]))
             .map_err(|m| bad("proxies", m))?;
+        for (host, r) in &raw.registries {
+            if let Some(group) = &r.readers {
+                if group_gid(group).is_none() {
+                    return Err(bad(
+                        &format!("registries.\"{host}\".readers"),
+                        format!("no group named {group:?}"),
+                    ));
+                }
+            }
+        }
         let mut assets = Vec::with_capacity(raw.asset.len());
         for (i, a) in raw.asset.into_iter().enumerate() {
             let asset = check_asset(a, raw.allow_unpinned)
@@ -417,6 +466,7 @@ impl Config {
                 library_arch: raw.library_arch.unwrap_or_else(native_library_arch),
                 hosts: raw.publishers,
             },
+            tag_ttl: Duration::from_secs(raw.tag_ttl_secs.unwrap_or(DEFAULT_TAG_TTL_SECS)),
         })
     }
 }
@@ -794,6 +844,25 @@ insecure = true
         assert_eq!(c.assets[1].kind, AssetKind::File);
         assert_eq!(c.assets[1].sha256, Some(Digest::parse(HEX).unwrap()));
         assert!(c.registries["127.0.0.1:5000"].insecure);
+        assert_eq!(c.tag_ttl, Duration::from_secs(DEFAULT_TAG_TTL_SECS));
+    }
+
+    #[test]
+    fn registry_readers_must_be_a_group() {
+        let ok = Config::parse(
+            "[registries.\"r:1\"]\nreaders = \"root\"\npublic = false\n",
+            None,
+        )
+        .unwrap();
+        assert_eq!(ok.registries["r:1"].readers.as_deref(), Some("root"));
+        assert_eq!(group_gid("root"), Some(0));
+        let err = Config::parse(
+            "[registries.\"r:1\"]\nreaders = \"no-such-group-x\"\n",
+            None,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("registries.\"r:1\".readers"), "{err}");
     }
 
     #[test]

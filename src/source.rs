@@ -1,8 +1,8 @@
 //! Where content comes from, as data: [`Location`] says where the bytes live (plain HTTP(S)
-//! URLs, a Sylabs-style library image, a Singularity Registry Server container; next an OCI
-//! reference or a chunk index), [`Source`] adds what the bytes must hash to (a sha256, or only
+//! URLs, a Sylabs-style library image, a Singularity Registry Server container, or a blob of
+//! an OCI registry repository), [`Source`] adds what the bytes must hash to (a sha256, or only
 //! a publisher's weak [`WeakPin`]) and what to call them in log lines. Nothing here fetches:
-//! `content` reads a `Source` and drives `fetch` (through `publish` for the registries);
+//! `content` reads a `Source` and drives `fetch` (through `publish` for the library and shub);
 //! `catalog` and the namespaces only build and pass them around.
 
 use url::Url;
@@ -37,6 +37,16 @@ pub enum Location {
         /// The tag.
         tag: String,
     },
+    /// A blob of a registry repository (`/v2/<repository>/blobs/<digest>`), fetched with the
+    /// registry's credentials; `content` turns it into a URL and an `Authorization` header.
+    Registry {
+        /// The registry as references name it (`127.0.0.1:5000`, `docker.io`).
+        registry: String,
+        /// The repository (`library/alpine`).
+        repository: String,
+        /// The blob's digest.
+        digest: Digest,
+    },
 }
 
 impl Location {
@@ -52,7 +62,7 @@ impl Location {
     pub fn primary(&self) -> Option<&Url> {
         match self {
             Location::Http { urls } => urls.first(),
-            Location::Library { .. } | Location::Shub { .. } => None,
+            Location::Library { .. } | Location::Shub { .. } | Location::Registry { .. } => None,
         }
     }
 
@@ -60,7 +70,7 @@ impl Location {
     pub fn mirrors(&self) -> &[Url] {
         match self {
             Location::Http { urls } => urls.get(1..).unwrap_or(&[]),
-            Location::Library { .. } | Location::Shub { .. } => &[],
+            Location::Library { .. } | Location::Shub { .. } | Location::Registry { .. } => &[],
         }
     }
 
@@ -79,6 +89,11 @@ impl Location {
                 container,
                 tag,
             } => Some(format!("shub://{host}/{collection}/{container}:{tag}")),
+            Location::Registry {
+                registry,
+                repository,
+                digest,
+            } => Some(format!("docker://{registry}/{repository}@{digest}")),
         }
     }
 
@@ -176,7 +191,9 @@ impl IndexPin {
                 .filter_map(|u| Url::parse(&format!("{u}.lazycas-index")).ok())
                 .collect(),
             // Resolved to a URL only when fetched; an index must then be given explicitly.
-            Location::Library { .. } | Location::Shub { .. } => Vec::new(),
+            Location::Library { .. } | Location::Shub { .. } | Location::Registry { .. } => {
+                Vec::new()
+            }
         };
         IndexPin { digest, urls }
     }
@@ -256,5 +273,20 @@ mod tests {
         s.expected = None;
         s.location = Location::http(Url::parse("http://127.0.0.1/a").unwrap(), vec![]);
         assert_eq!(s.flight_key(), "http://127.0.0.1/a");
+    }
+
+    #[test]
+    fn registry_blobs_are_named_by_their_reference() {
+        let d = Digest::of(b"layer");
+        let l = Location::Registry {
+            registry: "127.0.0.1:5000".into(),
+            repository: "team/app".into(),
+            digest: d,
+        };
+        assert_eq!(l.primary(), None);
+        assert_eq!(
+            l.describe(),
+            format!("docker://127.0.0.1:5000/team/app@{d}")
+        );
     }
 }

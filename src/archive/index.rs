@@ -55,6 +55,7 @@ CREATE TABLE IF NOT EXISTS archive_members (
     data     INTEGER NOT NULL,
     target   BLOB,
     sparse   BLOB,
+    implied  INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (aid, id)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS archive_entries (
@@ -83,7 +84,7 @@ CREATE TABLE IF NOT EXISTS archive_checkpoints (
 
 /// Member columns, in the order [`member_from_row`] reads them.
 const MEMBER_COLS: &str =
-    "m.id, m.kind, m.mode, m.uid, m.gid, m.size, m.mtime, m.mtime_ns, m.nlink, m.rdev";
+    "m.id, m.kind, m.mode, m.uid, m.gid, m.size, m.mtime, m.mtime_ns, m.nlink, m.rdev, m.implied";
 /// Remembered `readdir` continuations.
 const CURSORS: usize = 64;
 
@@ -122,6 +123,15 @@ impl ArchiveIndex {
     /// Creates the `archive_*` tables if they do not exist.
     pub fn init_schema(conn: &Connection) -> Result<(), ArchiveError> {
         conn.execute_batch(SCHEMA)?;
+        // Indexes saved before the `implied` column count every directory as listed.
+        let has_implied: bool = conn
+            .prepare("SELECT 1 FROM pragma_table_info('archive_members') WHERE name = 'implied'")?
+            .exists([])?;
+        if !has_implied {
+            conn.execute_batch(
+                "ALTER TABLE archive_members ADD COLUMN implied INTEGER NOT NULL DEFAULT 0",
+            )?;
+        }
         Ok(())
     }
 
@@ -490,6 +500,7 @@ impl ArchiveIndex {
             mtime_nanos: raw.mtime_ns.clamp(0, 999_999_999) as u32,
             nlink: raw.nlink.clamp(0, i64::from(u32::MAX)) as u32,
             rdev: raw.rdev as u64,
+            implied: raw.implied != 0,
         })
     }
 }
@@ -506,6 +517,7 @@ struct RawMember {
     mtime_ns: i64,
     nlink: i64,
     rdev: i64,
+    implied: i64,
 }
 
 /// Reads [`MEMBER_COLS`] starting at column `at`.
@@ -521,6 +533,7 @@ fn member_from_row(r: &Row<'_>, at: usize) -> rusqlite::Result<RawMember> {
         mtime_ns: r.get(at + 7)?,
         nlink: r.get(at + 8)?,
         rdev: r.get(at + 9)?,
+        implied: r.get(at + 10)?,
     })
 }
 
@@ -538,8 +551,9 @@ impl ArchiveIndex {
 fn save_members(conn: &Connection, aid: i64, built: &BuiltIndex) -> Result<(), ArchiveError> {
     let mut member = conn.prepare_cached(
         "INSERT INTO archive_members
-         (aid, id, kind, mode, uid, gid, size, mtime, mtime_ns, nlink, rdev, data, target, sparse)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+         (aid, id, kind, mode, uid, gid, size, mtime, mtime_ns, nlink, rdev, data, target, sparse,
+          implied)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
     )?;
     let mut xattr = conn.prepare_cached(
         "INSERT OR REPLACE INTO archive_xattrs (aid, member, name, value) VALUES (?1, ?2, ?3, ?4)",
@@ -577,7 +591,8 @@ fn save_members(conn: &Connection, aid: i64, built: &BuiltIndex) -> Result<(), A
             rdev as i64,
             data as i64,
             target,
-            sparse
+            sparse,
+            a.implied
         ])?;
         for (name, value) in &node.xattrs {
             xattr.execute(params![aid, row.id as i64, name, value])?;

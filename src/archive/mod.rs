@@ -170,6 +170,9 @@ pub struct Member {
     pub nlink: u32,
     /// Device number (Linux `makedev(major, minor)`) for devices, else 0.
     pub rdev: u64,
+    /// A directory the archive needs (a parent of its entries) but has no entry for: its
+    /// attributes are what `tar -x` gives such a directory, not recorded ones.
+    pub implied: bool,
 }
 
 /// One extended attribute: (name, value), both bytes.

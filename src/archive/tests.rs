@@ -633,6 +633,59 @@ fn save_exists_open_delete() {
     }
 }
 
+#[test]
+fn implied_directories_are_marked_until_an_entry_lists_them() {
+    let work = tempfile::tempdir().unwrap();
+    let mut b = ::tar::Builder::new(Vec::new());
+    for (name, kind) in [
+        ("a/b/f", ::tar::EntryType::Regular),
+        ("c/", ::tar::EntryType::Directory),
+        ("c/g", ::tar::EntryType::Regular),
+        ("a/b/", ::tar::EntryType::Directory),
+    ] {
+        let mut h = ::tar::Header::new_ustar();
+        h.set_entry_type(kind);
+        h.set_mode(0o700);
+        h.set_size(0);
+        b.append_data(&mut h, name, std::io::empty()).unwrap();
+    }
+    let tar = b.into_inner().unwrap();
+    let path = work.path().join("implied.tar");
+    fs::write(&path, &tar).unwrap();
+    let ix = store(&path, &tar, build(&tar, 1 << 20, 512).unwrap(), 1 << 20);
+    let root = ix.index.root();
+    let member = |parent, name: &str| ix.index.lookup(parent, name.as_bytes()).unwrap().unwrap();
+    let a = member(root, "a");
+    assert!(a.implied, "a/ has no entry of its own");
+    let ab = member(a.id, "b");
+    assert!(!ab.implied, "a/b/ is listed, after its child");
+    assert_eq!(ab.mode, 0o700);
+    assert!(!member(root, "c").implied);
+    assert!(!member(ab.id, "f").implied);
+}
+
+#[test]
+fn an_index_table_from_before_the_implied_column_gets_it() {
+    let work = tempfile::tempdir().unwrap();
+    let conn = Connection::open(work.path().join("old.db")).unwrap();
+    conn.execute_batch(
+        "CREATE TABLE archive_members (
+             aid INTEGER NOT NULL, id INTEGER NOT NULL, kind INTEGER NOT NULL,
+             mode INTEGER NOT NULL, uid INTEGER NOT NULL, gid INTEGER NOT NULL,
+             size INTEGER NOT NULL, mtime INTEGER NOT NULL, mtime_ns INTEGER NOT NULL,
+             nlink INTEGER NOT NULL, rdev INTEGER NOT NULL, data INTEGER NOT NULL,
+             target BLOB, sparse BLOB, PRIMARY KEY (aid, id)) WITHOUT ROWID;
+         INSERT INTO archive_members VALUES (1, 1, 1, 493, 0, 0, 0, 0, 0, 2, 0, 0, NULL, NULL);",
+    )
+    .unwrap();
+    ArchiveIndex::init_schema(&conn).unwrap();
+    ArchiveIndex::init_schema(&conn).unwrap();
+    let implied: i64 = conn
+        .query_row("SELECT implied FROM archive_members", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(implied, 0, "old rows count as listed");
+}
+
 fn gzip(data: &[u8]) -> Vec<u8> {
     let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(6));
     enc.write_all(data).unwrap();

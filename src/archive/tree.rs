@@ -32,6 +32,8 @@ pub(crate) struct Attrs {
     pub mtime: i64,
     /// Modification time, nanoseconds.
     pub mtime_nanos: u32,
+    /// True for a directory the archive needs but does not list (until an entry lists it).
+    pub implied: bool,
 }
 
 impl Attrs {
@@ -43,6 +45,7 @@ impl Attrs {
             gid: e.gid,
             mtime: e.mtime,
             mtime_nanos: e.mtime_nanos,
+            implied: false,
         }
     }
 
@@ -54,6 +57,7 @@ impl Attrs {
             gid: 0,
             mtime,
             mtime_nanos: 0,
+            implied: true,
         }
     }
 }

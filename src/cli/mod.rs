@@ -5,6 +5,7 @@
 mod commands;
 pub mod demo;
 mod index;
+mod pull_image;
 mod reload;
 
 use std::path::PathBuf;
@@ -89,9 +90,10 @@ pub enum Command {
         #[arg(long)]
         layout: Option<String>,
     },
-    /// Fetch an entry (or URL#sha256=…) into the store now and pin it.
+    /// Fetch an entry (or URL#sha256=…, or every layer of docker://…) into the store now and
+    /// pin it.
     Pull {
-        /// Catalog name or reference.
+        /// Catalog name, URL#sha256=… or docker://registry/repo:tag.
         target: String,
     },
     /// Evict least-recently-used unpinned content now.
@@ -242,6 +244,9 @@ fn run(cli: Cli) -> Result<(), Failure> {
         ),
         Command::Rm { name } => commands::rm(&config, &name),
         Command::Ls => commands::ls(&config),
+        Command::Pull { target } if target.starts_with("docker://") => {
+            pull_image::pull_image(&config, &target)
+        }
         Command::Import {
             format,
             file,

@@ -5,6 +5,8 @@
 //! store temp file, verifies, commits, and records what an unpinned location resolved to.
 //! Concurrent requests for the same content share one piece of work ([`SingleFlight`]): blob
 //! downloads here, archive opens in [`archives`]. Readers get a [`BlobRead`], never a path.
+//! Container images: [`registry`] (manifests, configs, tokens, tag resolution) and [`images`]
+//! (layers opened and merged).
 //!
 //! Not here: HTTP (`fetch`), on-disk layout and eviction (`store`), formats (`archive`),
 //! inodes and errno (`fs`).
@@ -12,6 +14,8 @@
 pub mod archives;
 mod chunked;
 mod flight;
+pub mod images;
+pub mod registry;
 mod weak;
 
 use std::sync::Arc;
@@ -24,13 +28,15 @@ use crate::config::Publishers;
 use crate::digest::Digest;
 use crate::fetch::{BlobRequest, FetchError, Fetcher};
 use crate::publish::{self, PublishError, Resolved};
-use crate::source::{Source, WeakPin};
+use crate::source::{Location, Source, WeakPin};
 use crate::store::{BlobInfo, BlobRead, ByteObserver, Store, StoreError, TempSink};
 use weak::{Tee, WeakHash};
 
 pub use archives::{Archives, OpenArchive};
 pub use chunked::{Chunked, PartialBlob};
 pub use flight::SingleFlight;
+pub use images::{Images, OpenImage};
+pub use registry::{Readers, RegistryError, RegistrySettings, ResolvedImage};
 
 /// Why content could not be made local or opened. `Display` names the asset and the place.
 #[derive(Debug, thiserror::Error)]
@@ -94,6 +100,9 @@ pub enum ContentError {
         /// The whole-file digest the index carries.
         indexed: Digest,
     },
+    /// A registry refused or answered something unusable.
+    #[error(transparent)]
+    Registry(Box<RegistryError>),
     /// The error of work another caller started (single flight), shared with every waiter.
     #[error(transparent)]
     Shared(Arc<ContentError>),
@@ -107,6 +116,12 @@ pub enum ContentError {
     },
 }
 
+impl From<RegistryError> for ContentError {
+    fn from(e: RegistryError) -> ContentError {
+        ContentError::Registry(Box::new(e))
+    }
+}
+
 impl ContentError {
     /// True when the bytes arrived but hashed wrong (as opposed to unreachable or local).
     pub fn is_mismatch(&self) -> bool {
@@ -114,6 +129,16 @@ impl ContentError {
             ContentError::Fetch(e) => e.is_mismatch(),
             ContentError::Shared(e) => e.is_mismatch(),
             ContentError::WeakMismatch { .. } | ContentError::PinConflict { .. } => true,
+            ContentError::Registry(e) => matches!(**e, RegistryError::DiffIdMismatch { .. }),
+            _ => false,
+        }
+    }
+
+    /// True when the image or tag asked for does not exist.
+    pub fn is_not_found(&self) -> bool {
+        match self {
+            ContentError::Registry(e) => e.is_not_found(),
+            ContentError::Shared(e) => e.is_not_found(),
             _ => false,
         }
     }
@@ -130,6 +155,8 @@ pub struct Content {
     blobs: SingleFlight<String, Result<BlobInfo, Arc<ContentError>>>,
     archives: Archives,
     chunked: Arc<Chunked>,
+    registries: registry::Registries,
+    images: Images,
 }
 
 impl Content {
@@ -141,6 +168,7 @@ impl Content {
         archive_cache: u64,
     ) -> Result<Content, ContentError> {
         let archives = Archives::new(store.clone(), archive_cache)?;
+        let registries = registry::Registries::new(&store)?;
         Ok(Content {
             chunked: Arc::new(Chunked::new(store.clone())),
             store,
@@ -148,6 +176,8 @@ impl Content {
             publishers: RwLock::new(Arc::new(Publishers::default())),
             blobs: SingleFlight::default(),
             archives,
+            registries,
+            images: Images::default(),
         })
     }
 
@@ -306,14 +336,28 @@ impl Content {
     ) -> Result<BlobInfo, ContentError> {
         let store = &self.store;
         let fetcher = self.fetcher.read().clone();
-        let publishers = self.publishers.read().clone();
-        let resolved = publish::resolve(&fetcher, &publishers, &src.location).await?;
+        let resolved = match &src.location {
+            Location::Registry { .. } => {
+                let (urls, headers) = self.blob_urls(src).await?;
+                publish::Resolved {
+                    urls,
+                    headers,
+                    sha256: None,
+                    weak: None,
+                    size: None,
+                }
+            }
+            other => {
+                let publishers = self.publishers.read().clone();
+                publish::resolve(&fetcher, &publishers, other).await?
+            }
+        };
         let plan = self.plan(src, &resolved)?;
         store.enforce_limits(
             &store.limits(),
             src.size_hint.or(resolved.size).unwrap_or(0),
         )?;
-        let request = BlobRequest {
+        let mut request = BlobRequest {
             label: &src.label,
             urls: &resolved.urls,
             expected: plan.expected,
@@ -328,6 +372,19 @@ impl Content {
         let tmp = store.temp_file()?;
         let sink = TempSink::new(&tmp, observer).map_err(|e| temp_error(&tmp, e))?;
         let mut outcome = fetcher.fetch_blob(&request, Box::new(sink), progress).await;
+        let renewed;
+        if let (Err(FetchError::Status { status: 401, .. }), Some(repo)) =
+            (&outcome, registry_repository(&src.location))
+        {
+            // The registry refused the token (expired mid-mount): ask how to authenticate
+            // again and retry once. The indexer went with the first sink.
+            tracing::info!(asset = %src.label, "registry refused the blob request; renewing its token");
+            self.renew_authorization(repo).await?;
+            renewed = self.registry_headers(repo).await?;
+            request.headers = &renewed;
+            let sink = TempSink::new(&tmp, None).map_err(|e| temp_error(&tmp, e))?;
+            outcome = fetcher.fetch_blob(&request, Box::new(sink), progress).await;
+        }
         if let Err(FetchError::Sink { source, .. }) = &outcome {
             if source.raw_os_error() == Some(libc::ENOSPC) {
                 // Disk full: make room once and start over; a second ENOSPC is final. The
@@ -417,6 +474,47 @@ fn check_weak(src: &Source, pin: &WeakPin, actual: &str, url: &str) -> Result<()
     };
     tracing::error!("{e}");
     Err(e)
+}
+
+/// The repository of a registry location.
+fn registry_repository(location: &Location) -> Option<registry::Repository<'_>> {
+    match location {
+        Location::Registry {
+            registry,
+            repository,
+            ..
+        } => Some(registry::Repository {
+            registry,
+            name: repository,
+        }),
+        Location::Http { .. } | Location::Library { .. } | Location::Shub { .. } => None,
+    }
+}
+
+impl Content {
+    /// The URLs to fetch `src` from, with the headers to send.
+    async fn blob_urls(
+        &self,
+        src: &Source,
+    ) -> Result<(Vec<url::Url>, reqwest::header::HeaderMap), ContentError> {
+        match &src.location {
+            Location::Http { urls } => Ok((urls.clone(), reqwest::header::HeaderMap::new())),
+            Location::Library { .. } | Location::Shub { .. } => {
+                Err(ContentError::Fetch(FetchError::NoSource {
+                    label: src.label.clone(),
+                }))
+            }
+            Location::Registry { digest, .. } => {
+                let repo = registry_repository(&src.location).ok_or_else(|| {
+                    ContentError::Fetch(FetchError::NoSource {
+                        label: src.label.clone(),
+                    })
+                })?;
+                let url = self.registry_url(repo, &format!("blobs/{digest}"))?;
+                Ok((vec![url], self.registry_headers(repo).await?))
+            }
+        }
+    }
 }
 
 fn temp_error(tmp: &tempfile::NamedTempFile, source: std::io::Error) -> ContentError {

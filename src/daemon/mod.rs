@@ -21,7 +21,7 @@ use tokio::signal::unix::{signal, SignalKind};
 
 use crate::catalog::LiveCatalog;
 use crate::config::Config;
-use crate::content::Content;
+use crate::content::{Content, RegistrySettings};
 use crate::fetch::{FetchSettings, Fetcher};
 use crate::fs::LazyFs;
 use crate::publish::directory::Subscriptions;
@@ -73,6 +73,7 @@ pub fn run(req: &MountRequest, config: Config) -> anyhow::Result<()> {
     let fetcher = Fetcher::new(FetchSettings::from_config(&config))?;
     let content = Arc::new(Content::new(store.clone(), fetcher, config.archive_cache)?);
     content.set_publishers(config.publishers.clone());
+    content.set_registry_settings(RegistrySettings::from_config(&config));
     let catalog =
         Arc::new(LiveCatalog::new(&config, store.connect_db()?).context("loading the catalog")?);
     let allow_other = config.allow_other;
@@ -332,6 +333,8 @@ fn reload_config(path: &Path, req: &MountRequest, live: &Live) -> Result<(), Str
     store.set_limits(limits_of(&c));
     live.content.set_publishers(c.publishers.clone());
     let mut outcome = Ok(());
+    live.content
+        .set_registry_settings(RegistrySettings::from_config(&c));
     match Fetcher::new(FetchSettings::from_config(&c)) {
         Ok(f) => live.content.set_fetcher(f),
         Err(e) => {

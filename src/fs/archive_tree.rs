@@ -98,6 +98,16 @@ impl ArchiveTree {
         Ok(member_attr(&m))
     }
 
+    /// Opens regular file `id` of `a` for reading.
+    pub fn open_in(a: Arc<OpenArchive>, id: MemberId) -> Box<dyn OpenFile> {
+        Box::new(MemberFile { archive: a, id })
+    }
+
+    /// The target of symlink `id` of `a`.
+    pub fn readlink_in(a: &OpenArchive, id: MemberId) -> Result<Vec<u8>, NsError> {
+        a.index.readlink(id).map_err(|e| tree_error(a, e))
+    }
+
     /// The archive's own xattrs of a member (`SCHILY.xattr.*`) plus `user.lazycas.*`.
     pub fn xattrs_in(a: &OpenArchive, id: MemberId) -> Result<Xattrs, NsError> {
         let mut v = vec![
@@ -146,12 +156,12 @@ impl Namespace for ArchiveTree {
 
     fn open(&self, key: &Key) -> Result<Box<dyn OpenFile>, NsError> {
         let (archive, id) = self.open_archive(key)?;
-        Ok(Box::new(MemberFile { archive, id }))
+        Ok(ArchiveTree::open_in(archive, id))
     }
 
     fn readlink(&self, key: &Key) -> Result<Vec<u8>, NsError> {
         let (a, id) = self.open_archive(key)?;
-        a.index.readlink(id).map_err(|e| tree_error(&a, e))
+        ArchiveTree::readlink_in(&a, id)
     }
 
     fn xattrs(&self, key: &Key) -> Result<Xattrs, NsError> {
@@ -183,7 +193,8 @@ fn tree_error(a: &OpenArchive, error: ArchiveError) -> NsError {
     }
 }
 
-fn file_type(kind: MemberKind) -> FileType {
+/// The file type of a member kind.
+pub fn file_type(kind: MemberKind) -> FileType {
     match kind {
         MemberKind::File => FileType::RegularFile,
         MemberKind::Dir => FileType::Directory,

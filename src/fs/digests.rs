@@ -77,9 +77,16 @@ impl Namespace for Digests {
             Key::Top => return Ok((Attr::dir(self.started), Ttl::Catalog)),
             other => Digests::digest(other)?,
         };
+        let readers = self.content.blob_readers(d);
         match self.content.held(d)? {
-            Some(info) => Ok((Attr::file(info.size, self.started), Ttl::Immutable)),
-            None => Ok((Attr::file(0, self.started), Ttl::Unsettled)),
+            Some(info) => Ok((
+                Attr::file(info.size, self.started).readable_by(readers),
+                Ttl::Immutable,
+            )),
+            None => Ok((
+                Attr::file(0, self.started).readable_by(readers),
+                Ttl::Unsettled,
+            )),
         }
     }
 

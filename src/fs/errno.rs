@@ -30,7 +30,9 @@ fn of_content(e: &ContentError) -> Errno {
     match e {
         ContentError::Store(s) => of_store(s),
         ContentError::Shared(inner) => of_content(inner),
-        ContentError::Fetch(_)
+        ContentError::Registry(r) if r.is_not_found() => Errno::ENOENT,
+        ContentError::Registry(_)
+        | ContentError::Fetch(_)
         | ContentError::Publish(_)
         | ContentError::WeakMismatch { .. }
         | ContentError::PinConflict { .. }

@@ -9,7 +9,9 @@
 //! node's cached attributes, which may have changed (an archive root's mode and owner).
 //!
 //! The namespaces: [`root`] (top directory), [`catalog_names`] (catalog entries),
-//! [`digests`] (`sha256/`), [`archive_tree`] (archive members), [`sets`] (asset sets). Open files live in
+//! [`digests`] (`sha256/`), [`archive_tree`] (archive members), [`sets`] (asset sets),
+//! [`docker`] (`docker/`, images by reference), [`image_tree`] (members of images' merged root
+//! filesystems) and [`oras`] (`oras/`, SIF artifacts by reference). Open files live in
 //! [`handles`], inode numbers and the kernel's lookup counts in [`inode`].
 
 pub mod archive_tree;
@@ -17,10 +19,13 @@ mod asset_node;
 mod blob_file;
 pub mod catalog_names;
 pub mod digests;
+pub mod docker;
 mod errno;
 mod handles;
+pub mod image_tree;
 pub mod inode;
 pub mod namespace;
+pub mod oras;
 pub mod root;
 pub mod sets;
 
@@ -69,7 +74,16 @@ impl LazyFs {
         let digests = digests::Digests::new(catalog.clone(), content.clone());
         let sets = sets::Sets::new(catalog.clone(), content.clone(), tree.clone());
         let names = catalog_names::CatalogNames::new(catalog, content.clone(), tree, sets);
-        let root = root::Root::new(vec![("sha256", digests.top())], names);
+        let docker =
+            docker::Docker::new(content.clone(), image_tree::ImageTree::new(content.clone()));
+        let root = root::Root::new(
+            vec![
+                ("sha256", digests.top()),
+                ("docker", docker.top()),
+                ("oras", oras::Oras::new(content.clone()).top()),
+            ],
+            names,
+        );
         LazyFs {
             inner: Arc::new(Dispatch {
                 inodes: Inodes::new(root.top()),

@@ -19,7 +19,7 @@ use fuser::FileType;
 
 use crate::archive::{ArchiveError, MemberId};
 use crate::catalog::CatalogError;
-use crate::content::ContentError;
+use crate::content::{ContentError, Readers};
 use crate::digest::Digest;
 use crate::store::BlobRead;
 
@@ -122,6 +122,23 @@ impl Attr {
             gid,
             rdev: 0,
             mtime,
+        }
+    }
+
+    /// These attributes with the permissions `readers` allows: the owner's bits only, or the
+    /// owner's and the group's with the group set (private registry content).
+    pub fn readable_by(self, readers: Readers) -> Attr {
+        match readers {
+            Readers::Everyone => self,
+            Readers::Owner => Attr {
+                perm: self.perm & 0o700,
+                ..self
+            },
+            Readers::Group(gid) => Attr {
+                perm: self.perm & 0o750,
+                gid,
+                ..self
+            },
         }
     }
 

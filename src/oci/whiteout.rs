@@ -101,12 +101,11 @@ impl LayerTree for ArchiveIndex {
                 return Ok(out);
             };
             offset = last.offset;
-            // The index does not record which directories were implied; all count as listed.
             out.extend(batch.into_iter().map(|e| LayerEntry {
                 name: e.name,
                 member: e.member.id,
                 kind: e.member.kind,
-                listed: true,
+                listed: !e.member.implied,
             }));
         }
     }

@@ -94,6 +94,10 @@ pub async fn resolve(
     location: &Location,
 ) -> Result<Resolved, PublishError> {
     match location {
+        Location::Registry { .. } => Err(PublishError::Config {
+            reference: location.describe(),
+            message: "a registry blob is fetched by the registry client, not a publisher".into(),
+        }),
         Location::Http { urls } => Ok(Resolved {
             urls: urls.clone(),
             headers: HeaderMap::new(),

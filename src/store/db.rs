@@ -168,6 +168,20 @@ pub fn reference(
     })
 }
 
+/// What a reference resolved to, and when (unix seconds).
+pub fn reference_resolved_at(
+    conn: &Connection,
+    reference: &str,
+) -> rusqlite::Result<Option<(Digest, i64)>> {
+    conn.query_row(
+        "SELECT digest, resolved_at FROM refs WHERE reference = ?1",
+        [reference],
+        |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)),
+    )
+    .optional()
+    .map(|o| o.and_then(|(hex, at)| Digest::parse(&hex).ok().map(|d| (d, at))))
+}
+
 /// Records what a reference resolved to.
 pub fn set_reference(
     conn: &Connection,

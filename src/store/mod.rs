@@ -258,6 +258,14 @@ impl Store {
         self.with_db(|c| db::reference(c, reference))
     }
 
+    /// What `reference` (an image tag) resolved to before, and when (unix seconds).
+    pub fn reference_resolved_at(
+        &self,
+        reference: &str,
+    ) -> Result<Option<(Digest, i64)>, StoreError> {
+        self.with_db(|c| db::reference_resolved_at(c, reference))
+    }
+
     /// Remembers that `reference` resolved to `info` (pins an unpinned URL).
     pub fn record_reference(&self, reference: &str, info: &BlobInfo) -> Result<(), StoreError> {
         self.with_db(|c| db::set_reference(c, reference, &info.digest, Some(info.size), now_secs()))
