@@ -473,28 +473,23 @@ impl Config {
 
 fn check_asset(a: RawAsset, allow_unpinned: bool) -> Result<AssetConfig, (&'static str, String)> {
     check_name(&a.name).map_err(|m| ("name", m))?;
-    let (location, pins) = crate::publish::parse_reference(&a.url).map_err(|m| ("url", m))?;
-    let sha256 = match (&a.sha256, pins.sha256) {
-        (Some(s), frag) => {
-            let d = Digest::parse(s).map_err(|e| ("sha256", e.to_string()))?;
-            if frag.is_some_and(|f| f != d) {
-                return Err(("sha256", "differs from the sha256 in the url".into()));
-            }
-            Some(d)
-        }
-        (None, frag) => frag,
-    };
-    let weak = weak_pin(a.md5.as_deref(), a.sha1.as_deref(), pins.weak)?;
-    let resolved_by_publisher = !matches!(location, Location::Http { .. });
-    if sha256.is_none() && weak.is_none() && !resolved_by_publisher && !allow_unpinned {
-        return Err((
-            "sha256",
-            format!(
-                "missing for {:?}: pin a digest (or md5/sha1) or set allow_unpinned = true",
-                a.name
-            ),
-        ));
-    }
+    let Reference {
+        location,
+        sha256,
+        weak,
+    } = check_reference(
+        &a.url,
+        PinFields {
+            sha256: a.sha256.as_deref(),
+            md5: a.md5.as_deref(),
+            sha1: a.sha1.as_deref(),
+        },
+        allow_unpinned,
+    )
+    .map_err(|(field, m)| match field {
+        "sha256" if m.starts_with("missing") => (field, format!("{m} (for {:?})", a.name)),
+        _ => (field, m),
+    })?;
     let mirrors = a
         .mirrors
         .iter()
@@ -543,6 +538,62 @@ fn check_directory(d: RawDirectory) -> Result<DirectoryConfig, (&'static str, St
         name,
         refresh_secs,
         allow_unpinned: d.allow_unpinned,
+    })
+}
+
+/// The pin fields beside a `url` (`[[asset]]`, set members).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PinFields<'a> {
+    /// `sha256 = "<hex>"`.
+    pub sha256: Option<&'a str>,
+    /// `md5 = "<hex>"` (weak).
+    pub md5: Option<&'a str>,
+    /// `sha1 = "<hex>"` (weak).
+    pub sha1: Option<&'a str>,
+}
+
+/// A checked reference and its pins.
+#[derive(Debug, Clone)]
+pub struct Reference {
+    /// Where the bytes are.
+    pub location: Location,
+    /// The pinned sha256.
+    pub sha256: Option<Digest>,
+    /// A publisher's weak checksum.
+    pub weak: Option<WeakPin>,
+}
+
+/// Parses a reference (`url`) with its pin fields: the location, the sha256 (from the field or
+/// the url's `#sha256=`, which must agree) and the one weak pin. Refuses an http(s) url with no
+/// pin at all unless `allow_unpinned` (a library or shub reference is pinned by its publisher).
+pub fn check_reference(
+    url: &str,
+    pins: PinFields<'_>,
+    allow_unpinned: bool,
+) -> Result<Reference, (&'static str, String)> {
+    let (location, in_url) = crate::publish::parse_reference(url).map_err(|m| ("url", m))?;
+    let sha256 = match (pins.sha256, in_url.sha256) {
+        (Some(s), frag) => {
+            let d = Digest::parse(s).map_err(|e| ("sha256", e.to_string()))?;
+            if frag.is_some_and(|f| f != d) {
+                return Err(("sha256", "differs from the sha256 in the url".into()));
+            }
+            Some(d)
+        }
+        (None, frag) => frag,
+    };
+    let weak = weak_pin(pins.md5, pins.sha1, in_url.weak)?;
+    let by_publisher = !matches!(location, Location::Http { .. });
+    if sha256.is_none() && weak.is_none() && !by_publisher && !allow_unpinned {
+        return Err((
+            "sha256",
+            "missing: pin a sha256 (or md5/sha1) or set allow_unpinned = true".into(),
+        ));
+    }
+    Ok(Reference {
+        location,
+        sha256,
+        weak,
     })
 }
 

@@ -11,8 +11,7 @@
 use rusqlite::{params, Connection};
 use serde::{Deserialize, Serialize};
 
-use crate::config::{check_name, weak_pin, AssetConfig, AssetKind};
-use crate::digest::Digest;
+use crate::config::{check_name, check_reference, AssetConfig, AssetKind, PinFields, Reference};
 use crate::source::{Location, Source};
 
 /// How a set's members are arranged.
@@ -196,28 +195,22 @@ fn check_member(
     if raw.url.starts_with("docker://") {
         return Err((
             "url",
-            "docker:// members need the OCI registry support, which is not there yet".into(),
+            "docker:// images are not set members yet; use the image's docker/ path".into(),
         ));
     }
-    let (location, pins) = crate::publish::parse_reference(&raw.url).map_err(|m| ("url", m))?;
-    let sha256 = match (&raw.sha256, pins.sha256) {
-        (Some(s), frag) => {
-            let d = Digest::parse(s).map_err(|e| ("sha256", e.to_string()))?;
-            if frag.is_some_and(|f| f != d) {
-                return Err(("sha256", "differs from the sha256 in the url".into()));
-            }
-            Some(d)
-        }
-        (None, frag) => frag,
-    };
-    let weak = weak_pin(raw.md5.as_deref(), raw.sha1.as_deref(), pins.weak)?;
-    let by_publisher = !matches!(location, Location::Http { .. });
-    if sha256.is_none() && weak.is_none() && !by_publisher && !allow_unpinned {
-        return Err((
-            "sha256",
-            "missing: pin a sha256 (or md5/sha1) or set allow_unpinned = true".into(),
-        ));
-    }
+    let Reference {
+        location,
+        sha256,
+        weak,
+    } = check_reference(
+        &raw.url,
+        PinFields {
+            sha256: raw.sha256.as_deref(),
+            md5: raw.md5.as_deref(),
+            sha1: raw.sha1.as_deref(),
+        },
+        allow_unpinned,
+    )?;
     let image_name = match (&raw.file_name, role) {
         (Some(n), _) => n.clone(),
         (None, Role::Image) => default_image_name(&location),

@@ -470,26 +470,10 @@ impl Content {
     /// Asks the registry what tag `r` names now; keeps the manifest and records the tag.
     async fn fetch_tag(&self, r: &ImageReference) -> Result<Digest, ContentError> {
         let label = r.to_string();
-        let tag = r.manifest_reference();
-        let doc = self
-            .registry_get(
-                Repository::of(r),
-                &format!("manifests/{tag}"),
-                &label,
-                Some(MANIFEST_ACCEPT),
-                MAX_MANIFEST_BYTES,
-            )
+        // A tag pins nothing: the registry's Docker-Content-Digest is what the bytes must be.
+        let (manifest, info) = self
+            .fetch_manifest(r, &r.manifest_reference(), None)
             .await?;
-        check_status(&doc, &label)?;
-        let served = doc
-            .header("docker-content-digest")
-            .and_then(|h| Digest::parse(h.trim()).ok());
-        let manifest = parse_manifest(doc.content_type().unwrap_or(""), &doc.body, served.as_ref())
-            .map_err(|source| RegistryError::Manifest {
-                label: label.clone(),
-                source,
-            })?;
-        let info = self.keep_document(&doc.body)?;
         self.store.record_reference(&label, &info)?;
         tracing::info!("resolved {label} to {}", manifest.digest);
         Ok(manifest.digest)
@@ -510,20 +494,41 @@ impl Content {
             return parse_manifest(stored_manifest_type(&bytes), &bytes, Some(d))
                 .map_err(|e| manifest_error(e).into());
         }
+        let (manifest, _) = self.fetch_manifest(r, &d.to_string(), Some(d)).await?;
+        Ok(manifest)
+    }
+
+    /// GETs manifest `reference` (a tag or a digest) of `r`'s repository, verifies it against
+    /// `expected` (else the registry's `Docker-Content-Digest`, when it sends one) and keeps it
+    /// in the store.
+    async fn fetch_manifest(
+        &self,
+        r: &ImageReference,
+        reference: &str,
+        expected: Option<&Digest>,
+    ) -> Result<(ParsedManifest, BlobInfo), ContentError> {
+        let label = r.to_string();
         let doc = self
             .registry_get(
                 Repository::of(r),
-                &format!("manifests/{d}"),
+                &format!("manifests/{reference}"),
                 &label,
                 Some(MANIFEST_ACCEPT),
                 MAX_MANIFEST_BYTES,
             )
             .await?;
         check_status(&doc, &label)?;
-        let manifest = parse_manifest(doc.content_type().unwrap_or(""), &doc.body, Some(d))
-            .map_err(manifest_error)?;
-        self.keep_document(&doc.body)?;
-        Ok(manifest)
+        let served = doc
+            .header("docker-content-digest")
+            .and_then(|h| Digest::parse(h.trim()).ok());
+        let manifest = parse_manifest(
+            doc.content_type().unwrap_or(""),
+            &doc.body,
+            expected.or(served.as_ref()),
+        )
+        .map_err(|source| RegistryError::Manifest { label, source })?;
+        let info = self.keep_document(&doc.body)?;
+        Ok((manifest, info))
     }
 
     /// A small blob (the image config) of `r`'s repository: from the store, else fetched and
@@ -562,22 +567,12 @@ impl Content {
             Some(info) if info.size <= max as u64 => {
                 let blob = self.open_blob(d)?;
                 let mut buf = vec![0u8; info.size as usize];
-                let mut filled = 0;
-                while filled < buf.len() {
-                    let n = blob
-                        .read_at(filled as u64, &mut buf[filled..])
-                        .map_err(|source| {
-                            ContentError::Store(crate::store::StoreError::Io {
-                                path: self.store.blob_path(d),
-                                source,
-                            })
-                        })?;
-                    if n == 0 {
-                        break;
-                    }
-                    filled += n;
-                }
-                buf.truncate(filled);
+                blob.read_exact_at(0, &mut buf).map_err(|source| {
+                    ContentError::Store(crate::store::StoreError::Io {
+                        path: self.store.blob_path(d),
+                        source,
+                    })
+                })?;
                 Ok(Some(Bytes::from(buf)))
             }
             _ => Ok(None),

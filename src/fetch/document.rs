@@ -79,11 +79,7 @@ impl Fetcher {
                     Ok(doc) => return Ok(doc),
                     Err(e) => {
                         tracing::warn!("{e}");
-                        let proxy_down = matches!(route, Route::Proxy(_))
-                            && matches!(
-                                e,
-                                FetchError::Timeout { .. } | FetchError::Unreachable { .. }
-                            );
+                        let proxy_down = e.is_proxy_down(&route);
                         last = e;
                         if !proxy_down {
                             break;

@@ -180,6 +180,16 @@ impl FetchError {
     pub fn is_mismatch(&self) -> bool {
         matches!(self, FetchError::Mismatch { .. })
     }
+
+    /// True when `route` is a proxy that could not be reached or did not answer: another
+    /// member of its group is tried (the origin itself is not to blame).
+    pub fn is_proxy_down(&self, route: &Route) -> bool {
+        matches!(route, Route::Proxy(_))
+            && matches!(
+                self,
+                FetchError::Timeout { .. } | FetchError::Unreachable { .. }
+            )
+    }
 }
 
 /// The HTTP client side of lazycas: one per daemon or CLI run.
@@ -262,11 +272,7 @@ impl Fetcher {
                         Err(e @ FetchError::Sink { .. }) => return Err(e),
                         Err(e) => e,
                     };
-                    let proxy_down = matches!(route, Route::Proxy(_))
-                        && matches!(
-                            e,
-                            FetchError::Timeout { .. } | FetchError::Unreachable { .. }
-                        );
+                    let proxy_down = e.is_proxy_down(&route);
                     if e.is_mismatch() {
                         tracing::error!("{e}");
                         no_cache = true;

@@ -70,11 +70,7 @@ impl Fetcher {
                     Err(e @ FetchError::Sink { .. }) => return Err(e),
                     Err(e) => e,
                 };
-                let proxy_down = matches!(route, Route::Proxy(_))
-                    && matches!(
-                        e,
-                        FetchError::Timeout { .. } | FetchError::Unreachable { .. }
-                    );
+                let proxy_down = e.is_proxy_down(&route);
                 last = e;
                 if !proxy_down {
                     break;

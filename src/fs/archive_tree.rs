@@ -32,11 +32,7 @@ impl ArchiveTree {
     }
 
     fn node(&self, a: &OpenArchive, id: MemberId) -> NodeRef {
-        let me: Arc<dyn Namespace> = self.me.upgrade().expect("a namespace outlives its calls");
-        NodeRef {
-            ns: me,
-            key: Key::Member(a.digest, id),
-        }
+        NodeRef::of(&self.me, Key::Member(a.digest, id))
     }
 
     fn open_archive(&self, key: &Key) -> Result<(Arc<OpenArchive>, MemberId), NsError> {

@@ -53,11 +53,7 @@ impl CatalogNames {
 
     /// The node of catalog path `path`.
     pub fn node(&self, path: &str) -> NodeRef {
-        let me: Arc<dyn Namespace> = self.me.upgrade().expect("a namespace outlives its calls");
-        NodeRef {
-            ns: me,
-            key: Key::Path(path.into()),
-        }
+        NodeRef::of(&self.me, Key::Path(path.into()))
     }
 
     fn entry(&self, key: &Key) -> Result<catalog::Entry, NsError> {

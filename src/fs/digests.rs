@@ -40,8 +40,7 @@ impl Digests {
     }
 
     fn node(&self, key: Key) -> NodeRef {
-        let me: Arc<dyn Namespace> = self.me.upgrade().expect("a namespace outlives its calls");
-        NodeRef { ns: me, key }
+        NodeRef::of(&self.me, key)
     }
 
     fn digest(key: &Key) -> Result<&Digest, NsError> {

@@ -79,8 +79,7 @@ impl Docker {
     }
 
     fn node(&self, key: Key) -> NodeRef {
-        let me: Arc<dyn Namespace> = self.me.upgrade().expect("a namespace outlives its calls");
-        NodeRef { ns: me, key }
+        NodeRef::of(&self.me, key)
     }
 
     fn path_node(&self, path: &str) -> NodeRef {

@@ -30,11 +30,10 @@ impl ImageTree {
     }
 
     fn node(&self, image: &OpenImage, id: NodeId) -> NodeRef {
-        let me: Arc<dyn Namespace> = self.me.upgrade().expect("a namespace outlives its calls");
-        NodeRef {
-            ns: me,
-            key: Key::Member(image.digest, MemberId(u64::from(id.0))),
-        }
+        NodeRef::of(
+            &self.me,
+            Key::Member(image.digest, MemberId(u64::from(id.0))),
+        )
     }
 
     fn open_image(&self, key: &Key) -> Result<(Arc<OpenImage>, NodeId), NsError> {

@@ -12,7 +12,7 @@
 use std::future::Future;
 use std::hash::{Hash, Hasher};
 use std::pin::Pin;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, SystemTime};
 
 use fuser::FileType;
@@ -47,6 +47,13 @@ pub struct NodeRef {
 }
 
 impl NodeRef {
+    /// `key` in the namespace `me` points to: each namespace keeps a `Weak` of itself (made
+    /// with `Arc::new_cyclic`) to hand out its own nodes.
+    pub fn of<N: Namespace>(me: &Weak<N>, key: Key) -> NodeRef {
+        let ns: Arc<dyn Namespace> = me.upgrade().expect("a namespace outlives its calls");
+        NodeRef { ns, key }
+    }
+
     /// `key` in `ns`.
     pub fn new(ns: &Arc<dyn Namespace>, key: Key) -> NodeRef {
         NodeRef {

@@ -56,8 +56,7 @@ impl Oras {
     }
 
     fn node(&self, key: Key) -> NodeRef {
-        let me: Arc<dyn Namespace> = self.me.upgrade().expect("a namespace outlives its calls");
-        NodeRef { ns: me, key }
+        NodeRef::of(&self.me, key)
     }
 
     fn place(key: &Key) -> Result<Place<'_>, NsError> {

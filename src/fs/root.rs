@@ -33,11 +33,7 @@ impl Root {
 
     /// The node of the mount root (inode 1).
     pub fn top(&self) -> NodeRef {
-        let me: Arc<dyn Namespace> = self.me.upgrade().expect("a namespace outlives its calls");
-        NodeRef {
-            ns: me,
-            key: Key::Top,
-        }
+        NodeRef::of(&self.me, Key::Top)
     }
 }
 

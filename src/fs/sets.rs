@@ -63,11 +63,7 @@ impl Sets {
     }
 
     fn node(&self, set: &str, rel: &str) -> NodeRef {
-        let me: Arc<dyn Namespace> = self.me.upgrade().expect("a namespace outlives its calls");
-        NodeRef {
-            ns: me,
-            key: Key::Path(format!("{set}{SEPARATOR}{rel}").into()),
-        }
+        NodeRef::of(&self.me, Key::Path(format!("{set}{SEPARATOR}{rel}").into()))
     }
 
     /// The set and the path inside it that `key` names.
