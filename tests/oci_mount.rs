@@ -5,20 +5,19 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
 use common::lazycas::tail;
-use common::oci_images::{build_rich_image, umoci, walk_rootfs, FsEntry, OciLayout, Push};
+use common::oci_images::{
+    assert_same_tree, build_rich_image, umoci, walk_rootfs, Listing, OciLayout, Push,
+};
 use common::process::{require_program, with_deadline};
 use common::registry::Registry;
 use common::token_server::{LoopbackTokenServer, TokenPolicy};
 use common::*;
-
-type Listing = BTreeMap<String, (FsEntry, u64)>;
 
 /// A node whose config trusts `registry` over plain http, with `tag_ttl_secs`.
 fn node_for(registry: &str, tag_ttl_secs: u64) -> Lazycas {
@@ -48,25 +47,6 @@ fn comparable(m: &Listing) -> Listing {
     m.iter()
         .map(|(p, (e, n))| (p.clone(), (e.clone(), if e.kind == 'd' { 0 } else { *n })))
         .collect()
-}
-
-fn assert_same_tree(what: &str, got: &Listing, want: &Listing) {
-    let mut diffs = Vec::new();
-    for (path, w) in want {
-        match got.get(path) {
-            None => diffs.push(format!("missing {path}: {w:?}")),
-            Some(g) if g != w => diffs.push(format!("{path}: got {g:?}, want {w:?}")),
-            Some(_) => {}
-        }
-    }
-    for path in got.keys().filter(|p| !want.contains_key(*p)) {
-        diffs.push(format!("extra {path}: {:?}", got[path]));
-    }
-    assert!(
-        diffs.is_empty(),
-        "{what} differs from umoci unpack:\n{}",
-        diffs.join("\n")
-    );
 }
 
 /// The mounted rootfs equals umoci's: types, modes, owners, sizes, link targets, mtimes (those of

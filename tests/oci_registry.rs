@@ -14,7 +14,9 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use common::oci_images::{build_rich_image, walk_rootfs, FsEntry, OciLayout, Push};
+use common::oci_images::{
+    assert_same_tree, build_rich_image, walk_rootfs, FsEntry, OciLayout, Push,
+};
 use common::process::{require_program, run};
 use common::registry::Registry;
 use common::sha256_hex;
@@ -528,31 +530,6 @@ fn flatten(
             (path, (describe(id), u64::from(node.nlink)))
         })
         .collect()
-}
-
-/// Compares two listings, ignoring directory link counts (umoci and the tree count alike, but a
-/// mismatch there would hide the interesting ones) and reporting every difference.
-fn assert_same_tree(
-    what: &str,
-    got: &BTreeMap<String, (FsEntry, u64)>,
-    want: &BTreeMap<String, (FsEntry, u64)>,
-) {
-    let mut diffs = Vec::new();
-    for (path, w) in want {
-        match got.get(path) {
-            None => diffs.push(format!("missing {path}: {w:?}")),
-            Some(g) if g != w => diffs.push(format!("{path}: got {g:?}, want {w:?}")),
-            Some(_) => {}
-        }
-    }
-    for path in got.keys().filter(|p| !want.contains_key(*p)) {
-        diffs.push(format!("extra {path}: {:?}", got[path]));
-    }
-    assert!(
-        diffs.is_empty(),
-        "{what} differs from umoci unpack:\n{}",
-        diffs.join("\n")
-    );
 }
 
 #[test]

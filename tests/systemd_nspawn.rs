@@ -149,6 +149,25 @@ impl Node {
 
     /// Checks the journal has no trace of a second unmount attempt after an outside unmount.
     #[track_caller]
+    /// Starts the unit, opens `asset` on the mount, unmounts lazily from outside and waits
+    /// until the daemon says it noticed; returns the open file.
+    fn start_and_detach_holding(&self, asset: &str) -> fs::File {
+        self.start();
+        let held = fs::File::open(self.asset_path(asset)).expect("open a file on the mount");
+        self.container
+            .run(&["umount", "-l", MOUNTPOINT])
+            .assert_success();
+        assert!(
+            wait_until(UNIT_TIMEOUT, || self
+                .property("StatusText")
+                .contains("unmounted from outside")),
+            "the daemon did not notice the lazy unmount: STATUS={}\n{}",
+            self.property("StatusText"),
+            self.journal()
+        );
+        held
+    }
+
     fn assert_no_unmount_errors(&self) {
         let journal = self.journal();
         for bad in ["could not detach", "Unmount failed", "detaching it"] {
@@ -305,19 +324,7 @@ fn systemd_restarts_a_killed_daemon_and_an_outside_unmount_ends_it() {
     assert_eq!(node.mounts(), 0);
     node.assert_no_unmount_errors();
 
-    node.start();
-    let held = fs::File::open(node.asset_path("sd/kill")).expect("open a file on the mount");
-    node.container
-        .run(&["umount", "-l", MOUNTPOINT])
-        .assert_success();
-    assert!(
-        wait_until(UNIT_TIMEOUT, || node
-            .property("StatusText")
-            .contains("unmounted from outside")),
-        "the daemon did not notice the lazy unmount: STATUS={}\n{}",
-        node.property("StatusText"),
-        node.journal()
-    );
+    let held = node.start_and_detach_holding("sd/kill");
     assert_eq!(
         node.property("ActiveState"),
         "active",
@@ -331,18 +338,7 @@ fn systemd_restarts_a_killed_daemon_and_an_outside_unmount_ends_it() {
     node.assert_no_unmount_errors();
 
     // Stopped while detached but busy: nothing is left to unmount, and no attempt is made.
-    node.start();
-    let held = fs::File::open(node.asset_path("sd/kill")).expect("open a file on the mount");
-    node.container
-        .run(&["umount", "-l", MOUNTPOINT])
-        .assert_success();
-    assert!(
-        wait_until(UNIT_TIMEOUT, || node
-            .property("StatusText")
-            .contains("unmounted from outside")),
-        "the daemon did not notice the lazy unmount\n{}",
-        node.journal()
-    );
+    let held = node.start_and_detach_holding("sd/kill");
     let asked = Instant::now();
     let out = node.systemctl(&["stop", "lazycas"]);
     assert!(out.success(), "systemctl stop: {out}\n{}", node.journal());

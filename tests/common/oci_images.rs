@@ -453,3 +453,27 @@ pub fn walk_rootfs(root: &Path) -> BTreeMap<String, (FsEntry, u64)> {
     }
     out
 }
+
+/// A rootfs listing: path → (entry, file link count), as `walk_rootfs` gives it.
+pub type Listing = std::collections::BTreeMap<String, (FsEntry, u64)>;
+
+/// Asserts two listings are equal, reporting every missing, extra and different path.
+#[track_caller]
+pub fn assert_same_tree(what: &str, got: &Listing, want: &Listing) {
+    let mut diffs = Vec::new();
+    for (path, w) in want {
+        match got.get(path) {
+            None => diffs.push(format!("missing {path}: {w:?}")),
+            Some(g) if g != w => diffs.push(format!("{path}: got {g:?}, want {w:?}")),
+            Some(_) => {}
+        }
+    }
+    for path in got.keys().filter(|p| !want.contains_key(*p)) {
+        diffs.push(format!("extra {path}: {:?}", got[path]));
+    }
+    assert!(
+        diffs.is_empty(),
+        "{what} differs from umoci unpack:\n{}",
+        diffs.join("\n")
+    );
+}
