@@ -10,18 +10,17 @@
 //! under a tag answer with a short TTL while the members (by manifest digest) are immutable.
 //! Listing `docker/` and the directories below it shows the images resolved so far.
 
-use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Weak};
-use std::time::{Instant, SystemTime};
+use std::time::SystemTime;
 
 use fuser::FileType;
-use parking_lot::Mutex;
 
 use super::blob_file;
 use super::image_tree::ImageTree;
 use super::namespace::{
     Attr, DirEntry, Entry, Key, Namespace, Need, NodeRef, NsError, OpenFile, Ttl, Wait, Xattrs,
 };
+use super::resolutions::Resolutions;
 use crate::content::{Content, ResolvedImage};
 use crate::digest::Digest;
 use crate::oci::reference::{is_path_component, ImageReference};
@@ -56,7 +55,7 @@ pub struct Docker {
     content: Arc<Content>,
     images: Arc<ImageTree>,
     /// Image directory path → what it resolved to, and when.
-    resolved: Mutex<HashMap<String, (Arc<ResolvedImage>, Instant)>>,
+    resolved: Arc<Resolutions>,
     started: SystemTime,
     me: Weak<Docker>,
 }
@@ -67,7 +66,7 @@ impl Docker {
         Arc::new_cyclic(|me| Docker {
             content,
             images,
-            resolved: Mutex::new(HashMap::new()),
+            resolved: Arc::default(),
             started: SystemTime::now(),
             me: me.clone(),
         })
@@ -110,32 +109,23 @@ impl Docker {
 
     /// What image directory `root` resolved to, if that is still current.
     fn current(&self, root: &str, reference: &ImageReference) -> Option<Arc<ResolvedImage>> {
-        let resolved = self.resolved.lock();
-        let (image, at) = resolved.get(root)?;
-        let fresh = reference.digest().is_some() || at.elapsed() < self.content.tag_ttl();
-        fresh.then(|| image.clone())
+        self.resolved
+            .current(root, reference, self.content.tag_ttl())
     }
 
     /// What `root` resolved to last, however old (for attributes between resolutions).
     fn last(&self, root: &str) -> Option<Arc<ResolvedImage>> {
-        self.resolved
-            .lock()
-            .get(root)
-            .map(|(image, _)| image.clone())
+        self.resolved.last(root)
     }
 
     /// The wait that resolves `root` (and opens its image when `open` is set).
     fn resolve(&self, root: &str, reference: ImageReference, open: bool) -> Wait {
-        let me = self.me.clone();
+        let resolved = self.resolved.clone();
         let content = self.content.clone();
         let root = root.to_string();
         Box::pin(async move {
             let image = content.resolve_image(&reference).await?;
-            if let Some(me) = me.upgrade() {
-                me.resolved
-                    .lock()
-                    .insert(root, (image.clone(), Instant::now()));
-            }
+            resolved.record(root, image.clone());
             if open {
                 content.open_image(&image).await?;
             }
@@ -161,7 +151,7 @@ impl Docker {
 
     /// The names under directory `prefix` (empty: `docker/` itself) of the images resolved.
     fn listed_under(&self, prefix: &str) -> Vec<String> {
-        names_under(self.resolved.lock().keys(), prefix)
+        self.resolved.names_under(prefix)
     }
 }
 
@@ -176,24 +166,6 @@ pub(super) fn image_root_end(path: &str) -> Option<usize> {
         }
     }
     None
-}
-
-/// The next component below `prefix` (empty: the top) of each of `roots`, sorted, once each.
-pub(super) fn names_under<'a>(
-    roots: impl Iterator<Item = &'a String>,
-    prefix: &str,
-) -> Vec<String> {
-    let names: BTreeSet<String> = roots
-        .filter_map(|root| {
-            let rest = if prefix.is_empty() {
-                root.as_str()
-            } else {
-                root.strip_prefix(prefix)?.strip_prefix('/')?
-            };
-            rest.split('/').next().map(str::to_string)
-        })
-        .collect();
-    names.into_iter().collect()
 }
 
 /// True for a name a registry or repository directory may have.

@@ -26,6 +26,7 @@ pub mod image_tree;
 pub mod inode;
 pub mod namespace;
 pub mod oras;
+mod resolutions;
 pub mod root;
 pub mod sets;
 

@@ -6,18 +6,17 @@
 //! blob). Intermediate components are directories accepted lazily, as under `docker/`; a tag is
 //! resolved again after `tag_ttl_secs`. The size shows once the manifest has been read.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Weak};
-use std::time::{Instant, SystemTime};
+use std::time::SystemTime;
 
 use fuser::FileType;
-use parking_lot::Mutex;
 
 use super::blob_file;
-use super::docker::{image_root_end, is_dir_name, names_under};
+use super::docker::{image_root_end, is_dir_name};
 use super::namespace::{
     Attr, DirEntry, Entry, Key, Namespace, Need, NodeRef, NsError, OpenFile, Ttl, Wait, Xattrs,
 };
+use super::resolutions::Resolutions;
 use crate::content::{Content, ResolvedImage};
 use crate::oci::reference::ImageReference;
 
@@ -34,7 +33,7 @@ enum Place<'a> {
 pub struct Oras {
     content: Arc<Content>,
     /// Artifact path → what it resolved to, and when.
-    resolved: Mutex<HashMap<String, (Arc<ResolvedImage>, Instant)>>,
+    resolved: Arc<Resolutions>,
     started: SystemTime,
     me: Weak<Oras>,
 }
@@ -44,7 +43,7 @@ impl Oras {
     pub fn new(content: Arc<Content>) -> Arc<Oras> {
         Arc::new_cyclic(|me| Oras {
             content,
-            resolved: Mutex::new(HashMap::new()),
+            resolved: Arc::default(),
             started: SystemTime::now(),
             me: me.clone(),
         })
@@ -78,33 +77,25 @@ impl Oras {
 
     /// What artifact `path` resolved to, if still current and its SIF blob is held.
     fn ready(&self, path: &str, reference: &ImageReference) -> bool {
-        let resolved = self.resolved.lock();
-        let Some((image, at)) = resolved.get(path) else {
+        let ttl = self.content.tag_ttl();
+        let Some(image) = self.resolved.current(path, reference, ttl) else {
             return false;
         };
-        let fresh = reference.digest().is_some() || at.elapsed() < self.content.tag_ttl();
-        fresh && matches!(self.content.local(&image.layer_source(0)), Ok(Some(_)))
+        matches!(self.content.local(&image.layer_source(0)), Ok(Some(_)))
     }
 
     fn last(&self, path: &str) -> Option<Arc<ResolvedImage>> {
-        self.resolved
-            .lock()
-            .get(path)
-            .map(|(image, _)| image.clone())
+        self.resolved.last(path)
     }
 
     /// Resolves `path` and fetches its SIF layer.
     fn fetch(&self, path: &str, reference: ImageReference) -> Wait {
-        let me = self.me.clone();
+        let resolved = self.resolved.clone();
         let content = self.content.clone();
         let path = path.to_string();
         Box::pin(async move {
             let image = content.resolve_image(&reference).await?;
-            if let Some(me) = me.upgrade() {
-                me.resolved
-                    .lock()
-                    .insert(path, (image.clone(), Instant::now()));
-            }
+            resolved.record(path, image.clone());
             content
                 .ensure_blob(&image.layer_source(0), None, &|_| {})
                 .await?;
@@ -178,7 +169,7 @@ impl Namespace for Oras {
             Place::Dir(p) => p.to_string(),
             Place::Artifact(..) => return Err(NsError::NotDir),
         };
-        let names = names_under(self.resolved.lock().keys(), &prefix);
+        let names = self.resolved.names_under(&prefix);
         for (i, name) in names.into_iter().enumerate().skip(after as usize) {
             let path = if prefix.is_empty() {
                 name.clone()
