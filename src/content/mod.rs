@@ -225,6 +225,15 @@ impl Content {
         }
     }
 
+    /// [`Content::local`] for a reader about to use the bytes: a local blob counts as a hit.
+    pub fn local_hit(&self, src: &Source) -> Result<Option<BlobInfo>, ContentError> {
+        let held = self.local(src)?;
+        if held.is_some() {
+            self.store.stats().hit();
+        }
+        Ok(held)
+    }
+
     /// The digest `src` has: pinned, or recorded when its location was first fetched.
     pub fn resolved_digest(&self, src: &Source) -> Result<Option<Digest>, ContentError> {
         if let Some(d) = src.expected {
@@ -306,8 +315,7 @@ impl Content {
         observer: Option<Box<dyn ByteObserver>>,
         progress: Progress<'_>,
     ) -> Result<BlobInfo, Arc<ContentError>> {
-        if let Some(info) = self.local(src).map_err(Arc::new)? {
-            self.store.stats().hit();
+        if let Some(info) = self.local_hit(src).map_err(Arc::new)? {
             return Ok(info);
         }
         let mut observer = observer;

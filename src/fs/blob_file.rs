@@ -12,11 +12,8 @@ use crate::store::BlobRead;
 /// Nothing when `src`'s bytes are local (counted as a hit), else the download to wait for;
 /// for a source with a pinned chunk index, only the index and the image's metadata chunks.
 pub fn prepare_open(content: &Arc<Content>, src: &Source) -> Option<Wait> {
-    match content.local(src) {
-        Ok(Some(_)) => {
-            content.store().stats().hit();
-            None
-        }
+    match content.local_hit(src) {
+        Ok(Some(_)) => None,
         Ok(None) if src.index.is_some() => {
             if content.chunked_ready(src) {
                 return None;
