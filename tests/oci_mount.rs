@@ -575,6 +575,20 @@ fn an_oras_sif_artifact_reads_back_byte_identical() {
         xattr::get_string(&file, "user.lazycas.digest").expect("xattr"),
         format!("sha256:{}", sha256_hex(&want))
     );
+    assert_eq!(
+        xattr::get_string(&file, "user.lazycas.source").expect("xattr"),
+        format!("oras://{host}/sif/app:1.0")
+    );
+    assert_eq!(
+        xattr::get_string(&file, "user.lazycas.cached").expect("xattr"),
+        format!("{0}/{0}", want.len())
+    );
+    let manifest = xattr::get_string(&file, "user.lazycas.manifest").expect("xattr");
+    let (_, served) = curl(
+        &["-H", "Accept: application/vnd.oci.image.manifest.v1+json"],
+        &format!("{}/v2/sif/app/manifests/1.0", reg.base_url()),
+    );
+    assert_eq!(manifest, format!("sha256:{}", sha256_hex(&served)));
     assert_eq!(list_dir(d.path(&format!("oras/{host}/sif"))), ["app:1.0"]);
     // An image is not an artifact: its manifest has no SIF layer.
     let layout = OciLayout::new();
@@ -737,4 +751,265 @@ fn runc_runs_with_the_mounted_rootfs_as_its_root() {
         tail(&d.log(), 20)
     );
     assert_eq!(out.stdout, "hello from the image\n");
+}
+
+/// The hex digests of every blob of the image at `dir` (manifest, config, layers as the
+/// registry serves them, and the config's diff_ids), read through the mount.
+fn image_blob_hexes(dir: &Path) -> Vec<String> {
+    let manifest_bytes = read(dir.join("manifest.json")).expect("manifest.json");
+    let manifest: serde_json::Value = serde_json::from_slice(&manifest_bytes).expect("JSON");
+    let config: serde_json::Value =
+        serde_json::from_slice(&read(dir.join("config.json")).expect("config.json")).expect("JSON");
+    let mut digests = vec![manifest["config"]["digest"]
+        .as_str()
+        .expect("config digest")];
+    for l in manifest["layers"].as_array().expect("layers") {
+        digests.push(l["digest"].as_str().expect("layer digest"));
+    }
+    for d in config["rootfs"]["diff_ids"].as_array().expect("diff_ids") {
+        digests.push(d.as_str().expect("diff_id"));
+    }
+    let mut hexes = vec![sha256_hex(&manifest_bytes)];
+    hexes.extend(
+        digests
+            .into_iter()
+            .map(|d| d.trim_start_matches("sha256:").to_string()),
+    );
+    hexes
+}
+
+/// Pushes a one-layer marker image as `repo` (zstd when asked) and mounts a node for it.
+fn marker_image_in_registry(reg: &Registry, repo: &str, zstd: bool) -> Lazycas {
+    let layout = OciLayout::new();
+    marker_image(&layout, "a", "intact\n");
+    let push = Push {
+        compress_format: zstd.then_some("zstd"),
+        format: zstd.then_some("oci"),
+        ..Push::default()
+    };
+    layout.push("a", &format!("{}/{repo}", reg.host()), &push);
+    node_for(&reg.host(), 300)
+}
+
+#[test]
+fn ls_and_status_show_an_image_under_its_reference() {
+    require_fuse!();
+    let reg = Registry::start();
+    let host = reg.host();
+    let node = marker_image_in_registry(&reg, "test/listed:v1", true);
+    let d = node.mount();
+    let dir = image_dir(&d, &host, "test/listed:v1");
+    assert_reads(dir.join("rootfs/marker"), b"intact\n");
+    let hexes = image_blob_hexes(&dir);
+    let reference = format!("docker://{host}/test/listed:v1");
+    let manifest = format!("sha256:{}", hexes[0]);
+
+    let ls = node.cli(&["ls"]);
+    ls.assert_success();
+    let row = ls
+        .stdout
+        .lines()
+        .find(|l| l.starts_with(&reference))
+        .unwrap_or_else(|| panic!("no row for {reference}:\n{}", ls.stdout));
+    let words: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(words[1], "image", "{row}");
+    assert_eq!(words.last(), Some(&manifest.as_str()), "{row}");
+    assert_eq!(words[2], words[3], "everything is resident: {row}");
+
+    let status = node.cli(&["status", "--json"]);
+    status.assert_success();
+    let doc: serde_json::Value = serde_json::from_str(&status.stdout).expect("status JSON");
+    let images = doc["images"].as_array().expect("images");
+    assert_eq!(images.len(), 1, "{doc}");
+    let image = &images[0];
+    assert_eq!(image["reference"], reference.as_str());
+    assert_eq!(image["manifest"], manifest.as_str());
+    let roles: Vec<&str> = image["blobs"]
+        .as_array()
+        .expect("blobs")
+        .iter()
+        .filter_map(|b| b["role"].as_str())
+        .collect();
+    assert_eq!(roles, ["manifest", "config", "layer", "decoded"]);
+    // manifest, config, the zstd layer and its decoded tar: every one stored, counted once.
+    let held: u64 = hexes
+        .iter()
+        .map(|h| std::fs::metadata(node.blob_path(h)).expect("stored").len())
+        .sum();
+    assert_eq!(image["resident"], held, "{image}");
+    assert_eq!(image["size"], held, "{image}");
+    let text = node.cli(&["status"]);
+    text.assert_success();
+    assert!(
+        text.stdout.contains("images:         1") && text.stdout.contains(&reference),
+        "{}",
+        text.stdout
+    );
+}
+
+#[test]
+fn gc_keeps_an_open_images_blobs_and_collects_them_once_it_is_unused() {
+    require_fuse!();
+    let reg = Registry::start();
+    let host = reg.host();
+    let node = marker_image_in_registry(&reg, "test/collected:v1", true);
+    let mut d = node.mount();
+    let dir = image_dir(&d, &host, "test/collected:v1");
+    assert_reads(dir.join("rootfs/marker"), b"intact\n");
+    let hexes = image_blob_hexes(&dir);
+    let all_stored = |what: &str| {
+        let held = stored(&node);
+        for h in &hexes {
+            assert!(held.contains(h), "{what}: {h} is gone; store: {held:?}");
+        }
+    };
+    all_stored("before gc");
+
+    // In use by the mount: compressed layer, decoded tar, manifest and config all stay.
+    let gc = node.cli(&["gc", "--to", "0"]);
+    gc.assert_success();
+    all_stored("gc while the image is open");
+    assert_reads(
+        dir.join("manifest.json"),
+        &read(dir.join("manifest.json")).expect("read"),
+    );
+    assert_reads(dir.join("rootfs/marker"), b"intact\n");
+
+    // Unused: collectable as usual, and the image record goes with its last blob.
+    d.stop();
+    let gc = node.cli(&["gc", "--to", "0"]);
+    gc.assert_success();
+    let held = stored(&node);
+    for h in &hexes {
+        assert!(!held.contains(h), "{h} kept after the mount stopped");
+    }
+    let reference = format!("docker://{host}/test/collected:v1");
+    assert!(
+        gc.stdout.contains(&format!("forgot {reference}")),
+        "{}",
+        gc.stdout
+    );
+    let ls = node.cli(&["ls"]);
+    assert!(!ls.stdout.contains(&reference), "{}", ls.stdout);
+}
+
+#[test]
+fn gc_keeps_a_pulled_image_and_verify_quarantines_a_bad_layer_naming_the_image() {
+    require_fuse!();
+    let reg = Registry::start();
+    let host = reg.host();
+    let node = marker_image_in_registry(&reg, "test/kept:v1", false);
+    let reference = format!("docker://{host}/test/kept:v1");
+    node.cli(&["pull", &reference]).assert_success();
+    let before = stored(&node);
+    node.cli(&["gc", "--to", "0"]).assert_success();
+    assert_eq!(stored(&node), before, "gc removed blobs of a pulled image");
+    let ls = node.cli(&["ls"]);
+    let row = ls
+        .stdout
+        .lines()
+        .find(|l| l.starts_with(&reference))
+        .unwrap_or_else(|| panic!("no row for {reference}:\n{}", ls.stdout));
+    assert!(row.contains(" pulled "), "{row}");
+
+    let verified = node.cli(&["verify"]);
+    verified.assert_success();
+    assert!(
+        verified.stdout.contains("0 quarantined"),
+        "{}",
+        verified.stdout
+    );
+
+    // A layer rotted on disk: verify finds it and names the image it belonged to.
+    let d = node.mount();
+    let dir = image_dir(&d, &host, "test/kept:v1");
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&read(dir.join("manifest.json")).expect("manifest")).expect("JSON");
+    drop(d);
+    let layer = manifest["layers"][0]["digest"]
+        .as_str()
+        .expect("layer")
+        .to_string();
+    let path = node.blob_path(layer.trim_start_matches("sha256:"));
+    let mut bytes = std::fs::read(&path).expect("stored layer");
+    bytes[0] ^= 0xff;
+    std::fs::write(&path, &bytes).expect("rot the layer");
+    let verified = node.cli(&["verify"]);
+    verified.assert_code(1);
+    assert!(
+        verified.stdout.contains(&format!("quarantined {layer}"))
+            && verified.stdout.contains(&format!("layer of {reference}")),
+        "{}",
+        verified.stdout
+    );
+    assert!(!path.exists());
+
+    // The mount fetches the layer again.
+    let d = node.mount();
+    assert_reads(
+        image_dir(&d, &host, "test/kept:v1").join("rootfs/marker"),
+        b"intact\n",
+    );
+}
+
+#[test]
+fn image_nodes_carry_digest_reference_manifest_and_cached_xattrs() {
+    require_fuse!();
+    let reg = Registry::start();
+    let host = reg.host();
+    let node = marker_image_in_registry(&reg, "test/attrs:v1", false);
+    let d = node.mount();
+    let dir = image_dir(&d, &host, "test/attrs:v1");
+    let manifest_bytes = read(dir.join("manifest.json")).expect("manifest.json");
+    let manifest: serde_json::Value = serde_json::from_slice(&manifest_bytes).expect("JSON");
+    let manifest_digest = format!("sha256:{}", sha256_hex(&manifest_bytes));
+    let config_digest = manifest["config"]["digest"].as_str().expect("config");
+    let config_size = manifest["config"]["size"].as_u64().expect("config size");
+    let layer_size = manifest["layers"][0]["size"].as_u64().expect("layer size");
+    let reference = format!("docker://{host}/test/attrs:v1");
+    let attr = |p: &Path, name: &str| {
+        xattr::get_string(p, &format!("user.lazycas.{name}"))
+            .unwrap_or_else(|e| panic!("{name} of {}: {e}", p.display()))
+    };
+    let image_size = manifest_bytes.len() as u64 + config_size + layer_size;
+    let names = [
+        "user.lazycas.digest",
+        "user.lazycas.source",
+        "user.lazycas.manifest",
+        "user.lazycas.cached",
+    ];
+    for (node_path, digest) in [
+        (dir.clone(), manifest_digest.as_str()),
+        (dir.join("manifest.json"), manifest_digest.as_str()),
+        (dir.join("config.json"), config_digest),
+    ] {
+        xattr::assert_lists(&node_path, &names);
+        assert_eq!(
+            attr(&node_path, "digest"),
+            digest,
+            "{}",
+            node_path.display()
+        );
+        assert_eq!(attr(&node_path, "source"), reference);
+        assert_eq!(attr(&node_path, "manifest"), manifest_digest);
+    }
+    assert_eq!(
+        attr(&dir.join("manifest.json"), "cached"),
+        format!("{0}/{0}", manifest_bytes.len())
+    );
+    // Before rootfs/ is touched only the manifest and config are here.
+    let documents = manifest_bytes.len() as u64 + config_size;
+    assert_eq!(attr(&dir, "cached"), format!("{documents}/{image_size}"));
+    assert_reads(dir.join("rootfs/marker"), b"intact\n");
+    let rootfs = dir.join("rootfs");
+    xattr::assert_lists(&rootfs, &names);
+    assert_eq!(attr(&rootfs, "digest"), manifest_digest);
+    assert_eq!(
+        attr(&rootfs, "cached"),
+        format!("{image_size}/{image_size}")
+    );
+    assert_eq!(attr(&dir, "cached"), format!("{image_size}/{image_size}"));
+    // A member names the layer it comes from.
+    let layer = manifest["layers"][0]["digest"].as_str().expect("layer");
+    assert_eq!(attr(&rootfs.join("marker"), "digest"), layer);
 }

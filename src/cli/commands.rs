@@ -249,7 +249,7 @@ pub fn ls(config: &Config) -> Result<(), Failure> {
                 .unwrap_or_else(|| "(unpinned)".into()),
         );
     }
-    Ok(())
+    super::images::print_ls_rows(&store)
 }
 
 /// `lazycas pull NAME|URL#sha256=…`
@@ -342,6 +342,7 @@ pub fn status(config: &Config, as_json: bool) -> Result<(), Failure> {
                    "size": a.config.size})
         })
         .collect();
+    let images = super::images::image_uses(&store)?;
     let counter = |name: &str| {
         counters
             .iter()
@@ -375,6 +376,7 @@ pub fn status(config: &Config, as_json: bool) -> Result<(), Failure> {
             "free_bytes": crate::store::free_bytes(store.root()),
             "verification_failures": counter("verification_failures"),
             "assets": assets,
+            "images": super::images::status_json(&images),
         });
         println!(
             "{}",
@@ -424,6 +426,7 @@ pub fn status(config: &Config, as_json: bool) -> Result<(), Failure> {
         counter("fetch_failures"),
         counter("verification_failures")
     );
+    super::images::print_status_lines(&images);
     Ok(())
 }
 
@@ -444,6 +447,9 @@ pub fn gc(config: &Config, to: Option<&str>) -> Result<(), Failure> {
         format_size(report.used_after),
         report.skipped_open
     );
+    for reference in super::images::forget_gone(&store)? {
+        println!("forgot {reference} (none of its blobs is left)");
+    }
     Ok(())
 }
 
@@ -452,6 +458,7 @@ pub fn verify(config: &Config) -> Result<(), Failure> {
     let store = open_store_with_archives(config)?;
     store.reconcile().map_err(|e| Failure::Runtime(e.into()))?;
     let total = store.blob_bytes().map_err(|e| Failure::Runtime(e.into()))?;
+    let images = super::images::image_uses(&store)?;
     let bar = indicatif::ProgressBar::new(total);
     let report = store
         .verify(&|n| bar.set_position(n))
@@ -464,7 +471,13 @@ pub fn verify(config: &Config) -> Result<(), Failure> {
         report.missing
     );
     for (d, path) in &report.quarantined {
-        println!("quarantined {d} -> {}", path.display());
+        let roles = super::images::roles_of(&images, d);
+        let used_by = if roles.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", roles.join(", "))
+        };
+        println!("quarantined {d} -> {}{used_by}", path.display());
     }
     if report.quarantined.is_empty() {
         Ok(())

@@ -4,6 +4,7 @@
 
 mod commands;
 pub mod demo;
+mod images;
 mod index;
 mod pull_image;
 mod reload;

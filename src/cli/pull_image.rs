@@ -42,9 +42,7 @@ pub fn pull_image(config: &Config, target: &str) -> Result<(), Failure> {
     let opened = rt
         .block_on(content.open_image(&image))
         .map_err(|e| runtime_error(&e))?;
-    let mut pinned = vec![image.resolved, image.manifest.digest, image.config.digest];
-    pinned.extend(opened.layers.iter().map(|a| a.digest));
-    pinned.extend(image.layers.iter().map(|l| l.blob.digest));
+    let pinned: Vec<Digest> = image.blobs().iter().map(|b| b.digest).collect();
     pin_held(&store, &pinned)?;
     let _ = store.flush_stats();
     println!(

@@ -32,6 +32,9 @@ pub struct OpenImage {
     pub layers: Vec<Arc<OpenArchive>>,
     /// The flattened tree.
     pub tree: MergedTree,
+    /// Every blob of the image the store holds (manifest, config, compressed layers), open
+    /// so that no eviction, here or by `lazycas gc`, removes them while the image is open.
+    pub kept_open: Vec<Arc<dyn BlobRead>>,
 }
 
 /// Open images of one process, by manifest digest.
@@ -108,6 +111,7 @@ impl Content {
             reference: label,
             layers,
             tree,
+            kept_open: self.keep_open(image)?,
         });
         Ok(self
             .images
@@ -116,6 +120,28 @@ impl Content {
             .entry(digest)
             .or_insert(opened)
             .clone())
+    }
+
+    /// Bytes of `blobs` (digest, size) the store holds, and their total size.
+    pub fn resident_of(&self, blobs: &[(Digest, u64)]) -> Result<(u64, u64), ContentError> {
+        let mut resident = 0;
+        for (d, _) in blobs {
+            resident += self.held(d)?.map_or(0, |info| info.size);
+        }
+        Ok((resident, blobs.iter().map(|(_, size)| size).sum()))
+    }
+
+    /// Opens every blob of `image` the store holds, so eviction leaves them alone.
+    fn keep_open(&self, image: &ResolvedImage) -> Result<Vec<Arc<dyn BlobRead>>, ContentError> {
+        let mut open = Vec::new();
+        for blob in image.blobs() {
+            match self.open_blob(&blob.digest) {
+                Ok(b) => open.push(b),
+                Err(ContentError::Store(StoreError::Missing(_))) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(open)
     }
 
     /// Layer `i` of `image` as an open archive.

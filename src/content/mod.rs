@@ -5,8 +5,8 @@
 //! store temp file, verifies, commits, and records what an unpinned location resolved to.
 //! Concurrent requests for the same content share one piece of work ([`SingleFlight`]): blob
 //! downloads here, archive opens in [`archives`]. Readers get a [`BlobRead`], never a path.
-//! Container images: [`registry`] (manifests, configs, tokens, tag resolution) and [`images`]
-//! (layers opened and merged).
+//! Container images: [`registry`] (manifests, configs, tokens, tag resolution), [`images`]
+//! (layers opened and merged) and [`image_records`] (which blobs make up each image).
 //!
 //! Not here: HTTP (`fetch`), on-disk layout and eviction (`store`), formats (`archive`),
 //! inodes and errno (`fs`).
@@ -14,6 +14,7 @@
 pub mod archives;
 mod chunked;
 mod flight;
+pub mod image_records;
 pub mod images;
 pub mod registry;
 mod weak;

@@ -221,6 +221,7 @@ impl Registries {
     pub(super) fn new(store: &crate::store::Store) -> Result<Registries, ContentError> {
         let private = store.with_db(|c| {
             c.execute_batch(PRIVATE_SCHEMA)?;
+            super::image_records::init_schema(c)?;
             let mut stmt = c.prepare("SELECT digest, gid FROM registry_private")?;
             let rows = stmt.query_map([], |r| {
                 Ok((r.get::<_, String>(0)?, r.get::<_, Option<i64>>(1)?))
@@ -430,6 +431,8 @@ impl Content {
             layers,
             diff_ids,
         };
+        self.store
+            .with_db(|c| super::image_records::record(c, &image, now_secs()))?;
         let readers = self.registry_readers(r.registry());
         if readers != Readers::Everyone {
             self.mark_private(&image, readers)?;

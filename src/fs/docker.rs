@@ -20,7 +20,7 @@ use super::image_tree::ImageTree;
 use super::namespace::{
     Attr, DirEntry, Entry, Key, Namespace, Need, NodeRef, NsError, OpenFile, Ttl, Wait, Xattrs,
 };
-use super::resolutions::Resolutions;
+use super::resolutions::{image_xattrs, Resolutions};
 use crate::content::{Content, ResolvedImage};
 use crate::digest::Digest;
 use crate::oci::reference::{is_path_component, ImageReference};
@@ -336,24 +336,14 @@ impl Namespace for Docker {
         let Some(image) = self.last(root) else {
             return Ok(Vec::new());
         };
-        let digest = match file {
-            Some(f) => Docker::file_blob(&image, f).0,
-            None => image.manifest.digest,
+        let (digest, blobs) = match file {
+            Some(f) => {
+                let blob = Docker::file_blob(&image, f);
+                (blob.0, vec![blob])
+            }
+            None => (image.manifest.digest, image.served_blobs()),
         };
-        Ok(vec![
-            (
-                b"user.lazycas.digest".to_vec(),
-                digest.to_string().into_bytes(),
-            ),
-            (
-                b"user.lazycas.source".to_vec(),
-                image.reference.to_string().into_bytes(),
-            ),
-            (
-                b"user.lazycas.manifest".to_vec(),
-                image.manifest.digest.to_string().into_bytes(),
-            ),
-        ])
+        Ok(image_xattrs(&self.content, &image, digest, &blobs)?)
     }
 }
 

@@ -16,7 +16,7 @@ use super::docker::{image_root_end, is_dir_name};
 use super::namespace::{
     Attr, DirEntry, Entry, Key, Namespace, Need, NodeRef, NsError, OpenFile, Ttl, Wait, Xattrs,
 };
-use super::resolutions::Resolutions;
+use super::resolutions::{image_xattrs, Resolutions};
 use crate::content::{Content, ResolvedImage};
 use crate::oci::reference::ImageReference;
 
@@ -213,20 +213,8 @@ impl Namespace for Oras {
         let Some(layer) = image.layers.first() else {
             return Ok(Vec::new());
         };
-        Ok(vec![
-            (
-                b"user.lazycas.digest".to_vec(),
-                layer.blob.digest.to_string().into_bytes(),
-            ),
-            (
-                b"user.lazycas.source".to_vec(),
-                image.reference.to_string().into_bytes(),
-            ),
-            (
-                b"user.lazycas.manifest".to_vec(),
-                image.manifest.digest.to_string().into_bytes(),
-            ),
-        ])
+        let blob = (layer.blob.digest, layer.blob.size);
+        Ok(image_xattrs(&self.content, &image, blob.0, &[blob])?)
     }
 }
 

@@ -2,6 +2,8 @@
 //! path, with when. A reference by digest never goes stale; one by tag is current for
 //! `tag_ttl_secs`, after which the namespace resolves it again (the last answer keeps showing
 //! attributes meanwhile, and serving when the registry cannot be reached).
+//!
+//! [`image_xattrs`]: the `user.lazycas.*` attributes both namespaces give a node of an image.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -9,7 +11,9 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
-use crate::content::ResolvedImage;
+use super::namespace::Xattrs;
+use crate::content::{Content, ContentError, ResolvedImage};
+use crate::digest::Digest;
 use crate::oci::reference::ImageReference;
 
 /// Resolved references by path.
@@ -61,4 +65,34 @@ impl Resolutions {
             .collect();
         names.into_iter().collect()
     }
+}
+
+/// `user.lazycas.digest` (`digest`: the node's blob, or the manifest for a directory),
+/// `.source` (the reference), `.manifest` (the image manifest's digest) and `.cached` (bytes of
+/// `blobs` held / their size) of a node of `image`.
+pub fn image_xattrs(
+    content: &Content,
+    image: &ResolvedImage,
+    digest: Digest,
+    blobs: &[(Digest, u64)],
+) -> Result<Xattrs, ContentError> {
+    let (resident, size) = content.resident_of(blobs)?;
+    Ok(vec![
+        (
+            b"user.lazycas.digest".to_vec(),
+            digest.to_string().into_bytes(),
+        ),
+        (
+            b"user.lazycas.source".to_vec(),
+            image.reference.to_string().into_bytes(),
+        ),
+        (
+            b"user.lazycas.manifest".to_vec(),
+            image.manifest.digest.to_string().into_bytes(),
+        ),
+        (
+            b"user.lazycas.cached".to_vec(),
+            format!("{resident}/{size}").into_bytes(),
+        ),
+    ])
 }
