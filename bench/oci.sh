@@ -51,7 +51,7 @@ bin=$target/release/lazycas
 # --- the image (cached) -------------------------------------------------------------------------
 layout=$cache/layout
 tag=bench-v1
-if [ ! -s "$cache/built-v1" ]; then
+if [ ! -e "$cache/built-v1" ]; then
     rm -rf "$cache"
     mkdir -p "$cache"
     say "building the image in $layout"

@@ -532,8 +532,13 @@ fn push_sif_artifact(base: &str, repo: &str, tag: &str, sif: &Path, work: &Path)
             "annotations": {"org.opencontainers.image.title": "image.sif"},
         }],
     });
-    let path = work.join("manifest.json");
-    std::fs::write(&path, serde_json::to_vec(&manifest).expect("json")).expect("manifest");
+    put_manifest(base, repo, tag, &manifest, work);
+}
+
+/// PUTs `manifest` (an OCI image manifest) as `repo:tag`.
+fn put_manifest(base: &str, repo: &str, tag: &str, manifest: &serde_json::Value, work: &Path) {
+    let path = work.join(format!("manifest-{tag}.json"));
+    std::fs::write(&path, serde_json::to_vec(manifest).expect("json")).expect("manifest");
     let data = format!("@{}", path.display());
     curl(
         &[
@@ -546,6 +551,84 @@ fn push_sif_artifact(base: &str, repo: &str, tag: &str, sif: &Path, work: &Path)
         ],
         &format!("{base}/v2/{repo}/manifests/{tag}"),
     );
+}
+
+#[test]
+fn a_non_distributable_layer_is_fetched_from_its_urls_or_refused_naming_it() {
+    require_fuse!();
+    let work = tempfile::tempdir().expect("tempdir");
+    let layout = OciLayout::new();
+    marker_image(&layout, "a", "from afar\n");
+    let built = layout.manifest("a");
+    let layer = built["layers"][0].clone();
+    let layer_digest = layer["digest"].as_str().expect("layer digest").to_string();
+    let reg = Registry::start();
+    let host = reg.host();
+    let base = reg.base_url();
+    // The config goes to the registry; the layer only to a web server.
+    let config_digest = upload_blob(
+        &base,
+        "test/foreign",
+        &layout.blob_path(built["config"]["digest"].as_str().expect("config")),
+    );
+    let origin = Nginx::start();
+    std::fs::copy(
+        layout.blob_path(&layer_digest),
+        origin.docroot().join("layer.tar.gz"),
+    )
+    .expect("copy layer");
+    let foreign = |urls: Vec<String>| {
+        serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": built["config"].clone(),
+            "layers": [{
+                "mediaType": "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
+                "digest": layer_digest,
+                "size": layer["size"],
+                "urls": urls,
+            }],
+        })
+    };
+    assert_eq!(built["config"]["digest"], config_digest.as_str());
+    let url = format!("{}/layer.tar.gz", origin.base_url());
+    put_manifest(
+        &base,
+        "test/foreign",
+        "urls",
+        &foreign(vec![url]),
+        work.path(),
+    );
+
+    let node = node_for(&host, 300);
+    let d = node.mount();
+    let marker = image_dir(&d, &host, "test/foreign:urls").join("rootfs/marker");
+    assert_reads(&marker, b"from afar\n");
+    let log = AccessLog::read_settled(&origin.access_log_path());
+    assert!(log.count("/layer.tar.gz") >= 1, "{log:?}");
+
+    // Its urls do not answer (and the registry has no such blob): refused, and the log says
+    // what the layer was and where it was looked for. Another image, as that layer is held now.
+    let other = OciLayout::new();
+    marker_image(&other, "b", "nowhere\n");
+    let b = other.manifest("b");
+    let config = other.blob_path(b["config"]["digest"].as_str().expect("config"));
+    upload_blob(&base, "test/nowhere", &config);
+    let dead = closed_port_url("layer.tar.gz");
+    let mut manifest = foreign(vec![dead.clone()]);
+    manifest["config"] = b["config"].clone();
+    manifest["layers"][0]["digest"] = b["layers"][0]["digest"].clone();
+    manifest["layers"][0]["size"] = b["layers"][0]["size"].clone();
+    put_manifest(&base, "test/nowhere", "v1", &manifest, work.path());
+    let dir = image_dir(&d, &host, "test/nowhere:v1");
+    let err = list_dir_within(dir.join("rootfs"), READ_DEADLINE).expect_err("no such layer");
+    assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
+    let short = &b["layers"][0]["digest"].as_str().expect("digest")[..19];
+    let named = wait_until(Duration::from_secs(5), || {
+        let log = d.log();
+        log.contains(&format!("non-distributable layer {short}")) && log.contains(&dead)
+    });
+    assert!(named, "{}", tail(&d.log(), 20));
 }
 
 #[test]

@@ -238,7 +238,8 @@ impl Content {
 
 impl ResolvedImage {
     /// Where layer `i` (compressed, as the manifest names it) is fetched: the registry, or the
-    /// `urls` a foreign layer names.
+    /// http(s) `urls` a foreign (non-distributable) layer names, without the registry's
+    /// credentials.
     pub fn layer_source(&self, i: usize) -> Source {
         let r = &self.reference;
         let layer: &Layer = &self.layers[i];
@@ -248,6 +249,21 @@ impl ResolvedImage {
             .filter_map(|u| url::Url::parse(u).ok())
             .filter(|u| matches!(u.scheme(), "http" | "https"))
             .collect();
+        let short = layer.blob.digest.short();
+        let distributable = !matches!(
+            layer.format,
+            LayerFormat::Tar {
+                distributable: false,
+                ..
+            }
+        );
+        // A non-distributable layer without usable urls may still be in the registry (it
+        // is asked), but a failure then says what kind of layer it was.
+        let label = match (distributable, foreign.is_empty()) {
+            (true, _) => format!("{r} layer {short}"),
+            (false, true) => format!("{r} non-distributable layer {short} (no http urls)"),
+            (false, false) => format!("{r} non-distributable layer {short}"),
+        };
         let location = if foreign.is_empty() {
             Location::Registry {
                 registry: r.registry().to_string(),
@@ -258,7 +274,7 @@ impl ResolvedImage {
             Location::Http { urls: foreign }
         };
         Source {
-            label: format!("{r} layer {}", layer.blob.digest.short()),
+            label,
             location,
             expected: Some(layer.blob.digest),
             size_hint: Some(layer.blob.size),

@@ -3,7 +3,8 @@
 //!
 //! Two flavours: `Registry::start()` (anonymous read and write) and
 //! `Registry::start_with_token_auth(&LoopbackTokenServer)` (`auth: token` with the token server's
-//! realm, service, issuer and certificate). Blobs live under `storage_dir()`, so tests can
+//! realm, service, issuer and certificate). Both accept manifests whose non-distributable layers
+//! name http(s) `urls`. Blobs live under `storage_dir()`, so tests can
 //! tamper with them. `stop` / `start_again` keep the port, for registry-down tests.
 
 use std::path::PathBuf;
@@ -154,7 +155,7 @@ impl Registry {
             ),
         };
         format!(
-            "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: false\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n  maintenance:\n    uploadpurging:\n      enabled: false\nhttp:\n  addr: 127.0.0.1:{port}\n  secret: lazycas-test-secret\n{auth}",
+            "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: false\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n  maintenance:\n    uploadpurging:\n      enabled: false\nhttp:\n  addr: 127.0.0.1:{port}\n  secret: lazycas-test-secret\nvalidation:\n  manifests:\n    urls:\n      allow:\n        - ^https?://\n{auth}",
             self.storage_dir().display()
         )
     }
