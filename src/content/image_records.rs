@@ -249,3 +249,94 @@ pub fn forget(conn: &Connection, reference: &str) -> rusqlite::Result<()> {
     )?;
     tx.commit()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::oci::manifest::{BlobRef, Layer};
+    use crate::oci::reference::ImageReference;
+    use crate::store::BlobInfo;
+
+    fn blob_ref(seed: &[u8], size: u64) -> BlobRef {
+        BlobRef {
+            digest: Digest::of(seed),
+            size,
+            media_type: String::new(),
+        }
+    }
+
+    /// An image of two layers, the second zstd, resolved through an index.
+    fn image(reference: &str) -> ResolvedImage {
+        let layer = |seed: &[u8], compression| Layer {
+            blob: blob_ref(seed, 100),
+            format: LayerFormat::Tar {
+                compression,
+                distributable: true,
+            },
+            urls: Vec::new(),
+        };
+        ResolvedImage {
+            reference: ImageReference::parse(reference).unwrap(),
+            resolved: Digest::of(b"index"),
+            manifest: BlobInfo {
+                digest: Digest::of(b"manifest"),
+                size: 10,
+            },
+            config: blob_ref(b"config", 20),
+            layers: vec![
+                layer(b"gzip", Compression::Gzip),
+                layer(b"zstd", Compression::Zstd),
+            ],
+            diff_ids: vec![Digest::of(b"tar1"), Digest::of(b"tar2")],
+        }
+    }
+
+    fn db() -> Connection {
+        let c = Connection::open_in_memory().unwrap();
+        init_schema(&c).unwrap();
+        c
+    }
+
+    #[test]
+    fn an_image_is_recorded_with_its_index_layers_in_order_and_decoded_tars() {
+        let c = db();
+        let tagged = image("docker://127.0.0.1:5000/team/app:v1");
+        record(&c, &tagged, 1).unwrap();
+        record(&c, &tagged, 2).unwrap();
+        let got = recorded(&c).unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].reference, "docker://127.0.0.1:5000/team/app:v1");
+        assert_eq!(got[0].manifest, Digest::of(b"manifest"));
+        assert_eq!(got[0].blobs, tagged.blobs());
+        let roles: Vec<&str> = got[0].blobs.iter().map(|b| b.role.as_str()).collect();
+        assert_eq!(
+            roles,
+            ["index", "manifest", "config", "layer", "layer", "decoded"]
+        );
+        assert_eq!(got[0].blobs[5].digest, Digest::of(b"tar2"));
+        assert_eq!(
+            tagged.served_blobs().iter().map(|(_, s)| s).sum::<u64>(),
+            10 + 20 + 100 + 100
+        );
+    }
+
+    #[test]
+    fn forgetting_a_reference_keeps_the_blobs_another_one_names() {
+        let c = db();
+        let tagged = image("docker://127.0.0.1:5000/team/app:v1");
+        let mut by_digest = image("docker://127.0.0.1:5000/team/app:v2");
+        by_digest.resolved = by_digest.manifest.digest;
+        record(&c, &tagged, 1).unwrap();
+        record(&c, &by_digest, 1).unwrap();
+        forget(&c, "docker://127.0.0.1:5000/team/app:v1").unwrap();
+        let got = recorded(&c).unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].blobs.len(), 5, "no index, the rest kept");
+        forget(&c, "docker://127.0.0.1:5000/team/app:v2").unwrap();
+        assert!(recorded(&c).unwrap().is_empty());
+        let left: i64 = c
+            .query_row("SELECT COUNT(*) FROM image_blobs", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(left, 0);
+    }
+}
