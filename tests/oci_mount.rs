@@ -940,6 +940,7 @@ fn gc_keeps_an_open_images_blobs_and_collects_them_once_it_is_unused() {
     let dir = image_dir(&d, &host, "test/collected:v1");
     assert_reads(dir.join("rootfs/marker"), b"intact\n");
     let hexes = image_blob_hexes(&dir);
+    let manifest = read(dir.join("manifest.json")).expect("manifest.json");
     let all_stored = |what: &str| {
         let held = stored(&node);
         for h in &hexes {
@@ -952,10 +953,7 @@ fn gc_keeps_an_open_images_blobs_and_collects_them_once_it_is_unused() {
     let gc = node.cli(&["gc", "--to", "0"]);
     gc.assert_success();
     all_stored("gc while the image is open");
-    assert_reads(
-        dir.join("manifest.json"),
-        &read(dir.join("manifest.json")).expect("read"),
-    );
+    assert_reads(dir.join("manifest.json"), &manifest);
     assert_reads(dir.join("rootfs/marker"), b"intact\n");
 
     // Unused: collectable as usual, and the image record goes with its last blob.
