@@ -171,12 +171,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-dropping=no
-if [ -w /proc/sys/vm/drop_caches ] && echo 3 >/proc/sys/vm/drop_caches 2>/dev/null; then dropping=yes; fi
-drop_caches() { if [ "$dropping" = yes ]; then sync; echo 3 >/proc/sys/vm/drop_caches; fi; }
-
-now() { date +%s.%N; }
-since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.6f\n", b - a }'; }
+init_drop_caches
 
 # Peak RSS (VmHWM) of the mount process in KiB.
 peak_kib() { awk '/^VmHWM:/ { print $2 }' "/proc/$fs_pid/status" 2>/dev/null || echo 0; }

@@ -21,6 +21,34 @@ stop_pid() {
     wait "$pid" 2>/dev/null || true
 }
 
+now() { date +%s.%N; }
+
+# Seconds since T0 (a `now` value).
+since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.6f\n", b - a }'; }
+
+# Sets dropping=yes when we may drop the page cache (root) and drops it once; drop_caches then
+# syncs and drops it, or does nothing.
+init_drop_caches() {
+    dropping=no
+    if [ -w /proc/sys/vm/drop_caches ] && echo 3 >/proc/sys/vm/drop_caches 2>/dev/null; then dropping=yes; fi
+}
+drop_caches() { if [ "$dropping" = yes ]; then sync; echo 3 >/proc/sys/vm/drop_caches; fi; }
+
+# start_lazycas BIN MNT CONFIG LOG: runs `BIN mount MNT --config CONFIG` in the background (in
+# this shell, so daemon_pid is our child), stderr to LOG, and returns once MNT is mounted.
+start_lazycas() {
+    local bin=$1 mnt=$2 config=$3 log=$4
+    "$bin" mount "$mnt" --config "$config" 2>>"$log" &
+    daemon_pid=$!
+    for _ in $(seq 3000); do
+        mounted "$mnt" && return 0
+        alive "$daemon_pid" || break
+        sleep 0.01
+    done
+    tail -n 50 "$log" >&2
+    die "lazycas did not mount $mnt"
+}
+
 mounted() { awk -v m="$1" '$2 == m { found = 1 } END { exit !found }' /proc/mounts; }
 
 free_port() {

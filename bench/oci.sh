@@ -156,12 +156,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-dropping=no
-if [ -w /proc/sys/vm/drop_caches ] && echo 3 >/proc/sys/vm/drop_caches 2>/dev/null; then dropping=yes; fi
-drop_caches() { if [ "$dropping" = yes ]; then sync; echo 3 >/proc/sys/vm/drop_caches; fi; }
-
-now() { date +%s.%N; }
-since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.6f\n", b - a }'; }
+init_drop_caches
 
 # The smaller of the current value of VAR and VALUE.
 keep_min() {
@@ -261,17 +256,7 @@ EOF
 mounted_rootfs=$mnt/docker/$registry/bench/app:v1/rootfs
 bundle_for "$work/lazycas-bundle" "$mounted_rootfs"
 
-start_daemon() {
-    "$bin" mount "$mnt" --config "$work/lazycas.toml" 2>>"$work/daemon.log" &
-    daemon_pid=$!
-    for _ in $(seq 600); do
-        mounted "$mnt" && return 0
-        alive "$daemon_pid" || break
-        sleep 0.01
-    done
-    tail -n 50 "$work/daemon.log" >&2
-    die "lazycas did not mount $mnt"
-}
+start_daemon() { start_lazycas "$bin" "$mnt" "$work/lazycas.toml" "$work/daemon.log"; }
 
 l_first="" l_disk=""
 for i in $(seq "$runs"); do

@@ -62,8 +62,6 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 
-now() { date +%s.%N; }
-
 # Seconds taken by a command (its output goes where the command sends it).
 timed() {
     local t0 t1
@@ -116,17 +114,7 @@ sha256 = "$sha"
 kind = "file"
 EOF
 
-start_daemon() {
-    "$bin" mount "$mnt" --config "$work/lazycas.toml" 2>>"$work/daemon.log" &
-    daemon_pid=$!
-    for _ in $(seq 300); do
-        mounted "$mnt" && return 0
-        alive "$daemon_pid" || break
-        sleep 0.1
-    done
-    tail -n 50 "$work/daemon.log" >&2
-    die "lazycas did not mount $mnt"
-}
+start_daemon() { start_lazycas "$bin" "$mnt" "$work/lazycas.toml" "$work/daemon.log"; }
 
 fresh_mount() {
     stop_daemon
