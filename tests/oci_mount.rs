@@ -673,6 +673,19 @@ fn an_oras_sif_artifact_reads_back_byte_identical() {
     );
     assert_eq!(manifest, format!("sha256:{}", sha256_hex(&served)));
     assert_eq!(list_dir(d.path(&format!("oras/{host}/sif"))), ["app:1.0"]);
+    // `lazycas pull oras://…` on another node: the SIF stored and pinned, listed as oras.
+    let other = node_for(&host, 300);
+    let reference = format!("oras://{host}/sif/app:1.0");
+    other.cli(&["pull", &reference]).assert_success();
+    assert!(stored(&other).contains(&sha256_hex(&want)));
+    let ls = other.cli(&["ls"]);
+    let row = ls
+        .stdout
+        .lines()
+        .find(|l| l.starts_with(&reference))
+        .unwrap_or_else(|| panic!("no row for {reference}:\n{}", ls.stdout));
+    let words: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!((words[1], words[4]), ("oras", "pulled"), "{row}");
     // An image is not an artifact: its manifest has no SIF layer.
     let layout = OciLayout::new();
     marker_image(&layout, "a", "not a sif\n");

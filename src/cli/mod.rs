@@ -91,10 +91,10 @@ pub enum Command {
         #[arg(long)]
         layout: Option<String>,
     },
-    /// Fetch an entry (or URL#sha256=…, or every layer of docker://…) into the store now and
-    /// pin it.
+    /// Fetch an entry (or URL#sha256=…, or every layer of docker://…, or the SIF of oras://…)
+    /// into the store now and pin it.
     Pull {
-        /// Catalog name, URL#sha256=… or docker://registry/repo:tag.
+        /// Catalog name, URL#sha256=…, docker://registry/repo:tag or oras://registry/repo:tag.
         target: String,
     },
     /// Evict least-recently-used unpinned content now.
@@ -245,7 +245,9 @@ fn run(cli: Cli) -> Result<(), Failure> {
         ),
         Command::Rm { name } => commands::rm(&config, &name),
         Command::Ls => commands::ls(&config),
-        Command::Pull { target } if target.starts_with("docker://") => {
+        Command::Pull { target }
+            if target.starts_with("docker://") || target.starts_with("oras://") =>
+        {
             pull_image::pull_image(&config, &target)
         }
         Command::Import {

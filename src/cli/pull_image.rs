@@ -1,6 +1,7 @@
 //! `lazycas pull docker://…`: resolves the image, downloads every layer in parallel with one
 //! progress bar, indexes the layers and merges them (so the first `ls` of its `rootfs/` on this
-//! node is instant), then pins the manifest, config and layers against eviction.
+//! node is instant), then pins the manifest, config and layers against eviction. `oras://…`
+//! the same for an artifact's one SIF layer (nothing to index).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -10,10 +11,10 @@ use crate::config::{format_size, Config};
 use crate::content::{Content, RegistrySettings, ResolvedImage};
 use crate::digest::Digest;
 use crate::fetch::{FetchSettings, Fetcher};
-use crate::oci::reference::ImageReference;
+use crate::oci::reference::{ImageReference, ReferenceKind};
 use crate::store::{db, Store};
 
-/// `lazycas pull docker://REGISTRY/REPO[:TAG][@sha256:…]`.
+/// `lazycas pull docker://REGISTRY/REPO[:TAG][@sha256:…]` (or `oras://…`).
 pub fn pull_image(config: &Config, target: &str) -> Result<(), Failure> {
     let reference = ImageReference::parse(target).map_err(|e| Failure::Usage(e.to_string()))?;
     let runtime_error = |e: &dyn std::fmt::Display| Failure::Runtime(anyhow::anyhow!("{e}"));
@@ -39,18 +40,23 @@ pub fn pull_image(config: &Config, target: &str) -> Result<(), Failure> {
     let fetched = rt.block_on(download_layers(&content, &image, &bar));
     bar.finish_and_clear();
     fetched?;
-    let opened = rt
-        .block_on(content.open_image(&image))
-        .map_err(|e| runtime_error(&e))?;
+    let nodes = match reference.kind() {
+        ReferenceKind::Image => {
+            let opened = rt
+                .block_on(content.open_image(&image))
+                .map_err(|e| runtime_error(&e))?;
+            format!(", {} nodes", opened.tree.len())
+        }
+        ReferenceKind::OrasArtifact => String::new(),
+    };
     let pinned: Vec<Digest> = image.blobs().iter().map(|b| b.digest).collect();
     pin_held(&store, &pinned)?;
     let _ = store.flush_stats();
     println!(
-        "{reference} {} pinned ({} layers, {}, {} nodes)",
+        "{reference} {} pinned ({} layers, {}{nodes})",
         image.manifest.digest,
         image.layers.len(),
         format_size(total),
-        opened.tree.len()
     );
     Ok(())
 }
