@@ -393,6 +393,53 @@ fn token_auth_registry_serves_the_image() {
 }
 
 #[test]
+fn blob_redirects_to_storage_are_followed_without_the_registry_token() {
+    require_fuse!();
+    let layout = OciLayout::new();
+    marker_image(&layout, "a", "from blob storage\n");
+    let tokens = LoopbackTokenServer::start(TokenPolicy::default());
+    let reg = Registry::start_with_token_auth(&tokens);
+    let creds = Push {
+        creds: Some(("pusher", "secret")),
+        ..Push::default()
+    };
+    layout.push("a", &format!("{}/test/redirected:v1", reg.host()), &creds);
+    // Blob storage on another port, refusing any Authorization; in front of the registry an
+    // nginx that sends every blob GET there, as registries backed by S3 do.
+    let storage = common::publishers::BlobHost::start();
+    let manifest = layout.manifest("a");
+    let config = manifest["config"]["digest"].as_str().expect("config");
+    let layer = manifest["layers"][0]["digest"].as_str().expect("layer");
+    for d in [config, layer] {
+        let hex = d.trim_start_matches("sha256:");
+        storage.put(hex, std::fs::read(layout.blob_path(d)).expect("blob"));
+    }
+    let front = Nginx::start_with(&format!(
+        "location ~ ^/v2/.+/blobs/sha256:([0-9a-f]+)$ {{ return 307 {}; }}\n\
+         location /v2/ {{ proxy_pass {}; }}",
+        storage.url("$1"),
+        reg.base_url()
+    ));
+    let host = format!("127.0.0.1:{}", front.port());
+    let node = node_for(&host, 300);
+    let d = node.mount();
+    assert_reads(
+        image_dir(&d, &host, "test/redirected:v1").join("rootfs/marker"),
+        b"from blob storage\n",
+    );
+    let served = storage.server.requests();
+    assert!(
+        served.len() >= 2,
+        "config and layer came from blob storage: {served:?}"
+    );
+    assert_eq!(storage.authorized_requests(), 0, "{served:?}");
+    assert!(
+        !tokens.requests().is_empty(),
+        "the registry was asked with a token"
+    );
+}
+
+#[test]
 fn a_token_expiring_mid_mount_is_renewed() {
     require_fuse!();
     let layout = OciLayout::new();
