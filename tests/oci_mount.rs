@@ -360,19 +360,26 @@ fn a_tampered_layer_is_refused_with_eio_and_the_log_names_it() {
     assert!(!stored(&node).contains(&hex.to_string()));
 }
 
-#[test]
-fn token_auth_registry_serves_the_image() {
-    require_fuse!();
+/// A registry behind token auth (and its token server) holding a marker image (`/marker` holding
+/// `text`, image `a` of the layout returned) as `repo_tag`, pushed with credentials.
+fn marker_behind_tokens(text: &str, repo_tag: &str) -> (LoopbackTokenServer, Registry, OciLayout) {
     let layout = OciLayout::new();
-    marker_image(&layout, "a", "behind a token\n");
+    marker_image(&layout, "a", text);
     let tokens = LoopbackTokenServer::start(TokenPolicy::default());
     let reg = Registry::start_with_token_auth(&tokens);
-    let host = reg.host();
     let creds = Push {
         creds: Some(("pusher", "secret")),
         ..Push::default()
     };
-    layout.push("a", &format!("{host}/test/private:v1"), &creds);
+    layout.push("a", &format!("{}/{repo_tag}", reg.host()), &creds);
+    (tokens, reg, layout)
+}
+
+#[test]
+fn token_auth_registry_serves_the_image() {
+    require_fuse!();
+    let (tokens, reg, _layout) = marker_behind_tokens("behind a token\n", "test/private:v1");
+    let host = reg.host();
     let before = tokens.requests().len();
     let node = node_for(&host, 300);
     let d = node.mount();
@@ -395,15 +402,7 @@ fn token_auth_registry_serves_the_image() {
 #[test]
 fn blob_redirects_to_storage_are_followed_without_the_registry_token() {
     require_fuse!();
-    let layout = OciLayout::new();
-    marker_image(&layout, "a", "from blob storage\n");
-    let tokens = LoopbackTokenServer::start(TokenPolicy::default());
-    let reg = Registry::start_with_token_auth(&tokens);
-    let creds = Push {
-        creds: Some(("pusher", "secret")),
-        ..Push::default()
-    };
-    layout.push("a", &format!("{}/test/redirected:v1", reg.host()), &creds);
+    let (tokens, reg, layout) = marker_behind_tokens("from blob storage\n", "test/redirected:v1");
     // Blob storage on another port, refusing any Authorization; in front of the registry an
     // nginx that sends every blob GET there, as registries backed by S3 do.
     let storage = common::publishers::BlobHost::start();
@@ -442,16 +441,8 @@ fn blob_redirects_to_storage_are_followed_without_the_registry_token() {
 #[test]
 fn a_token_expiring_mid_mount_is_renewed() {
     require_fuse!();
-    let layout = OciLayout::new();
-    marker_image(&layout, "a", "renewed\n");
-    let tokens = LoopbackTokenServer::start(TokenPolicy::default());
-    let reg = Registry::start_with_token_auth(&tokens);
+    let (tokens, reg, _layout) = marker_behind_tokens("renewed\n", "test/short:v1");
     let host = reg.host();
-    let creds = Push {
-        creds: Some(("pusher", "secret")),
-        ..Push::default()
-    };
-    layout.push("a", &format!("{host}/test/short:v1"), &creds);
     let node = node_for(&host, 300);
     let d = node.mount();
     let dir = image_dir(&d, &host, "test/short:v1");
@@ -921,30 +912,56 @@ fn image_blob_hexes(dir: &Path) -> Vec<String> {
     hexes
 }
 
-/// Pushes a one-layer marker image as `repo` (zstd when asked) and mounts a node for it.
-fn marker_image_in_registry(reg: &Registry, repo: &str, zstd: bool) -> Lazycas {
-    let layout = OciLayout::new();
-    marker_image(&layout, "a", "intact\n");
-    let push = Push {
-        compress_format: zstd.then_some("zstd"),
-        format: zstd.then_some("oci"),
-        ..Push::default()
-    };
-    layout.push("a", &format!("{}/{repo}", reg.host()), &push);
-    node_for(&reg.host(), 300)
+/// A one-layer image (`/marker` holding "intact\n") pushed to a registry of its own, and a node
+/// configured for that registry.
+struct MarkerImage {
+    node: Lazycas,
+    host: String,
+    repo_tag: &'static str,
+    _registry: Registry,
+}
+
+impl MarkerImage {
+    /// Pushes the image as `repo_tag` (zstd layers when asked).
+    fn start(repo_tag: &'static str, zstd: bool) -> MarkerImage {
+        let registry = Registry::start();
+        let layout = OciLayout::new();
+        marker_image(&layout, "a", "intact\n");
+        let push = Push {
+            compress_format: zstd.then_some("zstd"),
+            format: zstd.then_some("oci"),
+            ..Push::default()
+        };
+        layout.push("a", &format!("{}/{repo_tag}", registry.host()), &push);
+        MarkerImage {
+            node: node_for(&registry.host(), 300),
+            host: registry.host(),
+            repo_tag,
+            _registry: registry,
+        }
+    }
+
+    /// `docker://<registry>/<repo_tag>`.
+    fn reference(&self) -> String {
+        format!("docker://{}/{}", self.host, self.repo_tag)
+    }
+
+    /// The image directory in `d`'s mount.
+    fn dir(&self, d: &Daemon) -> PathBuf {
+        image_dir(d, &self.host, self.repo_tag)
+    }
 }
 
 #[test]
 fn ls_and_status_show_an_image_under_its_reference() {
     require_fuse!();
-    let reg = Registry::start();
-    let host = reg.host();
-    let node = marker_image_in_registry(&reg, "test/listed:v1", true);
+    let image = MarkerImage::start("test/listed:v1", true);
+    let node = &image.node;
     let d = node.mount();
-    let dir = image_dir(&d, &host, "test/listed:v1");
+    let dir = image.dir(&d);
     assert_reads(dir.join("rootfs/marker"), b"intact\n");
     let hexes = image_blob_hexes(&dir);
-    let reference = format!("docker://{host}/test/listed:v1");
+    let reference = image.reference();
     let manifest = format!("sha256:{}", hexes[0]);
 
     let ls = node.cli(&["ls"]);
@@ -993,16 +1010,15 @@ fn ls_and_status_show_an_image_under_its_reference() {
 #[test]
 fn gc_keeps_an_open_images_blobs_and_collects_them_once_it_is_unused() {
     require_fuse!();
-    let reg = Registry::start();
-    let host = reg.host();
-    let node = marker_image_in_registry(&reg, "test/collected:v1", true);
+    let image = MarkerImage::start("test/collected:v1", true);
+    let node = &image.node;
     let mut d = node.mount();
-    let dir = image_dir(&d, &host, "test/collected:v1");
+    let dir = image.dir(&d);
     assert_reads(dir.join("rootfs/marker"), b"intact\n");
     let hexes = image_blob_hexes(&dir);
     let manifest = read(dir.join("manifest.json")).expect("manifest.json");
     let all_stored = |what: &str| {
-        let held = stored(&node);
+        let held = stored(node);
         for h in &hexes {
             assert!(held.contains(h), "{what}: {h} is gone; store: {held:?}");
         }
@@ -1020,11 +1036,11 @@ fn gc_keeps_an_open_images_blobs_and_collects_them_once_it_is_unused() {
     d.stop();
     let gc = node.cli(&["gc", "--to", "0"]);
     gc.assert_success();
-    let held = stored(&node);
+    let held = stored(node);
     for h in &hexes {
         assert!(!held.contains(h), "{h} kept after the mount stopped");
     }
-    let reference = format!("docker://{host}/test/collected:v1");
+    let reference = image.reference();
     assert!(
         gc.stdout.contains(&format!("forgot {reference}")),
         "{}",
@@ -1037,14 +1053,13 @@ fn gc_keeps_an_open_images_blobs_and_collects_them_once_it_is_unused() {
 #[test]
 fn gc_keeps_a_pulled_image_and_verify_quarantines_a_bad_layer_naming_the_image() {
     require_fuse!();
-    let reg = Registry::start();
-    let host = reg.host();
-    let node = marker_image_in_registry(&reg, "test/kept:v1", false);
-    let reference = format!("docker://{host}/test/kept:v1");
+    let image = MarkerImage::start("test/kept:v1", false);
+    let node = &image.node;
+    let reference = image.reference();
     node.cli(&["pull", &reference]).assert_success();
-    let before = stored(&node);
+    let before = stored(node);
     node.cli(&["gc", "--to", "0"]).assert_success();
-    assert_eq!(stored(&node), before, "gc removed blobs of a pulled image");
+    assert_eq!(stored(node), before, "gc removed blobs of a pulled image");
     let ls = node.cli(&["ls"]);
     let row = ls
         .stdout
@@ -1063,7 +1078,7 @@ fn gc_keeps_a_pulled_image_and_verify_quarantines_a_bad_layer_naming_the_image()
 
     // A layer rotted on disk: verify finds it and names the image it belonged to.
     let d = node.mount();
-    let dir = image_dir(&d, &host, "test/kept:v1");
+    let dir = image.dir(&d);
     let manifest: serde_json::Value =
         serde_json::from_slice(&read(dir.join("manifest.json")).expect("manifest")).expect("JSON");
     drop(d);
@@ -1087,27 +1102,23 @@ fn gc_keeps_a_pulled_image_and_verify_quarantines_a_bad_layer_naming_the_image()
 
     // The mount fetches the layer again.
     let d = node.mount();
-    assert_reads(
-        image_dir(&d, &host, "test/kept:v1").join("rootfs/marker"),
-        b"intact\n",
-    );
+    assert_reads(image.dir(&d).join("rootfs/marker"), b"intact\n");
 }
 
 #[test]
 fn image_nodes_carry_digest_reference_manifest_and_cached_xattrs() {
     require_fuse!();
-    let reg = Registry::start();
-    let host = reg.host();
-    let node = marker_image_in_registry(&reg, "test/attrs:v1", false);
+    let image = MarkerImage::start("test/attrs:v1", false);
+    let node = &image.node;
     let d = node.mount();
-    let dir = image_dir(&d, &host, "test/attrs:v1");
+    let dir = image.dir(&d);
     let manifest_bytes = read(dir.join("manifest.json")).expect("manifest.json");
     let manifest: serde_json::Value = serde_json::from_slice(&manifest_bytes).expect("JSON");
     let manifest_digest = format!("sha256:{}", sha256_hex(&manifest_bytes));
     let config_digest = manifest["config"]["digest"].as_str().expect("config");
     let config_size = manifest["config"]["size"].as_u64().expect("config size");
     let layer_size = manifest["layers"][0]["size"].as_u64().expect("layer size");
-    let reference = format!("docker://{host}/test/attrs:v1");
+    let reference = image.reference();
     let attr = |p: &Path, name: &str| {
         xattr::get_string(p, &format!("user.lazycas.{name}"))
             .unwrap_or_else(|e| panic!("{name} of {}: {e}", p.display()))
