@@ -175,7 +175,6 @@ struct MemberFile {
 impl OpenFile for MemberFile {
     fn read(&self, offset: u64, size: u32) -> Result<Vec<u8>, NsError> {
         self.archive
-            .reader
             .read(self.id, offset, size)
             .map_err(|e| tree_error(&self.archive, e))
     }
