@@ -87,8 +87,8 @@ use std::fmt;
 pub use builder::{BuiltIndex, IndexBuilder};
 pub use error::ArchiveError;
 pub use index::ArchiveIndex;
-pub use reader::ArchiveReader;
 pub use published::PublishedIndexError;
+pub use reader::ArchiveReader;
 pub use span_cache::{SpanCache, DEFAULT_SPAN_CACHE_BYTES};
 pub use span_map::SpanMap;
 

@@ -60,7 +60,9 @@ pub enum PublishedIndexError {
         at: usize,
     },
     /// A layout version this code does not read.
-    #[error("archive seek index version {0} is not supported (this lazycas reads version {VERSION})")]
+    #[error(
+        "archive seek index version {0} is not supported (this lazycas reads version {VERSION})"
+    )]
     Version(u16),
     /// A format code other than tar or gzip.
     #[error("archive seek index names unknown format {0}")]
@@ -100,7 +102,9 @@ pub enum PublishedIndexError {
         what: String,
     },
     /// The index has no seek index at all.
-    #[error("the chunk index carries no archive seek index (index the .tar.gz with `lazycas index`)")]
+    #[error(
+        "the chunk index carries no archive seek index (index the .tar.gz with `lazycas index`)"
+    )]
     Missing,
     /// Bytes follow the last entry.
     #[error("archive seek index has {0} trailing bytes")]
@@ -237,8 +241,7 @@ fn decode_header(f: &mut Fields<'_>, index: &ChunkIndex) -> Result<Header, Publi
     if bad_start {
         return Err(PublishedIndexError::Checkpoint {
             index: 0,
-            what: "a gzip archive needs a first checkpoint at offset 0, a tar archive none"
-                .into(),
+            what: "a gzip archive needs a first checkpoint at offset 0, a tar archive none".into(),
         });
     }
     Ok(Header {
@@ -378,7 +381,11 @@ fn get_bytes(f: &mut Fields<'_>, field: &'static str) -> Result<Vec<u8>, Publish
     Ok(f.take(len, field)?.to_vec())
 }
 
-fn decode_member(f: &mut Fields<'_>, id: u64, stream_len: u64) -> Result<Node, PublishedIndexError> {
+fn decode_member(
+    f: &mut Fields<'_>,
+    id: u64,
+    stream_len: u64,
+) -> Result<Node, PublishedIndexError> {
     let fail = |what: String| PublishedIndexError::Member { id, what };
     let code = f.u8("member kind")?;
     let kind = MemberKind::from_code(i64::from(code))
@@ -588,7 +595,10 @@ mod tests {
         let b = built(&archive);
         let whole = ChunkIndex::build_at(&archive[..], archive.len() as u64, &[], Vec::new());
         let err = decode(&encode(&b), &whole.unwrap()).unwrap_err();
-        assert!(matches!(err, PublishedIndexError::Checkpoint { index: 1, .. }), "{err}");
+        assert!(
+            matches!(err, PublishedIndexError::Checkpoint { index: 1, .. }),
+            "{err}"
+        );
     }
 
     #[test]
@@ -598,7 +608,10 @@ mod tests {
         let index = chunk_index(&archive, &b);
         b.checkpoints[2].uoff = b.checkpoints[1].uoff;
         let err = decode(&encode(&b), &index).unwrap_err();
-        assert!(matches!(err, PublishedIndexError::Checkpoint { index: 2, .. }), "{err}");
+        assert!(
+            matches!(err, PublishedIndexError::Checkpoint { index: 2, .. }),
+            "{err}"
+        );
     }
 
     #[test]

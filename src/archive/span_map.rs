@@ -24,7 +24,10 @@ pub struct SpanMap {
 impl SpanMap {
     /// The map of the seek index `payload` carried by chunk `index` (checked as
     /// `published::decode` checks it; the member table is not read).
-    pub fn from_published(payload: &[u8], index: &ChunkIndex) -> Result<SpanMap, PublishedIndexError> {
+    pub fn from_published(
+        payload: &[u8],
+        index: &ChunkIndex,
+    ) -> Result<SpanMap, PublishedIndexError> {
         let header = decode_checkpoints(payload, index)?;
         Ok(SpanMap {
             format: header.format,

@@ -174,7 +174,9 @@ impl ChunkIndex {
         out.extend_from_slice(&self.size.to_le_bytes());
         out.extend_from_slice(self.file.as_bytes());
         let (name, sizes) = match self.chunker {
-            Cutting::ContentDefined(p) => (CHUNKER_NAME, [p.min_size(), p.avg_size(), p.max_size()]),
+            Cutting::ContentDefined(p) => {
+                (CHUNKER_NAME, [p.min_size(), p.avg_size(), p.max_size()])
+            }
             Cutting::ArchiveSpans { max_size } => (SPANS_NAME, [1, max_size, max_size]),
         };
         out.push(name.len() as u8);
@@ -275,7 +277,10 @@ impl<'a> Fields<'a> {
     }
 
     /// The next `N` bytes.
-    pub(crate) fn array<const N: usize>(&mut self, field: &'static str) -> Result<[u8; N], Truncated> {
+    pub(crate) fn array<const N: usize>(
+        &mut self,
+        field: &'static str,
+    ) -> Result<[u8; N], Truncated> {
         let mut out = [0u8; N];
         out.copy_from_slice(self.take(N, field)?);
         Ok(out)
