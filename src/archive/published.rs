@@ -580,6 +580,19 @@ mod tests {
     }
 
     #[test]
+    fn a_plain_tar_is_cut_in_pieces_and_round_trips() {
+        let gz = sample_archive();
+        let mut raw = Vec::new();
+        std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&gz[..]), &mut raw).unwrap();
+        let b = built(&raw);
+        assert!(!b.is_gzip() && b.checkpoints.is_empty());
+        let starts = span_starts(&b, raw.len() as u64, 100_000);
+        assert_eq!(starts[..3], [100_000, 200_000, 300_000]);
+        let index = ChunkIndex::build_at(&raw[..], raw.len() as u64, &starts, encode(&b)).unwrap();
+        assert_eq!(encode(&decode(&encode(&b), &index).unwrap()), encode(&b));
+    }
+
+    #[test]
     fn every_checkpoint_starts_a_chunk() {
         let archive = sample_archive();
         let b = built(&archive);

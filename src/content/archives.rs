@@ -50,6 +50,11 @@ impl OpenArchive {
         }
         self.reader.read(id, offset, len)
     }
+
+    /// Bytes of the archive held locally (all of them unless it is read span by span).
+    pub fn resident(&self) -> u64 {
+        self.spans.as_ref().map_or(self.size, |s| s.resident())
+    }
 }
 
 /// Open archives of one process.

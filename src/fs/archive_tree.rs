@@ -117,7 +117,7 @@ impl ArchiveTree {
             ),
             (
                 b"user.lazycas.cached".to_vec(),
-                format!("{}/{}", a.size, a.size).into_bytes(),
+                format!("{}/{}", a.resident(), a.size).into_bytes(),
             ),
         ];
         v.extend(a.index.xattrs(id).map_err(|e| tree_error(a, e))?);

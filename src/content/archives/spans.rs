@@ -28,6 +28,11 @@ pub struct ArchiveSpans {
 }
 
 impl ArchiveSpans {
+    /// Bytes of the archive held so far.
+    pub fn resident(&self) -> u64 {
+        self.blob.resident()
+    }
+
     /// Fetches, in one batch, the spans a read of `len` bytes at `offset` of member `id`
     /// decodes (blocking, like the read itself).
     pub fn fetch_for_read(

@@ -97,6 +97,15 @@ impl PartialBlob {
         self.fetch_chunks(&wanted).await;
     }
 
+    /// Bytes of the chunks known present (for `user.lazycas.cached`).
+    pub fn resident(&self) -> u64 {
+        (0..self.present.len())
+            .filter(|&i| self.present[i].load(Ordering::Relaxed))
+            .filter_map(|i| self.index.chunk_range(i))
+            .map(|r| r.len())
+            .sum()
+    }
+
     /// Turns off the sequential readahead: for a reader that knows which chunks it will need
     /// (an archive fetches the spans a member read decodes) and must not fetch others.
     pub fn stop_readahead(&self) {
