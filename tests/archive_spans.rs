@@ -6,6 +6,8 @@
 //! origin fails the members in it (EIO) while the others serve; a lying index is refused with
 //! an error naming the rule it breaks.
 
+#[path = "archive_support/mod.rs"]
+mod archive_support;
 mod common;
 
 use std::path::{Path, PathBuf};
@@ -13,9 +15,9 @@ use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use archive_support::compare::assert_same_tree;
 use common::images::make_tree;
 use common::lazycas::{lazycas_bin, CLI_TIMEOUT};
-use common::oci_images::{walk_rootfs, Listing};
 use common::{list_dir_within, read_within, require_fuse, run, Asset, Lazycas, Nginx, Origin};
 use lazycas::archive::SpanMap;
 use lazycas::chunk::ChunkIndex;
@@ -190,13 +192,19 @@ fn archive_ranges(nginx: &Nginx) -> Vec<ByteRange> {
         .collect()
 }
 
+/// The archive served as published, and a mounted node pinning it.
+fn published_setup(a: &Archive) -> (Nginx, Lazycas, common::Daemon) {
+    let nginx = origin(a, published_index(a), |_| {});
+    let node = node_for(a, &nginx, &a.index_digest);
+    let daemon = node.mount();
+    (nginx, node, daemon)
+}
+
 #[test]
 fn the_tree_lists_before_any_archive_byte_is_fetched() {
     require_fuse!();
     let a = archive();
-    let nginx = origin(a, published_index(a), |_| {});
-    let node = node_for(a, &nginx, &a.index_digest);
-    let daemon = node.mount();
+    let (nginx, _node, daemon) = published_setup(a);
     let root = daemon.path("arc");
     let mut listed = list_dir_within(&root, DEADLINE).expect("list the archive");
     listed.sort();
@@ -223,9 +231,7 @@ fn the_tree_lists_before_any_archive_byte_is_fetched() {
 fn one_member_read_fetches_only_its_span_and_a_walk_matches_gnu_tar() {
     require_fuse!();
     let a = archive();
-    let nginx = origin(a, published_index(a), |_| {});
-    let node = node_for(a, &nginx, &a.index_digest);
-    let daemon = node.mount();
+    let (nginx, node, daemon) = published_setup(a);
     let root = daemon.path("arc");
     let (member, span) = a.member_inside_a_span();
     let got = read_within(root.join(&member), DEADLINE).expect("read one member");
@@ -259,9 +265,8 @@ fn one_member_read_fetches_only_its_span_and_a_walk_matches_gnu_tar() {
     assert!(fetched * 4 < a.index.size(), "fetched {fetched} bytes");
 
     // Every member, through the mount, is what GNU tar extracts (and every span is fetched).
-    let mounted = walk_rootfs(&root);
-    let extracted = walk_rootfs(&a.extracted);
-    assert_same_listing(&mounted, &extracted);
+    let nodes = assert_same_tree(&root, &a.extracted);
+    eprintln!("{nodes} nodes compared with GNU tar's extraction");
     let blob = node.blob_path(&a.sha256);
     assert!(
         common::wait_until(Duration::from_secs(30), || blob.exists()),
@@ -269,30 +274,6 @@ fn one_member_read_fetches_only_its_span_and_a_walk_matches_gnu_tar() {
         blob.display()
     );
     assert_eq!(common::sha256_file(&blob), a.sha256);
-}
-
-/// Asserts the mount shows what GNU tar extracted: kinds, modes, owners, sizes, targets,
-/// contents, mtimes and link counts.
-fn assert_same_listing(mounted: &Listing, extracted: &Listing) {
-    let mut diffs = Vec::new();
-    for (path, want) in extracted {
-        match mounted.get(path) {
-            None => diffs.push(format!("missing {path}")),
-            Some(got) if got != want => diffs.push(format!("{path}: {got:?} != {want:?}")),
-            Some(_) => {}
-        }
-    }
-    diffs.extend(
-        mounted
-            .keys()
-            .filter(|p| !extracted.contains_key(*p))
-            .map(|p| format!("extra {p}")),
-    );
-    assert!(
-        diffs.is_empty(),
-        "the mount differs from GNU tar's extraction:\n{}",
-        diffs.join("\n")
-    );
 }
 
 #[test]
