@@ -277,6 +277,48 @@ fn one_member_read_fetches_only_its_span_and_a_walk_matches_gnu_tar() {
 }
 
 #[test]
+fn a_member_across_spans_fetches_the_spans_it_decodes() {
+    require_fuse!();
+    let a = archive();
+    let (path, offset, size) = a
+        .members
+        .iter()
+        .max_by_key(|(_, _, size)| *size)
+        .cloned()
+        .expect("a member");
+    let decoded = a.map.compressed(ByteRange::at(offset, size));
+    let spans = a.index.chunks_covering(decoded);
+    assert!(spans.len() >= 2, "{path} lies in {} span(s)", spans.len());
+    // The decoder may touch the span after the last one it needs (it decodes whole cache
+    // slots): allow that one, no other.
+    let allowed_end = a
+        .index
+        .chunk_range(spans.end)
+        .map_or(a.index.size(), |r| r.end());
+    let (nginx, _node, daemon) = published_setup(a);
+    let got = read_within(daemon.path("arc").join(&path), DEADLINE).expect("read the member");
+    let want = std::fs::read(a.extracted.join(&path)).expect("read extracted member");
+    assert!(got == want, "{path} differs from GNU tar's extraction");
+    let ranges = archive_ranges(&nginx);
+    let fetched = nginx.log().bytes_served("/arc/a.tar.gz");
+    eprintln!(
+        "{path} ({size} bytes, spans {spans:?}, {decoded:?}): {} requests, {fetched} bytes",
+        ranges.len()
+    );
+    for r in &ranges {
+        assert!(
+            r.start() >= decoded.start() && r.end() <= allowed_end,
+            "request {r:?} outside the member's spans {decoded:?} (+ one)"
+        );
+    }
+    assert!(fetched >= decoded.len(), "fetched {fetched} of {decoded:?}");
+    assert!(
+        fetched <= allowed_end - decoded.start(),
+        "a span was fetched twice: {fetched} bytes"
+    );
+}
+
+#[test]
 fn a_corrupt_span_fails_only_the_members_in_it() {
     require_fuse!();
     let a = archive();
