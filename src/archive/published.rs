@@ -125,12 +125,25 @@ impl From<Truncated> for PublishedIndexError {
 /// plain tar. `lazycas index` cuts the archive's chunks there.
 pub fn span_starts(built: &BuiltIndex, size: u64, piece: u64) -> Vec<u64> {
     match built.format {
-        Format::Gzip => built.checkpoints.iter().map(decode_start).collect(),
+        Format::Gzip => shipped_checkpoints(built).map(decode_start).collect(),
         Format::Tar => (1..)
             .map(|k| k * piece.max(1))
             .take_while(|&o| o < size)
             .collect(),
     }
+}
+
+/// The checkpoints shipped: the first of those at one tar offset (empty gzip members give
+/// several), as `ArchiveIndex::save` keeps them.
+fn shipped_checkpoints(built: &BuiltIndex) -> impl Iterator<Item = &Checkpoint> {
+    let mut last: Option<u64> = None;
+    built.checkpoints.iter().filter(move |cp| {
+        let new = last.is_none_or(|l| cp.uoff > l);
+        if new {
+            last = Some(cp.uoff);
+        }
+        new
+    })
 }
 
 /// The first blob byte decoding from `cp` reads.
@@ -147,8 +160,9 @@ pub fn encode(built: &BuiltIndex) -> Vec<u8> {
     out.extend_from_slice(&VERSION.to_le_bytes());
     out.push(built.format.code() as u8);
     out.extend_from_slice(&built.stream_len.to_le_bytes());
-    out.extend_from_slice(&(built.checkpoints.len() as u64).to_le_bytes());
-    for cp in &built.checkpoints {
+    let checkpoints: Vec<&Checkpoint> = shipped_checkpoints(built).collect();
+    out.extend_from_slice(&(checkpoints.len() as u64).to_le_bytes());
+    for cp in checkpoints {
         out.extend_from_slice(&cp.uoff.to_le_bytes());
         out.extend_from_slice(&cp.cbyte.to_le_bytes());
         out.push(cp.bits);
@@ -593,6 +607,23 @@ mod tests {
     }
 
     #[test]
+    fn checkpoints_at_one_offset_ship_once() {
+        let archive = sample_archive();
+        let mut b = built(&archive);
+        let first = b.checkpoints[0].clone();
+        b.checkpoints.insert(
+            1,
+            Checkpoint {
+                cbyte: first.cbyte + 1,
+                ..first
+            },
+        );
+        let index = chunk_index(&archive, &b);
+        let decoded = decode(&encode(&b), &index).unwrap();
+        assert_eq!(decoded.checkpoints.len(), b.checkpoints.len() - 1);
+    }
+
+    #[test]
     fn every_checkpoint_starts_a_chunk() {
         let archive = sample_archive();
         let b = built(&archive);
@@ -614,13 +645,26 @@ mod tests {
         );
     }
 
+    /// Where checkpoint `i` starts in an encoded seek index.
+    fn checkpoint_at(bytes: &[u8], i: usize) -> usize {
+        let mut at = 2 + 1 + 8 + 8;
+        for _ in 0..i {
+            let w = u32::from_le_bytes(bytes[at + 17..at + 21].try_into().unwrap());
+            at += 21 + if w == NO_WINDOW { 0 } else { w as usize };
+        }
+        at
+    }
+
     #[test]
     fn refuses_offsets_that_do_not_increase() {
         let archive = sample_archive();
-        let mut b = built(&archive);
+        let b = built(&archive);
         let index = chunk_index(&archive, &b);
-        b.checkpoints[2].uoff = b.checkpoints[1].uoff;
-        let err = decode(&encode(&b), &index).unwrap_err();
+        let mut bytes = encode(&b);
+        let (one, two) = (checkpoint_at(&bytes, 1), checkpoint_at(&bytes, 2));
+        let first_uoff = bytes[one..one + 8].to_vec();
+        bytes[two..two + 8].copy_from_slice(&first_uoff);
+        let err = decode(&bytes, &index).unwrap_err();
         assert!(
             matches!(err, PublishedIndexError::Checkpoint { index: 2, .. }),
             "{err}"
