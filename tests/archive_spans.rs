@@ -319,6 +319,29 @@ fn a_member_across_spans_fetches_the_spans_it_decodes() {
 }
 
 #[test]
+fn a_restart_keeps_the_index_and_the_spans_already_fetched() {
+    require_fuse!();
+    let a = archive();
+    let (nginx, node, mut daemon) = published_setup(a);
+    let (member, _) = a.member_inside_a_span();
+    let want = std::fs::read(a.extracted.join(&member)).expect("read extracted member");
+    let got = read_within(daemon.path("arc").join(&member), DEADLINE).expect("first read");
+    assert!(got == want, "{member} differs");
+    let before = nginx.log().requests.len();
+    daemon.stop();
+    drop(daemon);
+    let daemon = node.mount();
+    let again = read_within(daemon.path("arc").join(&member), DEADLINE).expect("read again");
+    assert!(again == want, "{member} differs after the restart");
+    let log = nginx.log();
+    assert_eq!(
+        log.requests.len(),
+        before,
+        "the restarted daemon fetched again:\n{log}"
+    );
+}
+
+#[test]
 fn a_corrupt_span_fails_only_the_members_in_it() {
     require_fuse!();
     let a = archive();
