@@ -99,6 +99,9 @@ pub enum ArchiveError {
         #[source]
         source: io::Error,
     },
+    /// A seek index shipped with the archive (`lazycas index`) is unusable.
+    #[error(transparent)]
+    Published(#[from] super::PublishedIndexError),
     /// `feed` or `finish` called after an earlier `feed` failed.
     #[error("index builder already failed: {0}")]
     Poisoned(String),

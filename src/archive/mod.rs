@@ -15,7 +15,9 @@
 //! `gzip` (header/trailer framing), `inflate` (raw deflate through zlib-rs; the only `unsafe`),
 //! `checkpoint` (window storage), `scan` (push-style gzip walk that records checkpoints),
 //! `tar` (push-style tar parser: ustar, GNU, PAX, sparse), `tree` (GNU tar extraction semantics),
-//! `builder`, `index` (SQLite), `decoder` + `span_cache` + `reader` (the read path).
+//! `builder`, `index` (SQLite), `decoder` + `span_cache` + `reader` (the read path);
+//! `published` (the seek index as `lazycas index` ships it) and `span_map` (which compressed
+//! spans a member read needs, for archives read before they are all here).
 //!
 //! # Raw inflate: libz-rs-sys
 //! Checkpoints need what flate2 hides: `Z_BLOCK` (stop at deflate block boundaries and report the
@@ -72,9 +74,11 @@ mod error;
 mod gzip;
 mod index;
 mod inflate;
+pub mod published;
 mod reader;
 mod scan;
 mod span_cache;
+mod span_map;
 mod tar;
 mod tree;
 
@@ -83,8 +87,10 @@ use std::fmt;
 pub use builder::{BuiltIndex, IndexBuilder};
 pub use error::ArchiveError;
 pub use index::ArchiveIndex;
+pub use published::PublishedIndexError;
 pub use reader::ArchiveReader;
 pub use span_cache::{SpanCache, DEFAULT_SPAN_CACHE_BYTES};
+pub use span_map::SpanMap;
 
 /// A member's number inside one archive index. Stable for a given archive content; hard links
 /// share one. The root directory is [`MemberId::ROOT`].

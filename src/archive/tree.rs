@@ -103,6 +103,25 @@ pub(crate) struct Node {
 }
 
 impl Node {
+    /// A node restored from a stored index, not named yet (see [`Node::add_link`]).
+    pub(crate) fn restored(
+        attrs: Attrs,
+        content: Content,
+        xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+    ) -> Node {
+        Node {
+            attrs,
+            content,
+            xattrs,
+            links: 0,
+        }
+    }
+
+    /// Counts one more name pointing here.
+    pub(crate) fn add_link(&mut self) {
+        self.links = self.links.saturating_add(1);
+    }
+
     /// The member kind of this node.
     pub(crate) fn kind(&self) -> MemberKind {
         match &self.content {
@@ -454,6 +473,17 @@ pub(crate) struct MemberRow<'a> {
 }
 
 impl FinishedTree {
+    /// A tree whose members are already numbered: `nodes[i]` is member `i + 1` (the root first),
+    /// directories naming their children by arena index. The caller checks it is a tree.
+    pub(crate) fn numbered(nodes: Vec<Node>) -> FinishedTree {
+        let n = nodes.len();
+        FinishedTree {
+            nodes,
+            ids: (1..=n as u64).collect(),
+            order: (0..n).collect(),
+        }
+    }
+
     /// Number of members (including the root).
     pub(crate) fn len(&self) -> usize {
         self.order.len()

@@ -9,15 +9,16 @@
 //! | version (1) | u16 |
 //! | file size | u64 |
 //! | file sha256 | 32 |
-//! | chunker name length N, then the name (ASCII, `fastcdc-v2020`) | u8 + N |
-//! | chunker min, avg, max size | 3 × u32 |
+//! | chunker name length N, then the name (ASCII, `fastcdc-v2020` or `archive-spans-v1`) | u8 + N |
+//! | chunker min, avg, max size (archive spans: 1, max, max) | 3 × u32 |
 //! | chunk count C | u64 |
 //! | C chunks: end offset, sha256 | C × (u64 + 32) |
 //! | hint count H | u16 |
 //! | H hints: kind, payload length L, payload | H × (u16 + u32 + L) |
 //!
 //! Hint kinds: 1 squashfs (image offset u64, the 96 raw superblock bytes), 2 SIF (end of the
-//! descriptor section u64, primary partition offset u64 and size u64, its fs type i32).
+//! descriptor section u64, primary partition offset u64 and size u64, its fs type i32),
+//! 3 archive seek index (its own versioned layout, decoded by `crate::archive::published`).
 //! A reader refuses a version it does not know; a hint kind it does not know is skipped (hints
 //! only speed reads up), so new kinds need no new version. Nothing may follow the last hint.
 //!
@@ -26,8 +27,9 @@
 //! allocated from it.
 
 use super::chunker::{ChunkerParams, ChunkerParamsError, CHUNKER_NAME};
-use super::hints::{HintError, Hints, SifHint, SquashfsHint};
+use super::hints::{ArchiveHint, HintError, Hints, SifHint, SquashfsHint};
 use super::index::{ChunkEntry, ChunkIndex};
+use super::spans::{Cutting, SPANS_NAME, SPAN_PIECE_LIMIT};
 use super::squashfs::SUPERBLOCK_LEN;
 use crate::digest::Digest;
 use crate::range::ByteRange;
@@ -40,6 +42,7 @@ pub const VERSION: u16 = 1;
 const CHUNK_ENTRY_LEN: usize = 8 + 32;
 const HINT_SQUASHFS: u16 = 1;
 const HINT_SIF: u16 = 2;
+const HINT_ARCHIVE: u16 = 3;
 const SQUASHFS_PAYLOAD_LEN: usize = 8 + SUPERBLOCK_LEN;
 const SIF_PAYLOAD_LEN: usize = 8 + 8 + 8 + 4;
 
@@ -74,6 +77,16 @@ pub enum ChunkIndexError {
     /// The chunker parameters are invalid.
     #[error("chunk index chunker parameters: {0}")]
     ChunkerParams(#[from] ChunkerParamsError),
+    /// The bounds of archive spans are not `1, max, max` with `max` up to 64 MiB.
+    #[error("chunk index archive span bounds {min} / {avg} / {max} are invalid (want 1 / max / max, max <= {SPAN_PIECE_LIMIT})")]
+    SpanBounds {
+        /// Minimum stated.
+        min: u32,
+        /// Average stated.
+        avg: u32,
+        /// Maximum stated.
+        max: u32,
+    },
     /// The chunk count is larger than the bytes left can hold.
     #[error("chunk index claims {count} chunks but has room for {room}")]
     ChunkCount {
@@ -160,13 +173,15 @@ impl ChunkIndex {
         out.extend_from_slice(&VERSION.to_le_bytes());
         out.extend_from_slice(&self.size.to_le_bytes());
         out.extend_from_slice(self.file.as_bytes());
-        out.push(CHUNKER_NAME.len() as u8);
-        out.extend_from_slice(CHUNKER_NAME.as_bytes());
-        for v in [
-            self.chunker.min_size(),
-            self.chunker.avg_size(),
-            self.chunker.max_size(),
-        ] {
+        let (name, sizes) = match self.chunker {
+            Cutting::ContentDefined(p) => {
+                (CHUNKER_NAME, [p.min_size(), p.avg_size(), p.max_size()])
+            }
+            Cutting::ArchiveSpans { max_size } => (SPANS_NAME, [1, max_size, max_size]),
+        };
+        out.push(name.len() as u8);
+        out.extend_from_slice(name.as_bytes());
+        for v in sizes {
             out.extend_from_slice(&v.to_le_bytes());
         }
         out.extend_from_slice(&(self.chunks.len() as u64).to_le_bytes());
@@ -212,58 +227,92 @@ fn encode_hints(hints: &Hints) -> Vec<(u16, Vec<u8>)> {
         p.extend_from_slice(&sif.fs_type.to_le_bytes());
         out.push((HINT_SIF, p));
     }
+    if let Some(archive) = &hints.archive {
+        out.push((HINT_ARCHIVE, archive.0.to_vec()));
+    }
     out
 }
 
-/// A reader over untrusted bytes: every read is bounds-checked and names its field.
-struct Fields<'a> {
+/// Untrusted bytes ended inside `field`, which started at byte `at`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Truncated {
+    /// The field being read.
+    pub field: &'static str,
+    /// Its offset.
+    pub at: usize,
+}
+
+impl From<Truncated> for ChunkIndexError {
+    fn from(t: Truncated) -> ChunkIndexError {
+        ChunkIndexError::Truncated {
+            field: t.field,
+            at: t.at,
+        }
+    }
+}
+
+/// A reader over untrusted bytes: every read is bounds-checked and names its field. Shared
+/// with the archive seek index's parser.
+pub(crate) struct Fields<'a> {
     bytes: &'a [u8],
     at: usize,
 }
 
 impl<'a> Fields<'a> {
-    fn new(bytes: &'a [u8]) -> Fields<'a> {
+    /// Reads `bytes` from the start.
+    pub(crate) fn new(bytes: &'a [u8]) -> Fields<'a> {
         Fields { bytes, at: 0 }
     }
 
-    fn take(&mut self, len: usize, field: &'static str) -> Result<&'a [u8], ChunkIndexError> {
+    /// The next `len` bytes.
+    pub(crate) fn take(&mut self, len: usize, field: &'static str) -> Result<&'a [u8], Truncated> {
         let end = self
             .at
             .checked_add(len)
             .filter(|&end| end <= self.bytes.len())
-            .ok_or(ChunkIndexError::Truncated { field, at: self.at })?;
+            .ok_or(Truncated { field, at: self.at })?;
         let out = &self.bytes[self.at..end];
         self.at = end;
         Ok(out)
     }
 
-    fn array<const N: usize>(&mut self, field: &'static str) -> Result<[u8; N], ChunkIndexError> {
+    /// The next `N` bytes.
+    pub(crate) fn array<const N: usize>(
+        &mut self,
+        field: &'static str,
+    ) -> Result<[u8; N], Truncated> {
         let mut out = [0u8; N];
         out.copy_from_slice(self.take(N, field)?);
         Ok(out)
     }
 
-    fn u8(&mut self, field: &'static str) -> Result<u8, ChunkIndexError> {
+    /// The next byte.
+    pub(crate) fn u8(&mut self, field: &'static str) -> Result<u8, Truncated> {
         Ok(self.array::<1>(field)?[0])
     }
 
-    fn u16(&mut self, field: &'static str) -> Result<u16, ChunkIndexError> {
+    /// The next little-endian u16.
+    pub(crate) fn u16(&mut self, field: &'static str) -> Result<u16, Truncated> {
         self.array(field).map(u16::from_le_bytes)
     }
 
-    fn u32(&mut self, field: &'static str) -> Result<u32, ChunkIndexError> {
+    /// The next little-endian u32.
+    pub(crate) fn u32(&mut self, field: &'static str) -> Result<u32, Truncated> {
         self.array(field).map(u32::from_le_bytes)
     }
 
-    fn u64(&mut self, field: &'static str) -> Result<u64, ChunkIndexError> {
+    /// The next little-endian u64.
+    pub(crate) fn u64(&mut self, field: &'static str) -> Result<u64, Truncated> {
         self.array(field).map(u64::from_le_bytes)
     }
 
-    fn digest(&mut self, field: &'static str) -> Result<Digest, ChunkIndexError> {
+    /// The next 32 bytes, as a sha256.
+    pub(crate) fn digest(&mut self, field: &'static str) -> Result<Digest, Truncated> {
         self.array(field).map(Digest::from_sha256_bytes)
     }
 
-    fn remaining(&self) -> usize {
+    /// Bytes not read yet.
+    pub(crate) fn remaining(&self) -> usize {
         self.bytes.len() - self.at
     }
 }
@@ -295,10 +344,11 @@ fn parse_unpinned(bytes: &[u8]) -> Result<ChunkIndex, ChunkIndexError> {
     })
 }
 
-fn parse_chunker(f: &mut Fields<'_>) -> Result<ChunkerParams, ChunkIndexError> {
+fn parse_chunker(f: &mut Fields<'_>) -> Result<Cutting, ChunkIndexError> {
     let name_len = f.u8("chunker name length")?;
     let name = f.take(usize::from(name_len), "chunker name")?;
-    if name != CHUNKER_NAME.as_bytes() {
+    let known = [CHUNKER_NAME, SPANS_NAME].map(str::as_bytes);
+    if !known.contains(&name) {
         return Err(ChunkIndexError::UnknownChunker(
             String::from_utf8_lossy(name).into_owned(),
         ));
@@ -306,12 +356,18 @@ fn parse_chunker(f: &mut Fields<'_>) -> Result<ChunkerParams, ChunkIndexError> {
     let min = f.u32("chunker min size")?;
     let avg = f.u32("chunker avg size")?;
     let max = f.u32("chunker max size")?;
-    Ok(ChunkerParams::new(min, avg, max)?)
+    if name == SPANS_NAME.as_bytes() {
+        if min != 1 || avg != max || max == 0 || max > SPAN_PIECE_LIMIT {
+            return Err(ChunkIndexError::SpanBounds { min, avg, max });
+        }
+        return Ok(Cutting::ArchiveSpans { max_size: max });
+    }
+    Ok(Cutting::ContentDefined(ChunkerParams::new(min, avg, max)?))
 }
 
 fn parse_chunks(
     f: &mut Fields<'_>,
-    chunker: &ChunkerParams,
+    chunker: &Cutting,
     size: u64,
 ) -> Result<Vec<ChunkEntry>, ChunkIndexError> {
     let count = f.u64("chunk count")?;
@@ -344,7 +400,7 @@ fn check_chunk(
     previous: u64,
     end: u64,
     is_last: bool,
-    chunker: &ChunkerParams,
+    chunker: &Cutting,
 ) -> Result<(), ChunkIndexError> {
     if end <= previous {
         return Err(ChunkIndexError::NotIncreasing {
@@ -395,6 +451,12 @@ fn parse_hints(f: &mut Fields<'_>) -> Result<Hints, ChunkIndexError> {
                     return Err(ChunkIndexError::HintRepeated(kind));
                 }
                 hints.sif = Some(parse_sif_hint(payload)?);
+            }
+            HINT_ARCHIVE => {
+                if hints.archive.is_some() {
+                    return Err(ChunkIndexError::HintRepeated(kind));
+                }
+                hints.archive = Some(ArchiveHint(std::sync::Arc::from(payload)));
             }
             _ => tracing::debug!("skipping chunk index hint of unknown kind {kind}"),
         }

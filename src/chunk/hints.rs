@@ -90,13 +90,21 @@ pub struct SifHint {
     pub fs_type: i32,
 }
 
+/// A `.tar` or `.tar.gz` archive's seek index (gzip checkpoints and member table), as the
+/// publisher's `lazycas index` encoded it. Kept as bytes here: `crate::archive` decodes and
+/// checks it (against this index's chunks) when the archive is opened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArchiveHint(pub std::sync::Arc<[u8]>);
+
 /// Every hint an index holds; each kind at most once.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Hints {
     /// A squashfs image (bare, or a SIF's primary partition).
     pub squashfs: Option<SquashfsHint>,
     /// A SIF container.
     pub sif: Option<SifHint>,
+    /// An archive's seek index.
+    pub archive: Option<ArchiveHint>,
 }
 
 fn within(what: &'static str, range: ByteRange, size: u64) -> Result<(), HintError> {

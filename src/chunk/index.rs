@@ -11,6 +11,7 @@ use std::ops::Range;
 
 use super::chunker::ChunkerParams;
 use super::hints::Hints;
+use super::spans::Cutting;
 use crate::digest::{Digest, Hasher};
 use crate::range::ByteRange;
 
@@ -25,13 +26,13 @@ pub struct ChunkEntry {
 }
 
 /// A file's chunk index. Every value is consistent: chunk ends strictly increase, every chunk is
-/// within the chunker's bounds, the chunks cover exactly `size` bytes and the hints lie within
+/// within the cutting's bounds, the chunks cover exactly `size` bytes and the hints lie within
 /// the file (both constructors check this).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChunkIndex {
     pub(super) file: Digest,
     pub(super) size: u64,
-    pub(super) chunker: ChunkerParams,
+    pub(super) chunker: Cutting,
     pub(super) chunks: Vec<ChunkEntry>,
     pub(super) hints: Hints,
 }
@@ -64,7 +65,7 @@ impl ChunkIndex {
         Ok(ChunkIndex {
             file: whole.finish(),
             size,
-            chunker,
+            chunker: Cutting::ContentDefined(chunker),
             chunks,
             hints,
         })
@@ -80,8 +81,16 @@ impl ChunkIndex {
         self.size
     }
 
-    /// The chunker parameters the file was cut with.
-    pub fn chunker(&self) -> ChunkerParams {
+    /// The FastCDC parameters the file was cut with (`None` for an archive cut at its spans).
+    pub fn chunker(&self) -> Option<ChunkerParams> {
+        match self.chunker {
+            Cutting::ContentDefined(p) => Some(p),
+            Cutting::ArchiveSpans { .. } => None,
+        }
+    }
+
+    /// How the file was cut.
+    pub fn cutting(&self) -> Cutting {
         self.chunker
     }
 

@@ -15,12 +15,14 @@ pub mod format;
 pub mod hints;
 pub mod index;
 pub mod sif;
+pub mod spans;
 pub mod squashfs;
 
 pub use chunker::{ChunkerParams, ChunkerParamsError};
 pub use format::ChunkIndexError;
-pub use hints::{Hints, SifHint, SquashfsHint};
+pub use hints::{ArchiveHint, Hints, SifHint, SquashfsHint};
 pub use index::{ChunkEntry, ChunkIndex};
+pub use spans::Cutting;
 
 #[cfg(test)]
 mod tests {

@@ -1,14 +1,16 @@
 //! `lazycas index FILE`: the publisher's side of range-lazy images. Writes the file's chunk index
 //! next to it (or to `-o OUT`) atomically and prints the index's sha256, the value a catalog pins
-//! as `index_sha256`.
+//! as `index_sha256`. A `.tar.gz` (or `.tar`) is cut at its seek index's checkpoints instead of
+//! by content, and the seek index itself goes into the index (see `crate::chunk::spans`).
 
 use std::ffi::OsString;
-use std::io::Write as _;
+use std::io::{Read as _, Seek as _, Write as _};
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 
 use super::Failure;
+use crate::archive::{published, IndexBuilder};
 use crate::chunk::{ChunkIndex, ChunkerParams};
 use crate::config::parse_size;
 use crate::digest::Digest;
@@ -48,10 +50,14 @@ pub fn run(args: &IndexArgs) -> Result<(), Failure> {
             out.display()
         )));
     }
-    let file = std::fs::File::open(&args.file)
-        .with_context(|| format!("opening {}", args.file.display()))?;
-    let index = ChunkIndex::build(file, params)
-        .with_context(|| format!("indexing {}", args.file.display()))?;
+    let open = || {
+        std::fs::File::open(&args.file).with_context(|| format!("opening {}", args.file.display()))
+    };
+    let index = match archive_index(open()?) {
+        Some(index) => index,
+        None => ChunkIndex::build(open()?, params),
+    }
+    .with_context(|| format!("indexing {}", args.file.display()))?;
     let bytes = index.to_bytes();
     write_atomically(&out, &bytes).with_context(|| format!("writing {}", out.display()))?;
     tracing::info!(
@@ -65,6 +71,61 @@ pub fn run(args: &IndexArgs) -> Result<(), Failure> {
     );
     println!("{}", Digest::of(&bytes).hex());
     Ok(())
+}
+
+/// Plain tar archives are cut every this many bytes (they have no checkpoints).
+const TAR_PIECE: u64 = 4 << 20;
+
+/// The index of `file` cut at its seek index's span starts, if it is a `.tar.gz` or `.tar`
+/// (gzip magic, or `ustar` at byte 257); `None` for anything else, or an archive whose tar
+/// stream does not parse (then it is indexed as a plain file, with a warning).
+fn archive_index(mut file: std::fs::File) -> Option<std::io::Result<ChunkIndex>> {
+    let mut head = [0u8; 262];
+    let n = file.read(&mut head).ok()?;
+    let gzip = head[..n].starts_with(&[0x1f, 0x8b]);
+    if !gzip && head.get(257..262) != Some(&b"ustar"[..]) {
+        return None;
+    }
+    let built = match seek_index(&mut file) {
+        Ok(built) => built,
+        Err(e) => {
+            tracing::warn!("not a tar archive ({e}): indexing it as a plain file");
+            return None;
+        }
+    };
+    Some(cut_at_spans(file, &built))
+}
+
+/// The archive's seek index, from one pass over the file.
+fn seek_index(file: &mut std::fs::File) -> anyhow::Result<crate::archive::BuiltIndex> {
+    file.rewind()?;
+    let mut builder = IndexBuilder::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        builder.feed(&buf[..n])?;
+    }
+    Ok(builder.finish()?)
+}
+
+/// The chunk index of an archive: chunks cut where decoding can start, the seek index as a hint.
+fn cut_at_spans(
+    mut file: std::fs::File,
+    built: &crate::archive::BuiltIndex,
+) -> std::io::Result<ChunkIndex> {
+    let size = file.seek(std::io::SeekFrom::End(0))?;
+    file.rewind()?;
+    let starts = published::span_starts(built, size, TAR_PIECE);
+    tracing::info!(
+        members = built.member_count(),
+        checkpoints = built.checkpoint_count(),
+        "archive: cutting at its span starts"
+    );
+    let reader = std::io::BufReader::with_capacity(1 << 20, file);
+    ChunkIndex::build_at(reader, size, &starts, published::encode(built))
 }
 
 fn chunker_params(args: &IndexArgs) -> Result<ChunkerParams, Failure> {
@@ -104,6 +165,9 @@ fn hint_summary(index: &ChunkIndex) -> String {
     }
     if let Some(sq) = &hints.squashfs {
         found.push(format!("squashfs metadata {:?}", sq.metadata_tail()));
+    }
+    if let Some(archive) = &hints.archive {
+        found.push(format!("archive seek index of {} bytes", archive.0.len()));
     }
     match found.is_empty() {
         true => String::new(),

@@ -5,7 +5,12 @@
 //! Concurrent first lookups of one archive share one download and one index build (single
 //! flight). An index is built once per content: a second name, a remount or a restart with the
 //! same digest finds it in SQLite. It never speaks HTTP ([`Content`] drives the fetcher) and
-//! never parses tar (the `archive` module).
+//! never parses tar (the `archive` module). An archive with a pinned index is opened from the
+//! index instead, and read span by span (`spans`).
+
+mod spans;
+
+pub use spans::ArchiveSpans;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -13,7 +18,9 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 
 use super::{Content, ContentError, SingleFlight};
-use crate::archive::{ArchiveError, ArchiveIndex, ArchiveReader, IndexBuilder, SpanCache};
+use crate::archive::{
+    ArchiveError, ArchiveIndex, ArchiveReader, IndexBuilder, MemberId, SpanCache,
+};
 use crate::digest::Digest;
 use crate::source::Source;
 use crate::store::{BlobRead, ByteObserver, Store};
@@ -30,6 +37,24 @@ pub struct OpenArchive {
     pub index: Arc<ArchiveIndex>,
     /// The member read path.
     pub reader: ArchiveReader,
+    /// The spans still to fetch, for an archive opened from its published index.
+    pub spans: Option<spans::ArchiveSpans>,
+}
+
+impl OpenArchive {
+    /// Up to `len` bytes of regular file `id` from `offset`; an archive read span by span
+    /// first fetches the spans the read decodes, in one batch.
+    pub fn read(&self, id: MemberId, offset: u64, len: u32) -> Result<Vec<u8>, ArchiveError> {
+        if let Some(spans) = &self.spans {
+            spans.fetch_for_read(&self.index, id, offset, len)?;
+        }
+        self.reader.read(id, offset, len)
+    }
+
+    /// Bytes of the archive held locally (all of them unless it is read span by span).
+    pub fn resident(&self) -> u64 {
+        self.spans.as_ref().map_or(self.size, |s| s.resident())
+    }
 }
 
 /// Open archives of one process.
@@ -93,6 +118,11 @@ impl Archives {
         content: &Content,
         src: &Source,
     ) -> Result<Arc<OpenArchive>, ContentError> {
+        if let Some(pin) = &src.index {
+            if content.local(src)?.is_none() {
+                return self.open_from_index(content, src, pin).await;
+            }
+        }
         let label = src.label.clone();
         // Warnings about single entries ("skipping a member named ../x") name the archive.
         let span = tracing::warn_span!("archive", name = %label);
@@ -149,6 +179,7 @@ impl Archives {
             size: info.size,
             reader: ArchiveReader::new(index.clone(), blob, self.cache.clone()),
             index,
+            spans: None,
         });
         Ok(self
             .open

@@ -117,7 +117,7 @@ impl ArchiveTree {
             ),
             (
                 b"user.lazycas.cached".to_vec(),
-                format!("{}/{}", a.size, a.size).into_bytes(),
+                format!("{}/{}", a.resident(), a.size).into_bytes(),
             ),
         ];
         v.extend(a.index.xattrs(id).map_err(|e| tree_error(a, e))?);
@@ -175,7 +175,6 @@ struct MemberFile {
 impl OpenFile for MemberFile {
     fn read(&self, offset: u64, size: u32) -> Result<Vec<u8>, NsError> {
         self.archive
-            .reader
             .read(self.id, offset, size)
             .map_err(|e| tree_error(&self.archive, e))
     }

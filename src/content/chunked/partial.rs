@@ -48,6 +48,8 @@ pub struct PartialBlob {
     present_count: AtomicUsize,
     /// Where the last read ended, and the readahead window then.
     readahead: Mutex<(u64, u64)>,
+    /// False when the caller plans its own fetches ([`PartialBlob::stop_readahead`]).
+    reads_ahead: AtomicBool,
 }
 
 impl PartialBlob {
@@ -80,6 +82,7 @@ impl PartialBlob {
             present,
             present_count: AtomicUsize::new(count),
             readahead: Mutex::new((u64::MAX, 0)),
+            reads_ahead: AtomicBool::new(true),
         });
         if count == blob.present.len() {
             blob.start_assembly();
@@ -92,6 +95,34 @@ impl PartialBlob {
     pub async fn prefetch(&self) {
         let wanted: Vec<usize> = self.index.prefetch_chunks().into_iter().flatten().collect();
         self.fetch_chunks(&wanted).await;
+    }
+
+    /// Bytes of the chunks known present (for `user.lazycas.cached`).
+    pub fn resident(&self) -> u64 {
+        (0..self.present.len())
+            .filter(|&i| self.present[i].load(Ordering::Relaxed))
+            .filter_map(|i| self.index.chunk_range(i))
+            .map(|r| r.len())
+            .sum()
+    }
+
+    /// Turns off the sequential readahead: for a reader that knows which chunks it will need
+    /// (an archive fetches the spans a member read decodes) and must not fetch others.
+    pub fn stop_readahead(&self) {
+        self.reads_ahead.store(false, Ordering::Relaxed);
+    }
+
+    /// Fetches the missing chunks covering `range` in one batch (blocking the calling thread,
+    /// as a read does). Failures are logged; a read needing a chunk that failed tries again.
+    pub fn fetch_range(&self, range: ByteRange) {
+        let wanted: Vec<usize> = self
+            .index
+            .chunks_covering(range)
+            .filter(|&i| self.is_missing(i))
+            .collect();
+        if !wanted.is_empty() {
+            self.runtime.block_on(self.fetch_chunks(&wanted));
+        }
     }
 
     /// Fetches those of `wanted` (chunk numbers, ascending) that are missing; chunks another
@@ -302,7 +333,7 @@ impl PartialBlob {
     fn fetch_end(&self, want: ByteRange) -> u64 {
         let mut ra = self.readahead.lock();
         let (last_end, window) = *ra;
-        let window = if want.start() == last_end {
+        let window = if want.start() == last_end && self.reads_ahead.load(Ordering::Relaxed) {
             (window * 2).clamp(READAHEAD_MIN, READAHEAD_MAX)
         } else {
             0
