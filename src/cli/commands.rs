@@ -172,13 +172,14 @@ pub fn rm(config: &Config, name: &str) -> Result<(), Failure> {
     Ok(())
 }
 
-/// `lazycas import medperf FILE.json [--name NAME] [--layout mlcube|container]`
+/// `lazycas import medperf FILE.json [--name NAME] [--layout mlcube|container] [--image REF]`
 pub fn import(
     config: &Config,
     format: &str,
     file: &std::path::Path,
     name: Option<&str>,
     layout: Option<&str>,
+    image: Option<&str>,
 ) -> Result<(), Failure> {
     if format != "medperf" {
         return Err(usage(format!("{format:?}: the only format is medperf")));
@@ -186,7 +187,7 @@ pub fn import(
     let json = std::fs::read(file)
         .with_context(|| format!("reading {}", file.display()))
         .map_err(Failure::Runtime)?;
-    let imported = crate::publish::medperf::import_cube(&json, name, layout)
+    let imported = crate::publish::medperf::import_cube(&json, name, layout, image)
         .map_err(|m| usage(format!("{}: {m}", file.display())))?;
     let set = imported
         .set

@@ -89,6 +89,9 @@ pub enum Command {
         /// `mlcube` or `container` (default: from the manifest's file name).
         #[arg(long)]
         layout: Option<String>,
+        /// The cube's registry image (`docker://…`), for records that do not name it.
+        #[arg(long)]
+        image: Option<String>,
     },
     /// Fetch an entry (or URL#sha256=…, or every layer of docker://…) into the store now and
     /// pin it.
@@ -252,7 +255,15 @@ fn run(cli: Cli) -> Result<(), Failure> {
             file,
             name,
             layout,
-        } => commands::import(&config, &format, &file, name.as_deref(), layout.as_deref()),
+            image,
+        } => commands::import(
+            &config,
+            &format,
+            &file,
+            name.as_deref(),
+            layout.as_deref(),
+            image.as_deref(),
+        ),
         Command::Pull { target } => commands::pull(&config, &target),
         Command::Status { json } => commands::status(&config, json),
         Command::Gc { to } => commands::gc(&config, to.as_deref()),
