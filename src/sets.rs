@@ -40,6 +40,14 @@ impl Layout {
         }
     }
 
+    /// `"mlcube"` or `"container"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Layout::Mlcube => "mlcube",
+            Layout::Container => "container",
+        }
+    }
+
     /// Where a member of `role` goes (`image_name` for the image), relative to the set.
     pub fn path_of(self, role: Role, image_name: &str) -> String {
         match (self, role) {

@@ -2,16 +2,21 @@
 //! `additional_files.tar.gz`, a SIF made with `siftool`) served from a real nginx, mounted by
 //! the real daemon, each member verified against its own pin; the set directories have exactly
 //! their layout's entries; and a `runc` container bind-mounts the set's `additional_files/`
-//! read-only at `/mlcube_io/additional_files` and reads through it.
+//! read-only at `/mlcube_io/additional_files` and reads through it. Sets whose image is a
+//! `docker://` image pushed (umoci, skopeo) to a real docker-registry show its root filesystem
+//! at the layout's image position, pinned by the image ID, and `runc` runs with that directory
+//! as its root; `lazycas ls` and `status --json` list the sets and what of them is present.
 
 mod common;
 
 use common::images::{make_tree, mksquashfs, sif_around};
 use common::lazycas::tail;
+use common::oci_images::{assert_same_tree, umoci, walk_rootfs, Listing, OciLayout, Push};
 use common::process::require_program;
+use common::registry::Registry;
 use common::*;
 use md5::Digest as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
@@ -239,6 +244,58 @@ fn minimal_rootfs(root: &Path) {
     }
 }
 
+/// Runs `script` with `/bin/sh -c` in a runc container whose read-only root is `root` and
+/// which bind-mounts `additional_files` read-only at `/mlcube_io/additional_files`; returns its
+/// output (the daemon's log tail on failure).
+fn runc_run(runc: &Path, bundle: &Path, root: &Path, additional_files: &Path, script: &str) -> Output {
+    std::fs::create_dir_all(bundle).expect("mkdir bundle");
+    let spec = Command::new(runc)
+        .arg("spec")
+        .current_dir(bundle)
+        .status()
+        .expect("runc spec");
+    assert!(spec.success(), "runc spec failed");
+    let config_path = bundle.join("config.json");
+    let mut config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&config_path).expect("read config.json"))
+            .expect("parse config.json");
+    assert_eq!(config["root"]["readonly"], true, "runc spec's root is read-only");
+    config["root"]["path"] = serde_json::json!(root.to_str().expect("utf-8 path"));
+    config["process"]["terminal"] = serde_json::json!(false);
+    config["process"]["args"] = serde_json::json!(["/bin/sh", "-c", script]);
+    config["mounts"]
+        .as_array_mut()
+        .expect("mounts")
+        .push(serde_json::json!({
+            "destination": "/mlcube_io/additional_files",
+            "type": "bind",
+            "source": additional_files.to_str().expect("utf-8 path"),
+            "options": ["rbind", "ro"]
+        }));
+    std::fs::write(&config_path, config.to_string()).expect("write config.json");
+    let state = bundle.join("runc-state");
+    let id = format!(
+        "lazycas-set-{}-{}",
+        std::process::id(),
+        bundle.file_name().and_then(|n| n.to_str()).unwrap_or("b")
+    );
+    let mut cmd = Command::new(runc);
+    cmd.arg("--root")
+        .arg(&state)
+        .args(["run", "--bundle"])
+        .arg(bundle)
+        .arg(&id);
+    let out = run(cmd, Duration::from_secs(120));
+    let mut cleanup = Command::new(runc);
+    cleanup.arg("--root").arg(&state).args(["delete", "--force", &id]);
+    let _ = run(cleanup, Duration::from_secs(30));
+    out
+}
+
+const READ_BOTH: &str = "cat /hello.txt /mlcube_io/additional_files/models/hello.txt; \
+     if echo x > /mlcube_io/additional_files/new 2>/dev/null; then echo WRITABLE; else echo READ-ONLY; fi";
+const IMAGE_HELLO: &str = "hello from the set's image\n";
+
 #[test]
 fn runc_reads_the_sets_additional_files_through_a_read_only_bind_mount() {
     require_fuse!(if is_root() {
@@ -249,60 +306,257 @@ fn runc_reads_the_sets_additional_files_through_a_read_only_bind_mount() {
     let runc = require_program("runc", "runc");
     let work = tempfile::tempdir().expect("tempdir");
     let p = publish(work.path());
+    let reg = Registry::start();
+    let image = push_image(&reg);
     let node = Lazycas::with_config(Config {
-        tail: container_set_toml(&p),
+        tail: format!("{}{}", container_set_toml(&p), docker_sets_toml(&p, &reg, &image)),
         ..Config::default()
     });
     let d = node.mount();
+
+    // A root made here, the set's SIF-era members bind-mounted.
     let bundle = work.path().join("bundle");
-    minimal_rootfs(&bundle.join("rootfs"));
-    let spec = Command::new(&runc)
-        .arg("spec")
-        .current_dir(&bundle)
-        .status()
-        .expect("runc spec");
-    assert!(spec.success(), "runc spec failed");
-    let config_path = bundle.join("config.json");
-    let mut config: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&config_path).expect("read config.json"))
-            .expect("parse config.json");
-    config["process"]["terminal"] = serde_json::json!(false);
-    config["process"]["args"] = serde_json::json!([
-        "/bin/sh",
-        "-c",
-        "cat /mlcube_io/additional_files/models/hello.txt; \
-         if echo x > /mlcube_io/additional_files/new 2>/dev/null; then echo WRITABLE; else echo READ-ONLY; fi"
+    let root = bundle.join("rootfs");
+    minimal_rootfs(&root);
+    std::fs::write(root.join("hello.txt"), IMAGE_HELLO).expect("write hello.txt");
+    let out = runc_run(&runc, &bundle, &root, &d.path("medperf/fets/additional_files"), READ_BOTH);
+    assert!(out.success(), "runc run failed: {}\n{}", out.stderr, tail(&d.log(), 30));
+    assert_eq!(out.stdout, format!("{IMAGE_HELLO}{SECRET}READ-ONLY\n"));
+
+    // The set's docker:// image is the container's root, its additional files bound in.
+    let out = runc_run(
+        &runc,
+        &work.path().join("bundle-oci"),
+        &d.path("medperf/fets-oci/fets"),
+        &d.path("medperf/fets-oci/additional_files"),
+        READ_BOTH,
+    );
+    assert!(out.success(), "runc run failed: {}\n{}", out.stderr, tail(&d.log(), 30));
+    assert_eq!(out.stdout, format!("{IMAGE_HELLO}{SECRET}READ-ONLY\n"));
+}
+
+/// An image pushed to a registry, as the sets name it.
+struct PushedImage {
+    layout: OciLayout,
+    /// `docker://<registry>/test/fets:v1`.
+    reference: String,
+    /// The config's digest (`sha256:…`): the image ID `docker inspect` and MedPerf give.
+    image_id: String,
+}
+
+/// `test/fets:v1`: a root with `/bin/sh`, `/bin/cat` and `/hello.txt`, built with umoci and
+/// pushed to `reg` with skopeo.
+fn push_image(reg: &Registry) -> PushedImage {
+    let layout = OciLayout::new();
+    umoci(&["new", "--image", &layout.image("fets")]);
+    let bundle = layout.unpack("fets", "bundle-fets");
+    let root = bundle.join("rootfs");
+    minimal_rootfs(&root);
+    std::fs::write(root.join("hello.txt"), IMAGE_HELLO).expect("write hello.txt");
+    layout.repack("fets", &bundle);
+    let dest = format!("{}/test/fets:v1", reg.host());
+    layout.push("fets", &dest, &Push::default());
+    let image_id = layout.manifest("fets")["config"]["digest"]
+        .as_str()
+        .expect("config digest")
+        .to_string();
+    PushedImage {
+        layout,
+        reference: format!("docker://{dest}"),
+        image_id,
+    }
+}
+
+/// Sets whose image is `image`: a MedPerf container pinned by the image ID, an MLCube by tag
+/// only, and one pinned to another image ID; plus the registry's settings.
+fn docker_sets_toml(p: &Published, reg: &Registry, image: &PushedImage) -> String {
+    let u = |rel: &str| p.nginx.url(rel);
+    format!(
+        r#"
+[[set]]
+name = "medperf/fets-oci"
+layout = "container"
+manifest = {{ url = "{config}", sha256 = "{config_sha}" }}
+additional_files = {{ url = "{tarball}", sha256 = "{tarball_sha}" }}
+image = {{ url = "{image}", sha256 = "{id}" }}
+
+[[set]]
+name = "mlcubes/fets-oci"
+layout = "mlcube"
+manifest = {{ url = "{mlcube}", sha256 = "{config_sha}" }}
+image = {{ url = "{image}" }}
+
+[[set]]
+name = "medperf/wrong-id"
+layout = "container"
+image = {{ url = "{image}", sha256 = "{other}" }}
+
+[registries."{host}"]
+insecure = true
+"#,
+        config = u("fets/container_config.yaml"),
+        mlcube = u("fets/mlcube.yaml"),
+        config_sha = sha256_hex(MANIFEST),
+        tarball = u("fets/additional_files.tar.gz"),
+        tarball_sha = sha256_hex(&p.tarball),
+        image = image.reference,
+        id = image.image_id,
+        other = sha256_hex(b"another image's config"),
+        host = reg.host(),
+    )
+}
+
+/// `walk_rootfs` bounded by a deadline.
+fn walk(root: PathBuf) -> Listing {
+    with_deadline(READ_DEADLINE, "walking a mounted rootfs", move || walk_rootfs(&root))
+}
+
+/// Hex digests of the blobs in the node's store.
+fn stored(node: &Lazycas) -> Vec<String> {
+    node.stored_blobs()
+        .iter()
+        .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .collect()
+}
+
+#[test]
+fn docker_image_members_show_the_images_rootfs_and_ls_lists_the_sets() {
+    require_fuse!();
+    let work = tempfile::tempdir().expect("tempdir");
+    let p = publish(work.path());
+    let reg = Registry::start();
+    let image = push_image(&reg);
+    let node = Lazycas::with_config(Config {
+        tail: docker_sets_toml(&p, &reg, &image),
+        ..Config::default()
+    });
+    let host = reg.host();
+
+    // A MedPerf record of today's shape: the container config inline, its image a registry
+    // image, image_hash the image ID.
+    let record = serde_json::json!({
+        "id": 41, "name": "seg", "is_valid": true, "state": "OPERATION",
+        "container_config": {"container_type": "DockerImage",
+                             "image": format!("{host}/test/fets:v1"), "tasks": {"infer": {}}},
+        "parameters_config": null,
+        "image_hash": {format!("{host}/test/fets:v1"): image.image_id.trim_start_matches("sha256:")},
+        "additional_files_tarball_url": p.nginx.url("fets/additional_files.tar.gz"),
+        "additional_files_tarball_hash": sha256_hex(&p.tarball),
+        "metadata": {}, "user_metadata": {}
+    });
+    let record_path = work.path().join("seg.json");
+    std::fs::write(&record_path, record.to_string()).expect("write record");
+    let imported = node.cli(&[
+        "import",
+        "medperf",
+        record_path.to_str().expect("utf-8 path"),
+        "--name",
+        "imported/seg",
     ]);
-    let source = d.path("medperf/fets/additional_files");
-    config["mounts"]
-        .as_array_mut()
-        .expect("mounts")
-        .push(serde_json::json!({
-            "destination": "/mlcube_io/additional_files",
-            "type": "bind",
-            "source": source.to_str().expect("utf-8 path"),
-            "options": ["rbind", "ro"]
-        }));
-    std::fs::write(&config_path, config.to_string()).expect("write config.json");
-    let state = work.path().join("runc-state");
-    let id = format!("lazycas-set-{}", std::process::id());
-    let mut cmd = Command::new(&runc);
-    cmd.arg("--root")
-        .arg(&state)
-        .args(["run", "--bundle"])
-        .arg(&bundle)
-        .arg(&id);
-    let out = run(cmd, Duration::from_secs(120));
+    imported.assert_success();
+    assert!(imported.stdout.contains("fets"), "{}", imported.stdout);
+
+    // Before anything is read: ls names each member, its reference and pins; nothing is held
+    // and the tag is unresolved.
+    let ls = node.cli(&["ls"]);
+    ls.assert_success();
+    let line_of = |out: &str, set_heading: &str, member: &str| -> String {
+        let mut lines = out.lines().skip_while(|l| !l.starts_with(set_heading)).skip(1);
+        lines
+            .find(|l| l.trim_start().starts_with(member))
+            .unwrap_or_else(|| panic!("no {member} under {set_heading} in\n{out}"))
+            .to_string()
+    };
+    let fets_line = line_of(&ls.stdout, "medperf/fets-oci/ (set, layout container)", "fets/");
     assert!(
-        out.success(),
-        "runc run failed: {}\n{}",
-        out.stderr,
-        tail(&d.log(), 30)
+        fets_line.contains("unresolved")
+            && fets_line.contains(&image.reference)
+            && fets_line.contains(&format!("image-id {}", image.image_id)),
+        "{fets_line}"
     );
-    let stdout = out.stdout.clone();
+    let config_line = line_of(&ls.stdout, "medperf/fets-oci/", "container_config.yaml");
+    assert!(config_line.contains("missing"), "{config_line}");
+
+    let d = node.mount();
     assert_eq!(
-        stdout,
-        format!("{SECRET}READ-ONLY\n"),
-        "container said {stdout:?}"
+        sorted(list_dir(d.path("medperf"))),
+        ["fets-oci", "wrong-id"]
     );
+    assert_eq!(
+        sorted(list_dir(d.path("medperf/fets-oci"))),
+        ["additional_files", "container_config.yaml", "fets"]
+    );
+    assert_eq!(list_dir(d.path("mlcubes/fets-oci/workspace")), [".image"]);
+    assert_eq!(list_dir(d.path("mlcubes/fets-oci/workspace/.image")), ["fets"]);
+    assert_eq!(
+        sorted(list_dir(d.path("imported/seg"))),
+        ["additional_files", "fets"]
+    );
+    let layers: Vec<String> = image.layout.manifest("fets")["layers"]
+        .as_array()
+        .expect("layers")
+        .iter()
+        .map(|l| l["digest"].as_str().expect("digest").trim_start_matches("sha256:").to_string())
+        .collect();
+    let held = stored(&node);
+    assert!(
+        layers.iter().all(|l| !held.contains(l)),
+        "a layer was fetched by listing the sets"
+    );
+
+    // The image position is the image's root filesystem: the same tree docker/ shows (which
+    // tests/oci_mount.rs checks against umoci unpack), the same bytes.
+    let in_set = d.path("medperf/fets-oci/fets");
+    assert_reads(in_set.join("hello.txt"), IMAGE_HELLO);
+    let want = walk(d.path(&format!("docker/{host}/test/fets:v1/rootfs")));
+    assert!(want.contains_key("bin/cat") && want.contains_key("hello.txt"));
+    assert_same_tree("the set's image", &walk(in_set.clone()), &want);
+    assert_same_tree(
+        "the mlcube's .image",
+        &walk(d.path("mlcubes/fets-oci/workspace/.image/fets")),
+        &want,
+    );
+    assert_same_tree("the imported set's image", &walk(d.path("imported/seg/fets")), &want);
+    assert_eq!(
+        xattr::get_string(&in_set, "user.lazycas.digest").expect("digest xattr"),
+        image.layout.digest("fets")
+    );
+    let held = stored(&node);
+    assert!(layers.iter().all(|l| held.contains(l)), "layers not stored");
+    assert_reads(d.path("medperf/fets-oci/container_config.yaml"), MANIFEST);
+    assert_reads(
+        d.path("medperf/fets-oci/additional_files/models/hello.txt"),
+        SECRET,
+    );
+
+    // An image ID pin the registry's image does not have: refused, and the log says why.
+    let refused = list_dir_within(d.path("medperf/wrong-id/fets"), Duration::from_secs(30));
+    assert_eq!(
+        refused.as_ref().err().and_then(|e| e.raw_os_error()),
+        Some(libc::EIO),
+        "an image with another image ID was listed: {refused:?}"
+    );
+    assert!(d.log().contains("image ID of"), "{}", tail(&d.log(), 20));
+
+    // ls and status now say every member of the read set is present.
+    let ls = node.cli(&["ls"]);
+    ls.assert_success();
+    for member in ["container_config.yaml", "additional_files/", "fets/"] {
+        let line = line_of(&ls.stdout, "medperf/fets-oci/ (set, layout container)", member);
+        assert!(line.contains("present"), "{line}");
+    }
+    let status = node.cli(&["status", "--json"]);
+    status.assert_success();
+    let doc: serde_json::Value = serde_json::from_str(&status.stdout).expect("status JSON");
+    let sets = doc["sets"].as_array().expect("sets in status");
+    assert_eq!(sets.len(), 4, "{sets:?}");
+    let set = sets
+        .iter()
+        .find(|s| s["name"] == "medperf/fets-oci")
+        .expect("medperf/fets-oci in status");
+    let members = set["members"].as_array().expect("members");
+    assert_eq!(members.len(), 3);
+    assert!(members.iter().all(|m| m["present"] == true), "{members:?}");
+    let wrong = sets.iter().find(|s| s["name"] == "medperf/wrong-id").expect("wrong-id");
+    assert_eq!(wrong["members"][0]["present"], true, "the image itself is held");
 }

@@ -250,7 +250,7 @@ pub fn ls(config: &Config) -> Result<(), Failure> {
                 .unwrap_or_else(|| "(unpinned)".into()),
         );
     }
-    Ok(())
+    super::set_listing::print_sets(&store, catalog.sets()).map_err(|e| Failure::Runtime(e.into()))
 }
 
 /// `lazycas pull NAME|URL#sha256=…`
@@ -343,6 +343,11 @@ pub fn status(config: &Config, as_json: bool) -> Result<(), Failure> {
                    "size": a.config.size})
         })
         .collect();
+    let sets = catalog
+        .sets()
+        .map(|s| super::set_listing::set_json(&store, s))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| Failure::Runtime(e.into()))?;
     let counter = |name: &str| {
         counters
             .iter()
@@ -376,6 +381,7 @@ pub fn status(config: &Config, as_json: bool) -> Result<(), Failure> {
             "free_bytes": crate::store::free_bytes(store.root()),
             "verification_failures": counter("verification_failures"),
             "assets": assets,
+            "sets": sets,
         });
         println!(
             "{}",

@@ -7,6 +7,7 @@ pub mod demo;
 mod index;
 mod pull_image;
 mod reload;
+mod set_listing;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -250,7 +250,7 @@ mod tests {
             "parameters_hash": "a9993e364706816aba3e25717850c26c9cd0d89d",
             "tarball_url": "https://h/additional_files.tar.gz",
             "tarball_hash": "a12a2d4e4290ffac38846c81d6300a24090605410eb603f02e8905f9674f1abc",
-            "image_tarball_url": "", "image_tarball_hash": "", "image_hash": {"default": "x"},
+            "image_tarball_url": "", "image_tarball_hash": "", "image_hash": "",
             "state": "OPERATION", "metadata": {}}"#;
         let imported = import_cube(json, None, None, None).unwrap();
         let set = imported.set;
