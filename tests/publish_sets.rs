@@ -344,8 +344,8 @@ struct PushedImage {
     image_id: String,
 }
 
-/// `test/fets:v1`: a root with `/bin/sh`, `/bin/cat` and `/hello.txt`, built with umoci and
-/// pushed to `reg` with skopeo.
+/// `test/fets:v1`: a root with `/bin/sh`, `/bin/cat`, `/hello.txt` and the mount point
+/// `/mlcube_io/additional_files/`, built with umoci and pushed to `reg` with skopeo.
 fn push_image(reg: &Registry) -> PushedImage {
     let layout = OciLayout::new();
     umoci(&["new", "--image", &layout.image("fets")]);
@@ -353,6 +353,8 @@ fn push_image(reg: &Registry) -> PushedImage {
     let root = bundle.join("rootfs");
     minimal_rootfs(&root);
     std::fs::write(root.join("hello.txt"), IMAGE_HELLO).expect("write hello.txt");
+    // A read-only root cannot have mount points made in it: the image carries its own.
+    std::fs::create_dir_all(root.join("mlcube_io/additional_files")).expect("mkdir mount point");
     layout.repack("fets", &bundle);
     let dest = format!("{}/test/fets:v1", reg.host());
     layout.push("fets", &dest, &Push::default());
@@ -504,6 +506,21 @@ fn docker_image_members_show_the_images_rootfs_and_ls_lists_the_sets() {
         "a layer was fetched by listing the sets"
     );
 
+    // An image ID pin the registry's image does not have: refused once the tag is resolved,
+    // before any layer is fetched, and the log says why.
+    let refused = list_dir_within(d.path("medperf/wrong-id/fets"), Duration::from_secs(30));
+    assert_eq!(
+        refused.as_ref().err().and_then(|e| e.raw_os_error()),
+        Some(libc::EIO),
+        "an image with another image ID was listed: {refused:?}"
+    );
+    assert!(d.log().contains("image ID of"), "{}", tail(&d.log(), 20));
+    let held = stored(&node);
+    assert!(
+        layers.iter().all(|l| !held.contains(l)),
+        "a layer was fetched for an image whose image ID is wrong"
+    );
+
     // The image position is the image's root filesystem: the same tree docker/ shows (which
     // tests/oci_mount.rs checks against umoci unpack), the same bytes.
     let in_set = d.path("medperf/fets-oci/fets");
@@ -528,15 +545,6 @@ fn docker_image_members_show_the_images_rootfs_and_ls_lists_the_sets() {
         d.path("medperf/fets-oci/additional_files/models/hello.txt"),
         SECRET,
     );
-
-    // An image ID pin the registry's image does not have: refused, and the log says why.
-    let refused = list_dir_within(d.path("medperf/wrong-id/fets"), Duration::from_secs(30));
-    assert_eq!(
-        refused.as_ref().err().and_then(|e| e.raw_os_error()),
-        Some(libc::EIO),
-        "an image with another image ID was listed: {refused:?}"
-    );
-    assert!(d.log().contains("image ID of"), "{}", tail(&d.log(), 20));
 
     // ls and status now say every member of the read set is present.
     let ls = node.cli(&["ls"]);
