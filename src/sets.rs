@@ -498,7 +498,10 @@ mod tests {
             panic!("not an image member");
         };
         assert_eq!(i.reference.tag(), Some("1.0"));
-        assert_eq!(i.image_id.map(|d| d.to_string()), Some(format!("sha256:{HEX}")));
+        assert_eq!(
+            i.image_id.map(|d| d.to_string()),
+            Some(format!("sha256:{HEX}"))
+        );
         r.layout = "container".into();
         r.image.as_mut().unwrap().file_name = Some("fets-1.0".into());
         r.image.as_mut().unwrap().sha256 = None;

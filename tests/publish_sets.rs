@@ -247,7 +247,13 @@ fn minimal_rootfs(root: &Path) {
 /// Runs `script` with `/bin/sh -c` in a runc container whose read-only root is `root` and
 /// which bind-mounts `additional_files` read-only at `/mlcube_io/additional_files`; returns its
 /// output (the daemon's log tail on failure).
-fn runc_run(runc: &Path, bundle: &Path, root: &Path, additional_files: &Path, script: &str) -> Output {
+fn runc_run(
+    runc: &Path,
+    bundle: &Path,
+    root: &Path,
+    additional_files: &Path,
+    script: &str,
+) -> Output {
     std::fs::create_dir_all(bundle).expect("mkdir bundle");
     let spec = Command::new(runc)
         .arg("spec")
@@ -259,7 +265,10 @@ fn runc_run(runc: &Path, bundle: &Path, root: &Path, additional_files: &Path, sc
     let mut config: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&config_path).expect("read config.json"))
             .expect("parse config.json");
-    assert_eq!(config["root"]["readonly"], true, "runc spec's root is read-only");
+    assert_eq!(
+        config["root"]["readonly"], true,
+        "runc spec's root is read-only"
+    );
     config["root"]["path"] = serde_json::json!(root.to_str().expect("utf-8 path"));
     config["process"]["terminal"] = serde_json::json!(false);
     config["process"]["args"] = serde_json::json!(["/bin/sh", "-c", script]);
@@ -287,7 +296,10 @@ fn runc_run(runc: &Path, bundle: &Path, root: &Path, additional_files: &Path, sc
         .arg(&id);
     let out = run(cmd, Duration::from_secs(120));
     let mut cleanup = Command::new(runc);
-    cleanup.arg("--root").arg(&state).args(["delete", "--force", &id]);
+    cleanup
+        .arg("--root")
+        .arg(&state)
+        .args(["delete", "--force", &id]);
     let _ = run(cleanup, Duration::from_secs(30));
     out
 }
@@ -309,7 +321,11 @@ fn runc_reads_the_sets_additional_files_through_a_read_only_bind_mount() {
     let reg = Registry::start();
     let image = push_image(&reg);
     let node = Lazycas::with_config(Config {
-        tail: format!("{}{}", container_set_toml(&p), docker_sets_toml(&p, &reg, &image)),
+        tail: format!(
+            "{}{}",
+            container_set_toml(&p),
+            docker_sets_toml(&p, &reg, &image)
+        ),
         ..Config::default()
     });
     let d = node.mount();
@@ -319,8 +335,19 @@ fn runc_reads_the_sets_additional_files_through_a_read_only_bind_mount() {
     let root = bundle.join("rootfs");
     minimal_rootfs(&root);
     std::fs::write(root.join("hello.txt"), IMAGE_HELLO).expect("write hello.txt");
-    let out = runc_run(&runc, &bundle, &root, &d.path("medperf/fets/additional_files"), READ_BOTH);
-    assert!(out.success(), "runc run failed: {}\n{}", out.stderr, tail(&d.log(), 30));
+    let out = runc_run(
+        &runc,
+        &bundle,
+        &root,
+        &d.path("medperf/fets/additional_files"),
+        READ_BOTH,
+    );
+    assert!(
+        out.success(),
+        "runc run failed: {}\n{}",
+        out.stderr,
+        tail(&d.log(), 30)
+    );
     assert_eq!(out.stdout, format!("{IMAGE_HELLO}{SECRET}READ-ONLY\n"));
 
     // The set's docker:// image is the container's root, its additional files bound in.
@@ -331,7 +358,12 @@ fn runc_reads_the_sets_additional_files_through_a_read_only_bind_mount() {
         &d.path("medperf/fets-oci/additional_files"),
         READ_BOTH,
     );
-    assert!(out.success(), "runc run failed: {}\n{}", out.stderr, tail(&d.log(), 30));
+    assert!(
+        out.success(),
+        "runc run failed: {}\n{}",
+        out.stderr,
+        tail(&d.log(), 30)
+    );
     assert_eq!(out.stdout, format!("{IMAGE_HELLO}{SECRET}READ-ONLY\n"));
 }
 
@@ -410,7 +442,9 @@ insecure = true
 
 /// `walk_rootfs` bounded by a deadline.
 fn walk(root: PathBuf) -> Listing {
-    with_deadline(READ_DEADLINE, "walking a mounted rootfs", move || walk_rootfs(&root))
+    with_deadline(READ_DEADLINE, "walking a mounted rootfs", move || {
+        walk_rootfs(&root)
+    })
 }
 
 /// Hex digests of the blobs in the node's store.
@@ -463,13 +497,20 @@ fn docker_image_members_show_the_images_rootfs_and_ls_lists_the_sets() {
     let ls = node.cli(&["ls"]);
     ls.assert_success();
     let line_of = |out: &str, set_heading: &str, member: &str| -> String {
-        let mut lines = out.lines().skip_while(|l| !l.starts_with(set_heading)).skip(1);
+        let mut lines = out
+            .lines()
+            .skip_while(|l| !l.starts_with(set_heading))
+            .skip(1);
         lines
             .find(|l| l.trim_start().starts_with(member))
             .unwrap_or_else(|| panic!("no {member} under {set_heading} in\n{out}"))
             .to_string()
     };
-    let fets_line = line_of(&ls.stdout, "medperf/fets-oci/ (set, layout container)", "fets/");
+    let fets_line = line_of(
+        &ls.stdout,
+        "medperf/fets-oci/ (set, layout container)",
+        "fets/",
+    );
     assert!(
         fets_line.contains("unresolved")
             && fets_line.contains(&image.reference)
@@ -489,7 +530,10 @@ fn docker_image_members_show_the_images_rootfs_and_ls_lists_the_sets() {
         ["additional_files", "container_config.yaml", "fets"]
     );
     assert_eq!(list_dir(d.path("mlcubes/fets-oci/workspace")), [".image"]);
-    assert_eq!(list_dir(d.path("mlcubes/fets-oci/workspace/.image")), ["fets"]);
+    assert_eq!(
+        list_dir(d.path("mlcubes/fets-oci/workspace/.image")),
+        ["fets"]
+    );
     assert_eq!(
         sorted(list_dir(d.path("imported/seg"))),
         ["additional_files", "fets"]
@@ -498,7 +542,13 @@ fn docker_image_members_show_the_images_rootfs_and_ls_lists_the_sets() {
         .as_array()
         .expect("layers")
         .iter()
-        .map(|l| l["digest"].as_str().expect("digest").trim_start_matches("sha256:").to_string())
+        .map(|l| {
+            l["digest"]
+                .as_str()
+                .expect("digest")
+                .trim_start_matches("sha256:")
+                .to_string()
+        })
         .collect();
     let held = stored(&node);
     assert!(
@@ -533,7 +583,11 @@ fn docker_image_members_show_the_images_rootfs_and_ls_lists_the_sets() {
         &walk(d.path("mlcubes/fets-oci/workspace/.image/fets")),
         &want,
     );
-    assert_same_tree("the imported set's image", &walk(d.path("imported/seg/fets")), &want);
+    assert_same_tree(
+        "the imported set's image",
+        &walk(d.path("imported/seg/fets")),
+        &want,
+    );
     assert_eq!(
         xattr::get_string(&in_set, "user.lazycas.digest").expect("digest xattr"),
         image.layout.digest("fets")
@@ -550,7 +604,11 @@ fn docker_image_members_show_the_images_rootfs_and_ls_lists_the_sets() {
     let ls = node.cli(&["ls"]);
     ls.assert_success();
     for member in ["container_config.yaml", "additional_files/", "fets/"] {
-        let line = line_of(&ls.stdout, "medperf/fets-oci/ (set, layout container)", member);
+        let line = line_of(
+            &ls.stdout,
+            "medperf/fets-oci/ (set, layout container)",
+            member,
+        );
         assert!(line.contains("present"), "{line}");
     }
     let status = node.cli(&["status", "--json"]);
@@ -565,6 +623,12 @@ fn docker_image_members_show_the_images_rootfs_and_ls_lists_the_sets() {
     let members = set["members"].as_array().expect("members");
     assert_eq!(members.len(), 3);
     assert!(members.iter().all(|m| m["present"] == true), "{members:?}");
-    let wrong = sets.iter().find(|s| s["name"] == "medperf/wrong-id").expect("wrong-id");
-    assert_eq!(wrong["members"][0]["present"], true, "the image itself is held");
+    let wrong = sets
+        .iter()
+        .find(|s| s["name"] == "medperf/wrong-id")
+        .expect("wrong-id");
+    assert_eq!(
+        wrong["members"][0]["present"], true,
+        "the image itself is held"
+    );
 }

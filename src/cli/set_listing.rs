@@ -128,7 +128,7 @@ fn image_presence(store: &Store, image: &ImageMember) -> Result<Presence, StoreE
     let mut blobs = vec![top];
     if let Some(entries) = doc["manifests"].as_array().cloned() {
         let mut platform = None;
-        for entry in entries.iter().filter_map(|e| named_digest(e)) {
+        for entry in entries.iter().filter_map(named_digest) {
             if let Some(found) = held_json(store, &entry)? {
                 platform = Some((entry, found));
                 break;

@@ -424,8 +424,8 @@ mod tests {
             Place::Image(..)
         ));
         assert!(Docker::place(&key("127.0.0.1:5000/app:1/other")).is_err());
-        let pinned = ImageReference::parse(&format!("docker://127.0.0.1:5000/a/b:1@sha256:{hex}"))
-            .unwrap();
+        let pinned =
+            ImageReference::parse(&format!("docker://127.0.0.1:5000/a/b:1@sha256:{hex}")).unwrap();
         let rootfs = format!("{}/rootfs", image_root(&pinned));
         match Docker::place(&key(&rootfs)).unwrap() {
             Place::Rootfs(root, r) => {

@@ -75,7 +75,12 @@ impl LazyFs {
         let digests = digests::Digests::new(catalog.clone(), content.clone());
         let docker =
             docker::Docker::new(content.clone(), image_tree::ImageTree::new(content.clone()));
-        let sets = sets::Sets::new(catalog.clone(), content.clone(), tree.clone(), docker.clone());
+        let sets = sets::Sets::new(
+            catalog.clone(),
+            content.clone(),
+            tree.clone(),
+            docker.clone(),
+        );
         let names = catalog_names::CatalogNames::new(catalog, content.clone(), tree, sets);
         let root = root::Root::new(
             vec![

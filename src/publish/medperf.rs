@@ -97,7 +97,10 @@ pub fn import_cube(
         );
     }
     if present(&cube.git_parameters_url).is_none()
-        && cube.parameters_config.as_ref().is_some_and(|p| !p.is_null())
+        && cube
+            .parameters_config
+            .as_ref()
+            .is_some_and(|p| !p.is_null())
     {
         notes.push(
             "the parameters_config is inline in the record (no URL): the set has no parameters"
@@ -172,8 +175,8 @@ fn image_member(
 /// file): `image` with `container_type`, or `docker.image` of an mlcube.yaml.
 fn configured_image(config: &serde_json::Value) -> Option<(String, bool)> {
     if let Some(image) = non_empty_text(&config["image"]) {
-        let registry = config["container_type"].as_str() == Some(DOCKER_IMAGE_TYPE)
-            || !image.contains("://");
+        let registry =
+            config["container_type"].as_str() == Some(DOCKER_IMAGE_TYPE) || !image.contains("://");
         return Some((image.to_string(), registry));
     }
     non_empty_text(&config["docker"]["image"]).map(|i| (i.to_string(), true))
@@ -304,6 +307,9 @@ mod tests {
             .set
             .image
             .unwrap();
-        assert_eq!((image.url.as_str(), image.sha256.as_deref()), ("https://h/x.sif", Some(id)));
+        assert_eq!(
+            (image.url.as_str(), image.sha256.as_deref()),
+            ("https://h/x.sif", Some(id))
+        );
     }
 }
