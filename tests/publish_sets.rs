@@ -330,41 +330,34 @@ fn runc_reads_the_sets_additional_files_through_a_read_only_bind_mount() {
     });
     let d = node.mount();
 
-    // A root made here, the set's SIF-era members bind-mounted.
+    // A root made here with the first set's members bound in, then the second set's
+    // docker:// image as the container's root with its own additional files bound in.
     let bundle = work.path().join("bundle");
     let root = bundle.join("rootfs");
     minimal_rootfs(&root);
     std::fs::write(root.join("hello.txt"), IMAGE_HELLO).expect("write hello.txt");
-    let out = runc_run(
-        &runc,
-        &bundle,
-        &root,
-        &d.path("medperf/fets/additional_files"),
-        READ_BOTH,
-    );
-    assert!(
-        out.success(),
-        "runc run failed: {}\n{}",
-        out.stderr,
-        tail(&d.log(), 30)
-    );
-    assert_eq!(out.stdout, format!("{IMAGE_HELLO}{SECRET}READ-ONLY\n"));
-
-    // The set's docker:// image is the container's root, its additional files bound in.
-    let out = runc_run(
-        &runc,
-        &work.path().join("bundle-oci"),
-        &d.path("medperf/fets-oci/fets"),
-        &d.path("medperf/fets-oci/additional_files"),
-        READ_BOTH,
-    );
-    assert!(
-        out.success(),
-        "runc run failed: {}\n{}",
-        out.stderr,
-        tail(&d.log(), 30)
-    );
-    assert_eq!(out.stdout, format!("{IMAGE_HELLO}{SECRET}READ-ONLY\n"));
+    for (bundle, root, additional_files) in [
+        (
+            bundle.clone(),
+            root,
+            d.path("medperf/fets/additional_files"),
+        ),
+        (
+            work.path().join("bundle-oci"),
+            d.path("medperf/fets-oci/fets"),
+            d.path("medperf/fets-oci/additional_files"),
+        ),
+    ] {
+        let out = runc_run(&runc, &bundle, &root, &additional_files, READ_BOTH);
+        assert!(
+            out.success(),
+            "runc run with root {} failed: {}\n{}",
+            root.display(),
+            out.stderr,
+            tail(&d.log(), 30)
+        );
+        assert_eq!(out.stdout, format!("{IMAGE_HELLO}{SECRET}READ-ONLY\n"));
+    }
 }
 
 /// An image pushed to a registry, as the sets name it.
@@ -445,14 +438,6 @@ fn walk(root: PathBuf) -> Listing {
     with_deadline(READ_DEADLINE, "walking a mounted rootfs", move || {
         walk_rootfs(&root)
     })
-}
-
-/// Hex digests of the blobs in the node's store.
-fn stored(node: &Lazycas) -> Vec<String> {
-    node.stored_blobs()
-        .iter()
-        .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
-        .collect()
 }
 
 #[test]
@@ -550,7 +535,7 @@ fn docker_image_members_show_the_images_rootfs_and_ls_lists_the_sets() {
                 .to_string()
         })
         .collect();
-    let held = stored(&node);
+    let held = node.stored_digests();
     assert!(
         layers.iter().all(|l| !held.contains(l)),
         "a layer was fetched by listing the sets"
@@ -565,7 +550,7 @@ fn docker_image_members_show_the_images_rootfs_and_ls_lists_the_sets() {
         "an image with another image ID was listed: {refused:?}"
     );
     assert!(d.log().contains("image ID of"), "{}", tail(&d.log(), 20));
-    let held = stored(&node);
+    let held = node.stored_digests();
     assert!(
         layers.iter().all(|l| !held.contains(l)),
         "a layer was fetched for an image whose image ID is wrong"
@@ -592,7 +577,7 @@ fn docker_image_members_show_the_images_rootfs_and_ls_lists_the_sets() {
         xattr::get_string(&in_set, "user.lazycas.digest").expect("digest xattr"),
         image.layout.digest("fets")
     );
-    let held = stored(&node);
+    let held = node.stored_digests();
     assert!(layers.iter().all(|l| held.contains(l)), "layers not stored");
     assert_reads(d.path("medperf/fets-oci/container_config.yaml"), MANIFEST);
     assert_reads(
