@@ -108,6 +108,17 @@ pub enum MemberContent {
     Asset(AssetConfig),
     /// A registry image, shown as its root filesystem.
     Image(ImageMember),
+    /// A file whose content the set itself holds (what a MedPerf record carries inline).
+    Inline(InlineFile),
+}
+
+/// A file held in the set's own description.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InlineFile {
+    /// Its bytes.
+    pub bytes: std::sync::Arc<[u8]>,
+    /// Their sha256.
+    pub digest: Digest,
 }
 
 /// A `docker://` image member.
@@ -125,6 +136,7 @@ impl MemberContent {
         match self {
             MemberContent::Asset(a) => a.location.describe(),
             MemberContent::Image(i) => i.reference.to_string(),
+            MemberContent::Inline(f) => format!("inline ({} bytes)", f.bytes.len()),
         }
     }
 
@@ -133,6 +145,7 @@ impl MemberContent {
         match self {
             MemberContent::Asset(a) => a.kind == AssetKind::Archive,
             MemberContent::Image(_) => true,
+            MemberContent::Inline(_) => false,
         }
     }
 }
@@ -177,8 +190,13 @@ pub struct RawSet {
 #[serde(deny_unknown_fields)]
 pub struct RawMember {
     /// http(s) URL (pins in its fragment allowed), `library://`, `shub://`, or for the image
-    /// `docker://registry/repo:tag[@sha256:…]`.
+    /// `docker://registry/repo:tag[@sha256:…]`; empty with `text`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub url: String,
+    /// The content itself, instead of a `url` (the manifest or parameters a MedPerf record
+    /// holds inline).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
     /// Pinned sha256 (of a `docker://` image: its image ID, the config's digest).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sha256: Option<String>,
@@ -238,6 +256,9 @@ fn check_member(
     raw: &RawMember,
     allow_unpinned: bool,
 ) -> Result<SetMember, (&'static str, String)> {
+    if let Some(text) = &raw.text {
+        return check_inline_member(layout, role, raw, text);
+    }
     if raw.url.starts_with("docker://") {
         return check_image_member(layout, role, raw);
     }
@@ -279,6 +300,40 @@ fn check_member(
             size: raw.size,
         }),
         path,
+    })
+}
+
+/// A member given by its content: only the manifest and the parameters, with nothing else.
+fn check_inline_member(
+    layout: Layout,
+    role: Role,
+    raw: &RawMember,
+    text: &str,
+) -> Result<SetMember, (&'static str, String)> {
+    if !matches!(role, Role::Manifest | Role::Parameters) {
+        return Err((
+            "text",
+            "only the manifest and the parameters may be given inline".into(),
+        ));
+    }
+    let conflicting = [
+        ("url", !raw.url.is_empty()),
+        ("sha256", raw.sha256.is_some()),
+        ("md5", raw.md5.is_some()),
+        ("sha1", raw.sha1.is_some()),
+        ("file_name", raw.file_name.is_some()),
+    ];
+    if let Some((field, _)) = conflicting.iter().find(|(_, given)| *given) {
+        return Err((field, "goes with a url, not with text".into()));
+    }
+    let bytes: std::sync::Arc<[u8]> = text.as_bytes().into();
+    Ok(SetMember {
+        role,
+        path: layout.path_of(role, ""),
+        content: MemberContent::Inline(InlineFile {
+            digest: Digest::of(&bytes),
+            bytes,
+        }),
     })
 }
 
@@ -506,6 +561,46 @@ mod tests {
         r.image.as_mut().unwrap().file_name = Some("fets-1.0".into());
         r.image.as_mut().unwrap().sha256 = None;
         assert_eq!(r.check(false).unwrap().members[3].path, "fets-1.0");
+    }
+
+    #[test]
+    fn inline_members_hold_their_text() {
+        let mut r = raw("container");
+        r.manifest = Some(RawMember {
+            text: Some("image: x\n".into()),
+            ..RawMember::default()
+        });
+        let set = r.check(false).unwrap();
+        let MemberContent::Inline(f) = &set.members[0].content else {
+            panic!("not inline");
+        };
+        assert_eq!(
+            (&*f.bytes, f.digest),
+            (&b"image: x\n"[..], Digest::of(b"image: x\n"))
+        );
+        r.manifest.as_mut().unwrap().sha256 = Some(HEX.into());
+        assert_eq!(r.check(false).unwrap_err().0, "manifest.sha256");
+        r.manifest = None;
+        r.image = Some(RawMember {
+            text: Some("x".into()),
+            ..RawMember::default()
+        });
+        assert_eq!(r.check(false).unwrap_err().0, "image.text");
+        let json = serde_json::to_string(&RawSet {
+            name: "a".into(),
+            layout: "container".into(),
+            parameters: Some(RawMember {
+                text: Some("t: 1".into()),
+                ..RawMember::default()
+            }),
+            ..RawSet::default()
+        })
+        .unwrap();
+        assert!(!json.contains("url"), "{json}");
+        assert!(serde_json::from_str::<RawSet>(&json)
+            .unwrap()
+            .check(false)
+            .is_ok());
     }
 
     #[test]

@@ -454,7 +454,7 @@ fn docker_image_members_show_the_images_rootfs_and_ls_lists_the_sets() {
     let host = reg.host();
 
     // A MedPerf record of today's shape: the container config inline, its image a registry
-    // image, image_hash the image ID.
+    // image, image_hash the image ID, no parameters.
     let record = serde_json::json!({
         "id": 41, "name": "seg", "is_valid": true, "state": "OPERATION",
         "container_config": {"container_type": "DockerImage",
@@ -521,8 +521,15 @@ fn docker_image_members_show_the_images_rootfs_and_ls_lists_the_sets() {
     );
     assert_eq!(
         sorted(list_dir(d.path("imported/seg"))),
-        ["additional_files", "fets"]
+        ["additional_files", "container_config.yaml", "fets"]
     );
+    // The record's inline container config is the set's container_config.yaml (JSON, which
+    // MedPerf's YAML reader takes as it is).
+    let config: serde_json::Value = serde_json::from_slice(
+        &read(d.path("imported/seg/container_config.yaml")).expect("read container_config.yaml"),
+    )
+    .expect("container_config.yaml is JSON");
+    assert_eq!(config, record["container_config"]);
     let layers: Vec<String> = image.layout.manifest("fets")["layers"]
         .as_array()
         .expect("layers")

@@ -82,6 +82,7 @@ fn pins_of(content: &MemberContent) -> String {
             pins.extend(i.reference.digest().map(|d| format!("manifest {d}")));
             pins.extend(i.image_id.map(|d| format!("image-id {d}")));
         }
+        MemberContent::Inline(f) => pins.push(f.digest.to_string()),
     }
     if pins.is_empty() {
         "unpinned".into()
@@ -107,6 +108,7 @@ fn presence_of(store: &Store, content: &MemberContent) -> Result<Presence, Store
             })
         }
         MemberContent::Image(i) => image_presence(store, i),
+        MemberContent::Inline(_) => Ok(Presence::Held),
     }
 }
 

@@ -2,8 +2,9 @@
 //! laid out by its layout (`crate::sets::Layout`): file members are 0444 files holding their
 //! blob, the additional-files archive is the root of its archive tree (members belong to
 //! [`ArchiveTree`]), a `docker://` image is its root filesystem, answered by `docker/`'s
-//! `rootfs/` node for that reference (members belong to the image tree), and the directories
-//! between (`workspace/`, `workspace/.image/`) are made up. The catalog's names hand out a
+//! `rootfs/` node for that reference (members belong to the image tree), a member the set holds
+//! inline is a 0444 file of those bytes, and the directories between (`workspace/`,
+//! `workspace/.image/`) are made up. The catalog's names hand out a
 //! set's top node ([`Sets::top_of`]).
 //!
 //! Listing and stat fetch nothing; opening a file member or looking inside the archive or image
@@ -24,7 +25,7 @@ use super::namespace::{
 };
 use crate::catalog::{self, LiveCatalog};
 use crate::content::{Content, ContentError};
-use crate::sets::{ImageMember, MemberContent, SetConfig, SetMember};
+use crate::sets::{ImageMember, InlineFile, MemberContent, SetConfig, SetMember};
 
 /// Separates the set's name from the path inside it in a key (names never hold NUL).
 const SEPARATOR: char = '\0';
@@ -190,6 +191,7 @@ impl Namespace for Sets {
         match &m.content {
             MemberContent::Asset(a) => self.assets.prepare(a, need),
             MemberContent::Image(i) => self.prepare_image(&set, i, need),
+            MemberContent::Inline(_) => None,
         }
     }
 
@@ -203,6 +205,10 @@ impl Namespace for Sets {
                     let rootfs = self.image_rootfs(&set, i)?;
                     self.docker.getattr(&rootfs.key)
                 }
+                MemberContent::Inline(f) => Ok((
+                    Attr::file(f.bytes.len() as u64, self.mtime(&set)),
+                    Ttl::Catalog,
+                )),
             },
         }
     }
@@ -216,6 +222,7 @@ impl Namespace for Sets {
                     let rootfs = self.image_rootfs(&set, i)?;
                     self.docker.lookup(&rootfs.key, name)
                 }
+                MemberContent::Inline(_) => Err(NsError::NotDir),
             },
             SetNode::Dir => {
                 let name = std::str::from_utf8(name).map_err(|_| NsError::NotFound)?;
@@ -243,6 +250,7 @@ impl Namespace for Sets {
                     let rootfs = self.image_rootfs(&set, i)?;
                     self.docker.readdir(&rootfs.key, after, add)
                 }
+                MemberContent::Inline(_) => Err(NsError::NotDir),
             };
         }
         let children = children_of(&set, &rel);
@@ -271,6 +279,10 @@ impl Namespace for Sets {
                 content: MemberContent::Asset(a),
                 ..
             }) => self.assets.open(a),
+            SetNode::Member(SetMember {
+                content: MemberContent::Inline(f),
+                ..
+            }) => Ok(Box::new(InlineReader(f.clone()))),
             SetNode::Member(_) | SetNode::Dir => Err(NsError::IsDir),
         }
     }
@@ -287,6 +299,34 @@ impl Namespace for Sets {
                 let rootfs = self.image_rootfs(&set, i)?;
                 self.docker.xattrs(&rootfs.key)
             }
+            MemberContent::Inline(f) => {
+                let size = f.bytes.len();
+                Ok(vec![
+                    (
+                        b"user.lazycas.digest".to_vec(),
+                        f.digest.to_string().into_bytes(),
+                    ),
+                    (b"user.lazycas.source".to_vec(), b"inline".to_vec()),
+                    (
+                        b"user.lazycas.cached".to_vec(),
+                        format!("{size}/{size}").into_bytes(),
+                    ),
+                ])
+            }
         }
+    }
+}
+
+/// An open inline member: its bytes are in memory.
+struct InlineReader(InlineFile);
+
+impl OpenFile for InlineReader {
+    fn read(&self, offset: u64, size: u32) -> Result<Vec<u8>, NsError> {
+        let bytes = &self.0.bytes;
+        let start = usize::try_from(offset)
+            .unwrap_or(usize::MAX)
+            .min(bytes.len());
+        let end = start.saturating_add(size as usize).min(bytes.len());
+        Ok(bytes[start..end].to_vec())
     }
 }

@@ -12,8 +12,9 @@
 //! `image_hash`, which MedPerf takes from `docker inspect`: the image ID, i.e. the config's
 //! digest; a `SingularityFile` or archive URL becomes a file member pinned by it); or the
 //! caller's `--image` (older records keep the registry image inside `mlcube.yaml`, which is
-//! not read here). A `container_config` or `parameters_config` held inline in the record has
-//! no URL to fetch: it is not a member, and the caller is told.
+//! not read here). A `container_config` or `parameters_config` held inline in the record (no
+//! URL to fetch) becomes an inline member: its JSON, which YAML readers take as it is, is the
+//! file `container_config.yaml` / `parameters.yaml`.
 use serde::Deserialize;
 
 use crate::oci::reference::ImageReference;
@@ -90,39 +91,39 @@ pub fn import_cube(
     };
     let member = |url: &str, hash: &Option<String>| pinned(url, hash.as_deref());
     let mut notes = Vec::new();
-    if manifest_url.is_none() {
-        notes.push(
-            "the container_config is inline in the record (no URL): the set has no manifest"
-                .to_string(),
-        );
-    }
-    if present(&cube.git_parameters_url).is_none()
-        && cube
-            .parameters_config
-            .as_ref()
-            .is_some_and(|p| !p.is_null())
-    {
-        notes.push(
-            "the parameters_config is inline in the record (no URL): the set has no parameters"
-                .to_string(),
-        );
-    }
     let image = image_member(&cube, inline_config, image, &mut notes)?;
     let set = RawSet {
         name: name.map_or_else(|| format!("medperf/{cube_name}"), str::to_string),
         layout,
-        manifest: manifest_url
-            .map(|u| member(u, &cube.mlcube_hash))
-            .transpose()?,
-        parameters: present(&cube.git_parameters_url)
-            .map(|u| member(u, &cube.parameters_hash))
-            .transpose()?,
+        manifest: match manifest_url {
+            Some(u) => Some(member(u, &cube.mlcube_hash)?),
+            None => inline_config.map(inline),
+        },
+        parameters: match present(&cube.git_parameters_url) {
+            Some(u) => Some(member(u, &cube.parameters_hash)?),
+            None => cube
+                .parameters_config
+                .as_ref()
+                .filter(|p| !p.is_null())
+                .map(inline),
+        },
         additional_files: present(&cube.additional_files_tarball_url)
             .map(|u| member(u, &cube.additional_files_tarball_hash))
             .transpose()?,
         image,
     };
     Ok(Imported { set, notes })
+}
+
+/// A member holding `value` as its file: JSON, which YAML readers (MedPerf's `yaml.safe_load`)
+/// take as it is.
+fn inline(value: &serde_json::Value) -> RawMember {
+    let mut text = serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string());
+    text.push('\n');
+    RawMember {
+        text: Some(text),
+        ..RawMember::default()
+    }
 }
 
 /// The image member: the tarball URL, else the inline container config's image, else the
@@ -284,13 +285,25 @@ mod tests {
         let imported = import_cube(json.to_string().as_bytes(), None, None, None).unwrap();
         let set = imported.set;
         assert_eq!(set.layout, "container");
-        assert!(set.manifest.is_none() && set.parameters.is_none());
-        assert_eq!(imported.notes.len(), 2);
+        let manifest = set.manifest.as_ref().unwrap().text.as_deref().unwrap();
+        let parsed: serde_json::Value = serde_json::from_str(manifest).unwrap();
+        assert_eq!(parsed["image"], "mlcommons/seg:0.1");
+        assert!(set.parameters.as_ref().unwrap().text.is_some());
+        assert!(imported.notes.is_empty());
         let image = set.image.as_ref().unwrap();
         assert_eq!(image.url, "docker://docker.io/mlcommons/seg:0.1");
         assert_eq!(image.sha256.as_deref(), Some(id));
         let checked = set.check(false).unwrap();
-        assert_eq!(checked.members[1].path, "seg");
+        let paths: Vec<&str> = checked.members.iter().map(|m| m.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "container_config.yaml",
+                "parameters.yaml",
+                "additional_files",
+                "seg"
+            ]
+        );
         // An old-style record whose embedded mlcube.yaml names the image, hash as a string.
         let json = serde_json::json!({"name": "old", "git_mlcube_url": "https://h/mlcube.yaml",
             "mlcube_hash": id, "container_config": {"docker": {"image": "h:5000/old:2"}},
