@@ -14,8 +14,10 @@ use common::lazycas::tail;
 use common::oci_images::{assert_same_tree, umoci, walk_rootfs, Listing, OciLayout, Push};
 use common::process::require_program;
 use common::registry::Registry;
+use common::token_server::{LoopbackTokenServer, TokenPolicy};
 use common::*;
 use md5::Digest as _;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -372,6 +374,11 @@ struct PushedImage {
 /// `test/fets:v1`: a root with `/bin/sh`, `/bin/cat`, `/hello.txt` and the mount point
 /// `/mlcube_io/additional_files/`, built with umoci and pushed to `reg` with skopeo.
 fn push_image(reg: &Registry) -> PushedImage {
+    push_image_with(reg, &Push::default())
+}
+
+/// [`push_image`], pushed as `push` says.
+fn push_image_with(reg: &Registry, push: &Push) -> PushedImage {
     let layout = OciLayout::new();
     umoci(&["new", "--image", &layout.image("fets")]);
     let bundle = layout.unpack("fets", "bundle-fets");
@@ -382,7 +389,7 @@ fn push_image(reg: &Registry) -> PushedImage {
     std::fs::create_dir_all(root.join("mlcube_io/additional_files")).expect("mkdir mount point");
     layout.repack("fets", &bundle);
     let dest = format!("{}/test/fets:v1", reg.host());
-    layout.push("fets", &dest, &Push::default());
+    layout.push("fets", &dest, push);
     let image_id = layout.manifest("fets")["config"]["digest"]
         .as_str()
         .expect("config digest")
@@ -623,4 +630,42 @@ fn docker_image_members_show_the_images_rootfs_and_ls_lists_the_sets() {
         wrong["members"][0]["present"], true,
         "the image itself is held"
     );
+}
+
+#[test]
+fn an_image_member_from_a_registry_with_credentials_is_private_like_its_image_directory() {
+    require_fuse!();
+    let tokens = LoopbackTokenServer::start(TokenPolicy::default());
+    let reg = Registry::start_with_token_auth(&tokens);
+    let image = push_image_with(
+        &reg,
+        &Push {
+            creds: Some(("pusher", "secret")),
+            ..Push::default()
+        },
+    );
+    let host = reg.host();
+    let node = Lazycas::with_config(Config {
+        tail: format!(
+            "\n[[set]]\nname = \"private/fets\"\nlayout = \"container\"\n\
+             image = {{ url = \"{}\" }}\n\n[registries.\"{host}\"]\ninsecure = true\n\
+             username = \"pusher\"\npassword = \"secret\"\n",
+            image.reference
+        ),
+        ..Config::default()
+    });
+    let d = node.mount();
+    let member = d.path("private/fets/fets");
+    assert_reads(member.join("hello.txt"), IMAGE_HELLO);
+    let gate = std::fs::metadata(d.path(&format!("docker/{host}/test/fets:v1")))
+        .expect("stat the image directory");
+    let shown = std::fs::metadata(&member).expect("stat the set's image");
+    assert_eq!(gate.permissions().mode() & 0o777, 0o500);
+    assert_eq!(
+        shown.permissions().mode() & 0o077,
+        0,
+        "the set's image of a private registry is open to others: {:o}",
+        shown.permissions().mode()
+    );
+    assert_eq!(shown.uid(), gate.uid(), "owned by the daemon's user");
 }

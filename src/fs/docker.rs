@@ -21,7 +21,7 @@ use super::namespace::{
     Attr, DirEntry, Entry, Key, Namespace, Need, NodeRef, NsError, OpenFile, Ttl, Wait, Xattrs,
 };
 use super::resolutions::Resolutions;
-use crate::content::{Content, ResolvedImage};
+use crate::content::{Content, Readers, ResolvedImage};
 use crate::digest::Digest;
 use crate::oci::reference::{is_path_component, ImageReference};
 use crate::oci::whiteout::NodeId;
@@ -164,6 +164,20 @@ impl Docker {
     /// another namespace showing the image (a set's image member) through this one.
     pub fn rootfs_of(&self, reference: &ImageReference) -> NodeRef {
         self.path_node(&format!("{}/{ROOTFS_DIR}", image_root(reference)))
+    }
+
+    /// `attr` of a node that shows image `reference` elsewhere than under its image directory
+    /// (a set's image member), gated as that directory is: for a registry with credentials,
+    /// owned by the daemon's user and readable by it (and the configured group) only.
+    pub fn gated(&self, reference: &ImageReference, attr: Attr) -> Attr {
+        match self.content.registry_readers(reference.registry()) {
+            Readers::Everyone => attr,
+            readers => Attr {
+                uid: Attr::dir(attr.mtime).uid,
+                ..attr
+            }
+            .readable_by(readers),
+        }
     }
 
     /// What `reference` resolved to last, if it has been resolved.

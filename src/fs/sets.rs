@@ -203,7 +203,8 @@ impl Namespace for Sets {
                 MemberContent::Asset(a) => self.assets.attr(a, self.mtime(&set)),
                 MemberContent::Image(i) => {
                     let rootfs = self.image_rootfs(&set, i)?;
-                    self.docker.getattr(&rootfs.key)
+                    let (attr, ttl) = self.docker.getattr(&rootfs.key)?;
+                    Ok((self.docker.gated(&i.reference, attr), ttl))
                 }
                 MemberContent::Inline(f) => Ok((
                     Attr::file(f.bytes.len() as u64, self.mtime(&set)),
