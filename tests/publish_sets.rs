@@ -630,6 +630,11 @@ fn docker_image_members_show_the_images_rootfs_and_ls_lists_the_sets() {
         wrong["members"][0]["present"], true,
         "the image itself is held"
     );
+
+    // A set of the config file is removed there, not with rm.
+    let rm = node.cli(&["rm", "medperf/fets-oci"]);
+    assert_eq!(rm.code(), Some(2), "{}", rm.stderr);
+    assert!(rm.stderr.contains("config file"), "{}", rm.stderr);
 }
 
 #[test]

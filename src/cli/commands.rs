@@ -150,7 +150,7 @@ fn probe_size(config: &Config, url: &url::Url) -> Option<u64> {
 
 /// `lazycas rm NAME`
 pub fn rm(config: &Config, name: &str) -> Result<(), Failure> {
-    if config.assets.iter().any(|c| c.name == name) {
+    if config.assets.iter().any(|c| c.name == name) || config.sets.iter().any(|s| s.name == name) {
         return Err(usage(format!(
             "{name}: defined in the config file; remove it there"
         )));
