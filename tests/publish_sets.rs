@@ -674,3 +674,55 @@ fn an_image_member_from_a_registry_with_credentials_is_private_like_its_image_di
     );
     assert_eq!(shown.uid(), gate.uid(), "owned by the daemon's user");
 }
+
+#[test]
+fn pull_fetches_and_pins_every_member_of_a_set() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let p = publish(work.path());
+    let reg = Registry::start();
+    let image = push_image(&reg);
+    let node = Lazycas::with_config(Config {
+        tail: docker_sets_toml(&p, &reg, &image),
+        ..Config::default()
+    });
+    let pulled = node.cli(&["pull", "medperf/fets-oci"]);
+    pulled.assert_success();
+    assert!(
+        pulled
+            .stdout
+            .contains("medperf/fets-oci pulled (3 members)"),
+        "{}",
+        pulled.stdout
+    );
+    let ls = node.cli(&["ls"]);
+    ls.assert_success();
+    let members: Vec<&str> = ls
+        .stdout
+        .lines()
+        .skip_while(|l| !l.starts_with("medperf/fets-oci/"))
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        .collect();
+    assert_eq!(members.len(), 3, "{}", ls.stdout);
+    assert!(
+        members.iter().all(|l| l.contains(" present ")),
+        "{members:?}"
+    );
+    let status = node.cli(&["status", "--json"]);
+    status.assert_success();
+    let doc: serde_json::Value = serde_json::from_str(&status.stdout).expect("status JSON");
+    let held: u64 = node
+        .stored_blobs()
+        .iter()
+        .map(|b| std::fs::metadata(b).expect("stat blob").len())
+        .sum();
+    assert_eq!(doc["pinned_bytes"], held, "every blob pulled is pinned");
+    // A member that cannot be had stops the pull, named.
+    let failed = node.cli(&["pull", "medperf/wrong-id"]);
+    assert_eq!(failed.code(), Some(1), "{}", failed.stderr);
+    assert!(
+        failed.stderr.contains("medperf/wrong-id/fets") && failed.stderr.contains("image ID"),
+        "{}",
+        failed.stderr
+    );
+}

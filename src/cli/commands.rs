@@ -259,7 +259,10 @@ pub fn pull(config: &Config, target: &str) -> Result<(), Failure> {
     let catalog = load_catalog(config, &store)?;
     let (src, kind) = match catalog.entry(target) {
         Some(catalog::Entry::Asset(a)) => (a.source(), a.config.kind),
-        Some(catalog::Entry::Dir | catalog::Entry::Set(_)) => {
+        Some(catalog::Entry::Set(set)) => {
+            return super::set_pull::pull_set(config, &std::sync::Arc::new(store), &set)
+        }
+        Some(catalog::Entry::Dir) => {
             return Err(usage(format!(
                 "{target} is a directory of the catalog, not an entry"
             )))
@@ -284,6 +287,17 @@ pub fn pull(config: &Config, target: &str) -> Result<(), Failure> {
             (src, kind)
         }
     };
+    pull_source(config, &std::sync::Arc::new(store), &src, kind)
+}
+
+/// Fetches `src` into `store` (and indexes it when it is an archive) with a progress bar, then
+/// pins it.
+pub(super) fn pull_source(
+    config: &Config,
+    store: &std::sync::Arc<Store>,
+    src: &Source,
+    kind: AssetKind,
+) -> Result<(), Failure> {
     let fetcher =
         Fetcher::new(FetchSettings::from_config(config)).map_err(|e| Failure::Runtime(e.into()))?;
     let bar = indicatif::ProgressBar::new(0);
@@ -297,16 +311,15 @@ pub fn pull(config: &Config, target: &str) -> Result<(), Failure> {
         let bar = bar.clone();
         move |n: u64| bar.set_position(n)
     };
-    let store = std::sync::Arc::new(store);
     let content = Content::new(store.clone(), fetcher, config.archive_cache)
         .map_err(|e| Failure::Runtime(e.into()))?;
     content.set_publishers(config.publishers.clone());
-    let result = rt.block_on(content.ensure_blob(&src, None, &progress));
+    let result = rt.block_on(content.ensure_blob(src, None, &progress));
     bar.finish_and_clear();
     let info = result.map_err(|e| Failure::Runtime(anyhow::anyhow!(e.to_string())))?;
     if kind == AssetKind::Archive {
         // Build (or find) the seek index now too, so the first `ls` on a node is instant.
-        rt.block_on(content.archives().open(&content, &src))
+        rt.block_on(content.archives().open(&content, src))
             .map_err(|e| Failure::Runtime(anyhow::anyhow!(e.to_string())))?;
     }
     finish_pull(&store, &src.label, &info)

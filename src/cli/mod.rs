@@ -8,6 +8,7 @@ mod index;
 mod pull_image;
 mod reload;
 mod set_listing;
+mod set_pull;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
