@@ -440,6 +440,30 @@ insecure = true
     )
 }
 
+/// A node whose config holds [`docker_sets_toml`]'s sets, and what they come from, running.
+struct DockerSets {
+    p: Published,
+    reg: Registry,
+    image: PushedImage,
+    node: Lazycas,
+}
+
+fn docker_sets(work: &Path) -> DockerSets {
+    let p = publish(work);
+    let reg = Registry::start();
+    let image = push_image(&reg);
+    let node = Lazycas::with_config(Config {
+        tail: docker_sets_toml(&p, &reg, &image),
+        ..Config::default()
+    });
+    DockerSets {
+        p,
+        reg,
+        image,
+        node,
+    }
+}
+
 /// `walk_rootfs` bounded by a deadline.
 fn walk(root: PathBuf) -> Listing {
     with_deadline(READ_DEADLINE, "walking a mounted rootfs", move || {
@@ -451,13 +475,12 @@ fn walk(root: PathBuf) -> Listing {
 fn docker_image_members_show_the_images_rootfs_and_ls_lists_the_sets() {
     require_fuse!();
     let work = tempfile::tempdir().expect("tempdir");
-    let p = publish(work.path());
-    let reg = Registry::start();
-    let image = push_image(&reg);
-    let node = Lazycas::with_config(Config {
-        tail: docker_sets_toml(&p, &reg, &image),
-        ..Config::default()
-    });
+    let DockerSets {
+        p,
+        reg,
+        image,
+        node,
+    } = docker_sets(work.path());
     let host = reg.host();
 
     // A MedPerf record of today's shape: the container config inline, its image a registry
@@ -678,13 +701,9 @@ fn an_image_member_from_a_registry_with_credentials_is_private_like_its_image_di
 #[test]
 fn pull_fetches_and_pins_every_member_of_a_set() {
     let work = tempfile::tempdir().expect("tempdir");
-    let p = publish(work.path());
-    let reg = Registry::start();
-    let image = push_image(&reg);
-    let node = Lazycas::with_config(Config {
-        tail: docker_sets_toml(&p, &reg, &image),
-        ..Config::default()
-    });
+    // The registry and nginx stay up as long as `sets` lives.
+    let sets = docker_sets(work.path());
+    let node = &sets.node;
     let pulled = node.cli(&["pull", "medperf/fets-oci"]);
     pulled.assert_success();
     assert!(

@@ -322,7 +322,7 @@ pub(super) fn pull_source(
         rt.block_on(content.archives().open(&content, src))
             .map_err(|e| Failure::Runtime(anyhow::anyhow!(e.to_string())))?;
     }
-    finish_pull(&store, &src.label, &info)
+    finish_pull(store, &src.label, &info)
 }
 
 fn finish_pull(store: &Store, label: &str, info: &crate::store::BlobInfo) -> Result<(), Failure> {
