@@ -4,15 +4,20 @@
 //!
 //! A set comes from the config file (`[[set]]`) or from `lazycas import medperf` (the store's
 //! `sets` table, holding the same shape as JSON). Each member is a reference of its own (http
-//! URL, `library://`, `shub://`) with its own pin (sha256, or a weak md5/sha1). `docker://`
-//! images need the OCI registry client and are refused for now. Nothing here fetches: the
-//! `fs::sets` namespace shows a set and asks `content` for the members' bytes.
+//! URL, `library://`, `shub://`) with its own pin (sha256, or a weak md5/sha1); the image may
+//! also be a `docker://` image ([`ImageMember`]), shown as its root filesystem (a directory, as
+//! `apptainer`/`singularity` run a sandbox and `runc` a bundle's rootfs) and pinned by the
+//! manifest digest in its reference and/or by its image ID (the config's digest, what
+//! `docker inspect` and MedPerf's `image_hash` give). Nothing here fetches: the `fs::sets`
+//! namespace shows a set and asks `content` (or `docker/`) for the members' bytes.
 
 use rusqlite::{params, Connection};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{check_name, check_reference, AssetConfig, AssetKind, PinFields, Reference};
-use crate::source::{Location, Source};
+use crate::digest::Digest;
+use crate::oci::reference::{ImageReference, ReferenceKind};
+use crate::source::Location;
 
 /// How a set's members are arranged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,6 +37,14 @@ impl Layout {
             "mlcube" => Some(Layout::Mlcube),
             "container" => Some(Layout::Container),
             _ => None,
+        }
+    }
+
+    /// `"mlcube"` or `"container"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Layout::Mlcube => "mlcube",
+            Layout::Container => "container",
         }
     }
 
@@ -59,7 +72,8 @@ pub enum Role {
     Parameters,
     /// `additional_files.tar.gz`, shown as a directory.
     AdditionalFiles,
-    /// The container image (a SIF or image tarball), shown as a file.
+    /// The container image: a file (SIF, image tarball) or a `docker://` image's root
+    /// filesystem.
     Image,
 }
 
@@ -82,14 +96,57 @@ pub struct SetMember {
     pub role: Role,
     /// Its path inside the set directory.
     pub path: String,
-    /// Where it comes from and what it must hash to (`name` is `<set>/<path>`).
-    pub asset: AssetConfig,
+    /// What it shows.
+    pub content: MemberContent,
 }
 
-impl SetMember {
-    /// Where its bytes come from, and what they must hash to.
-    pub fn source(&self) -> Source {
-        self.asset.source()
+/// What a member shows.
+#[derive(Debug, Clone, PartialEq)]
+pub enum MemberContent {
+    /// A file, or an archive shown as a directory: where it comes from and what it must hash
+    /// to (`name` is `<set>/<path>`).
+    Asset(AssetConfig),
+    /// A registry image, shown as its root filesystem.
+    Image(ImageMember),
+    /// A file whose content the set itself holds (what a MedPerf record carries inline).
+    Inline(InlineFile),
+}
+
+/// A file held in the set's own description.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InlineFile {
+    /// Its bytes.
+    pub bytes: std::sync::Arc<[u8]>,
+    /// Their sha256.
+    pub digest: Digest,
+}
+
+/// A `docker://` image member.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageMember {
+    /// The image (a `@sha256:` in it pins the manifest).
+    pub reference: ImageReference,
+    /// The image ID it must have: the digest of its config blob.
+    pub image_id: Option<Digest>,
+}
+
+impl MemberContent {
+    /// The reference as a person reads it (URL, `library://…`, `docker://…`).
+    pub fn describe(&self) -> String {
+        match self {
+            MemberContent::Asset(a) => a.location.describe(),
+            MemberContent::Image(i) => i.reference.to_string(),
+            MemberContent::Inline(f) => format!("inline ({} bytes)", f.bytes.len()),
+        }
+    }
+
+    /// True when the member is shown as a directory.
+    pub fn is_dir(&self) -> bool {
+        match self {
+            MemberContent::Asset(a) => a.kind == AssetKind::Archive,
+            MemberContent::Image(_) => true,
+            MemberContent::Inline(_) => false,
+        }
     }
 }
 
@@ -132,9 +189,15 @@ pub struct RawSet {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawMember {
-    /// http(s) URL (pins in its fragment allowed), `library://` or `shub://`.
+    /// http(s) URL (pins in its fragment allowed), `library://`, `shub://`, or for the image
+    /// `docker://registry/repo:tag[@sha256:…]`; empty with `text`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub url: String,
-    /// Pinned sha256.
+    /// The content itself, instead of a `url` (the manifest or parameters a MedPerf record
+    /// holds inline).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+    /// Pinned sha256 (of a `docker://` image: its image ID, the config's digest).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sha256: Option<String>,
     /// Weak md5 pin.
@@ -146,7 +209,8 @@ pub struct RawMember {
     /// Size in bytes, if known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub size: Option<u64>,
-    /// The image's file name in the set (default: the URL's last component).
+    /// The image's name in the set (default: the URL's last component; a `docker://` image:
+    /// the repository's last component).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub file_name: Option<String>,
 }
@@ -192,11 +256,11 @@ fn check_member(
     raw: &RawMember,
     allow_unpinned: bool,
 ) -> Result<SetMember, (&'static str, String)> {
+    if let Some(text) = &raw.text {
+        return check_inline_member(layout, role, raw, text);
+    }
     if raw.url.starts_with("docker://") {
-        return Err((
-            "url",
-            "docker:// images are not set members yet; use the image's docker/ path".into(),
-        ));
+        return check_image_member(layout, role, raw);
     }
     let Reference {
         location,
@@ -216,13 +280,8 @@ fn check_member(
         (None, Role::Image) => default_image_name(&location),
         (None, _) => String::new(),
     };
-    if role == Role::Image
-        && (image_name.is_empty() || image_name.contains('/') || image_name.starts_with('.'))
-    {
-        return Err((
-            "file_name",
-            format!("{image_name:?} is not a usable file name"),
-        ));
+    if role == Role::Image {
+        check_image_name(&image_name)?;
     }
     let path = layout.path_of(role, &image_name);
     let kind = match role {
@@ -231,7 +290,7 @@ fn check_member(
     };
     Ok(SetMember {
         role,
-        asset: AssetConfig {
+        content: MemberContent::Asset(AssetConfig {
             name: format!("{set}/{path}"),
             location,
             sha256,
@@ -239,9 +298,100 @@ fn check_member(
             kind,
             index_sha256: None,
             size: raw.size,
-        },
+        }),
         path,
     })
+}
+
+/// A member given by its content: only the manifest and the parameters, with nothing else.
+fn check_inline_member(
+    layout: Layout,
+    role: Role,
+    raw: &RawMember,
+    text: &str,
+) -> Result<SetMember, (&'static str, String)> {
+    if !matches!(role, Role::Manifest | Role::Parameters) {
+        return Err((
+            "text",
+            "only the manifest and the parameters may be given inline".into(),
+        ));
+    }
+    let conflicting = [
+        ("url", !raw.url.is_empty()),
+        ("sha256", raw.sha256.is_some()),
+        ("md5", raw.md5.is_some()),
+        ("sha1", raw.sha1.is_some()),
+        ("file_name", raw.file_name.is_some()),
+    ];
+    if let Some((field, _)) = conflicting.iter().find(|(_, given)| *given) {
+        return Err((field, "goes with a url, not with text".into()));
+    }
+    let bytes: std::sync::Arc<[u8]> = text.as_bytes().into();
+    Ok(SetMember {
+        role,
+        path: layout.path_of(role, ""),
+        content: MemberContent::Inline(InlineFile {
+            digest: Digest::of(&bytes),
+            bytes,
+        }),
+    })
+}
+
+/// A `docker://` member: only the image may be one; its `sha256` is the image ID, and a
+/// publisher's md5 or sha1 has nothing to check against.
+fn check_image_member(
+    layout: Layout,
+    role: Role,
+    raw: &RawMember,
+) -> Result<SetMember, (&'static str, String)> {
+    if role != Role::Image {
+        return Err(("url", "only the image may be a docker:// image".into()));
+    }
+    let reference = ImageReference::parse(&raw.url).map_err(|e| ("url", e.to_string()))?;
+    if reference.kind() != ReferenceKind::Image {
+        return Err(("url", format!("{:?} is not a docker:// image", raw.url)));
+    }
+    if raw.md5.is_some() || raw.sha1.is_some() {
+        let field = if raw.md5.is_some() { "md5" } else { "sha1" };
+        return Err((
+            field,
+            "a docker:// image is pinned by its manifest digest (@sha256:…) or its image ID \
+             (sha256), not a weak checksum"
+                .into(),
+        ));
+    }
+    let image_id = raw
+        .sha256
+        .as_deref()
+        .map(Digest::parse)
+        .transpose()
+        .map_err(|e| ("sha256", e.to_string()))?;
+    let name = match &raw.file_name {
+        Some(n) => n.clone(),
+        None => reference
+            .repository()
+            .rsplit('/')
+            .next()
+            .unwrap_or_default()
+            .to_string(),
+    };
+    check_image_name(&name)?;
+    Ok(SetMember {
+        role,
+        path: layout.path_of(role, &name),
+        content: MemberContent::Image(ImageMember {
+            reference,
+            image_id,
+        }),
+    })
+}
+
+/// The image's name in the set must be one path component, not hidden.
+fn check_image_name(name: &str) -> Result<(), (&'static str, String)> {
+    if name.is_empty() || name.contains('/') || name.starts_with('.') {
+        return Err(("file_name", format!("{name:?} is not a usable file name")));
+    }
+    Ok(())
 }
 
 /// The last component of the location's reference, without a tag (`app:1.0` → `app.sif`).
@@ -373,14 +523,84 @@ mod tests {
         r.layout = "docker".into();
         assert_eq!(r.check(false).unwrap_err().0, "layout");
         let mut r = raw("mlcube");
-        r.image.as_mut().unwrap().url = "docker://busybox:1".into();
+        r.manifest.as_mut().unwrap().url = "docker://busybox:1".into();
+        assert_eq!(r.check(false).unwrap_err().0, "manifest.url");
+        let mut r = raw("mlcube");
+        r.image.as_mut().unwrap().url = "oras://h:5000/a/b:1".into();
         assert_eq!(r.check(false).unwrap_err().0, "image.url");
+        r.image.as_mut().unwrap().url = "docker://h:5000/a/b:1".into();
+        r.image.as_mut().unwrap().sha256 = None;
+        r.image.as_mut().unwrap().md5 = Some("0".repeat(32));
+        assert_eq!(r.check(false).unwrap_err().0, "image.md5");
         let mut r = raw("mlcube");
         r.parameters.as_mut().unwrap().sha256 = None;
         assert_eq!(r.check(false).unwrap_err().0, "parameters.sha256");
         r.parameters.as_mut().unwrap().sha1 =
             Some("a9993e364706816aba3e25717850c26c9cd0d89d".into());
         assert!(r.check(false).is_ok());
+    }
+
+    #[test]
+    fn docker_images_sit_at_the_image_position() {
+        let mut r = raw("mlcube");
+        let image = r.image.as_mut().unwrap();
+        image.url = "docker://127.0.0.1:5000/team/fets:1.0".into();
+        let set = r.check(false).unwrap();
+        let member = &set.members[3];
+        assert_eq!(member.path, "workspace/.image/fets");
+        assert!(member.content.is_dir());
+        let MemberContent::Image(i) = &member.content else {
+            panic!("not an image member");
+        };
+        assert_eq!(i.reference.tag(), Some("1.0"));
+        assert_eq!(
+            i.image_id.map(|d| d.to_string()),
+            Some(format!("sha256:{HEX}"))
+        );
+        r.layout = "container".into();
+        r.image.as_mut().unwrap().file_name = Some("fets-1.0".into());
+        r.image.as_mut().unwrap().sha256 = None;
+        assert_eq!(r.check(false).unwrap().members[3].path, "fets-1.0");
+    }
+
+    #[test]
+    fn inline_members_hold_their_text() {
+        let mut r = raw("container");
+        r.manifest = Some(RawMember {
+            text: Some("image: x\n".into()),
+            ..RawMember::default()
+        });
+        let set = r.check(false).unwrap();
+        let MemberContent::Inline(f) = &set.members[0].content else {
+            panic!("not inline");
+        };
+        assert_eq!(
+            (&*f.bytes, f.digest),
+            (&b"image: x\n"[..], Digest::of(b"image: x\n"))
+        );
+        r.manifest.as_mut().unwrap().sha256 = Some(HEX.into());
+        assert_eq!(r.check(false).unwrap_err().0, "manifest.sha256");
+        r.manifest = None;
+        r.image = Some(RawMember {
+            text: Some("x".into()),
+            ..RawMember::default()
+        });
+        assert_eq!(r.check(false).unwrap_err().0, "image.text");
+        let json = serde_json::to_string(&RawSet {
+            name: "a".into(),
+            layout: "container".into(),
+            parameters: Some(RawMember {
+                text: Some("t: 1".into()),
+                ..RawMember::default()
+            }),
+            ..RawSet::default()
+        })
+        .unwrap();
+        assert!(!json.contains("url"), "{json}");
+        assert!(serde_json::from_str::<RawSet>(&json)
+            .unwrap()
+            .check(false)
+            .is_ok());
     }
 
     #[test]

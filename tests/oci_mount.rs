@@ -66,14 +66,6 @@ fn layer_digests(layout: &OciLayout, tag: &str) -> Vec<String> {
         .collect()
 }
 
-/// Hex digests of the blobs in the node's store.
-fn stored(node: &Lazycas) -> Vec<String> {
-    node.stored_blobs()
-        .iter()
-        .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
-        .collect()
-}
-
 #[test]
 fn rich_image_rootfs_matches_umoci_unpack() {
     require_fuse!();
@@ -104,7 +96,7 @@ fn rich_image_rootfs_matches_umoci_unpack() {
         Some(4)
     );
     let layers = layer_digests(&layout, "rich");
-    let held = stored(&node);
+    let held = node.stored_digests();
     for l in &layers {
         assert!(
             !held.contains(&l.trim_start_matches("sha256:").to_string()),
@@ -117,7 +109,7 @@ fn rich_image_rootfs_matches_umoci_unpack() {
     assert_matches_reference("mounted rootfs", &got, &reference);
 
     // Every layer is in the store once, verified; a member names the layer it comes from.
-    let held = stored(&node);
+    let held = node.stored_digests();
     for l in &layers {
         assert!(
             held.contains(&l.trim_start_matches("sha256:").to_string()),
@@ -208,7 +200,7 @@ fn a_second_image_sharing_base_layers_stores_no_second_copy() {
     let node = node_for(&host, 300);
     let d = node.mount();
     let one = walk(&image_dir(&d, &host, "test/one:v1").join("rootfs"));
-    let after_one = stored(&node).len();
+    let after_one = node.stored_digests().len();
     let two = walk(&image_dir(&d, &host, "test/two:v1").join("rootfs"));
     assert_eq!(two.len(), one.len() + 1);
     assert_reads(
@@ -216,7 +208,12 @@ fn a_second_image_sharing_base_layers_stores_no_second_copy() {
         b"only in the second image\n",
     );
     // The second image added its manifest, its config and its one new layer; nothing else.
-    assert_eq!(stored(&node).len(), after_one + 3, "{:?}", stored(&node));
+    assert_eq!(
+        node.stored_digests().len(),
+        after_one + 3,
+        "{:?}",
+        node.stored_digests()
+    );
     let log = d.log();
     for l in layer_digests(&layout, "rich") {
         let short = &l["sha256:".len().."sha256:".len() + 12];
@@ -357,7 +354,7 @@ fn a_tampered_layer_is_refused_with_eio_and_the_log_names_it() {
         "the log does not name {layer}:\n{}",
         tail(&d.log(), 30)
     );
-    assert!(!stored(&node).contains(&hex.to_string()));
+    assert!(!node.stored_digests().contains(&hex.to_string()));
 }
 
 /// A registry behind token auth (and its token server) holding a marker image (`/marker` holding
@@ -482,7 +479,7 @@ fn pull_prefetches_every_layer_and_the_mount_needs_no_registry() {
     let out = node.cli(&["pull", &format!("docker://{host}/test/pulled:v1")]);
     out.assert_success();
     assert!(out.stdout.contains("4 layers"), "{}", out.stdout);
-    let held = stored(&node);
+    let held = node.stored_digests();
     for l in layer_digests(&layout, "rich") {
         assert!(
             held.contains(&l.trim_start_matches("sha256:").to_string()),

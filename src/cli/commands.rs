@@ -150,7 +150,7 @@ fn probe_size(config: &Config, url: &url::Url) -> Option<u64> {
 
 /// `lazycas rm NAME`
 pub fn rm(config: &Config, name: &str) -> Result<(), Failure> {
-    if config.assets.iter().any(|c| c.name == name) {
+    if config.assets.iter().any(|c| c.name == name) || config.sets.iter().any(|s| s.name == name) {
         return Err(usage(format!(
             "{name}: defined in the config file; remove it there"
         )));
@@ -172,13 +172,14 @@ pub fn rm(config: &Config, name: &str) -> Result<(), Failure> {
     Ok(())
 }
 
-/// `lazycas import medperf FILE.json [--name NAME] [--layout mlcube|container]`
+/// `lazycas import medperf FILE.json [--name NAME] [--layout mlcube|container] [--image REF]`
 pub fn import(
     config: &Config,
     format: &str,
     file: &std::path::Path,
     name: Option<&str>,
     layout: Option<&str>,
+    image: Option<&str>,
 ) -> Result<(), Failure> {
     if format != "medperf" {
         return Err(usage(format!("{format:?}: the only format is medperf")));
@@ -186,7 +187,7 @@ pub fn import(
     let json = std::fs::read(file)
         .with_context(|| format!("reading {}", file.display()))
         .map_err(Failure::Runtime)?;
-    let imported = crate::publish::medperf::import_cube(&json, name, layout)
+    let imported = crate::publish::medperf::import_cube(&json, name, layout, image)
         .map_err(|m| usage(format!("{}: {m}", file.display())))?;
     let set = imported
         .set
@@ -249,7 +250,8 @@ pub fn ls(config: &Config) -> Result<(), Failure> {
                 .unwrap_or_else(|| "(unpinned)".into()),
         );
     }
-    super::images::print_ls_rows(&store)
+    super::images::print_ls_rows(&store)?;
+    super::set_listing::print_sets(&store, catalog.sets()).map_err(|e| Failure::Runtime(e.into()))
 }
 
 /// `lazycas pull NAME|URL#sha256=…`
@@ -258,7 +260,10 @@ pub fn pull(config: &Config, target: &str) -> Result<(), Failure> {
     let catalog = load_catalog(config, &store)?;
     let (src, kind) = match catalog.entry(target) {
         Some(catalog::Entry::Asset(a)) => (a.source(), a.config.kind),
-        Some(catalog::Entry::Dir | catalog::Entry::Set(_)) => {
+        Some(catalog::Entry::Set(set)) => {
+            return super::set_pull::pull_set(config, &std::sync::Arc::new(store), &set)
+        }
+        Some(catalog::Entry::Dir) => {
             return Err(usage(format!(
                 "{target} is a directory of the catalog, not an entry"
             )))
@@ -283,6 +288,17 @@ pub fn pull(config: &Config, target: &str) -> Result<(), Failure> {
             (src, kind)
         }
     };
+    pull_source(config, &std::sync::Arc::new(store), &src, kind)
+}
+
+/// Fetches `src` into `store` (and indexes it when it is an archive) with a progress bar, then
+/// pins it.
+pub(super) fn pull_source(
+    config: &Config,
+    store: &std::sync::Arc<Store>,
+    src: &Source,
+    kind: AssetKind,
+) -> Result<(), Failure> {
     let fetcher =
         Fetcher::new(FetchSettings::from_config(config)).map_err(|e| Failure::Runtime(e.into()))?;
     let bar = indicatif::ProgressBar::new(0);
@@ -296,19 +312,18 @@ pub fn pull(config: &Config, target: &str) -> Result<(), Failure> {
         let bar = bar.clone();
         move |n: u64| bar.set_position(n)
     };
-    let store = std::sync::Arc::new(store);
     let content = Content::new(store.clone(), fetcher, config.archive_cache)
         .map_err(|e| Failure::Runtime(e.into()))?;
     content.set_publishers(config.publishers.clone());
-    let result = rt.block_on(content.ensure_blob(&src, None, &progress));
+    let result = rt.block_on(content.ensure_blob(src, None, &progress));
     bar.finish_and_clear();
     let info = result.map_err(|e| Failure::Runtime(anyhow::anyhow!(e.to_string())))?;
     if kind == AssetKind::Archive {
         // Build (or find) the seek index now too, so the first `ls` on a node is instant.
-        rt.block_on(content.archives().open(&content, &src))
+        rt.block_on(content.archives().open(&content, src))
             .map_err(|e| Failure::Runtime(anyhow::anyhow!(e.to_string())))?;
     }
-    finish_pull(&store, &src.label, &info)
+    finish_pull(store, &src.label, &info)
 }
 
 fn finish_pull(store: &Store, label: &str, info: &crate::store::BlobInfo) -> Result<(), Failure> {
@@ -343,6 +358,11 @@ pub fn status(config: &Config, as_json: bool) -> Result<(), Failure> {
         })
         .collect();
     let images = super::images::image_uses(&store)?;
+    let sets = catalog
+        .sets()
+        .map(|s| super::set_listing::set_json(&store, s))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| Failure::Runtime(e.into()))?;
     let counter = |name: &str| {
         counters
             .iter()
@@ -377,6 +397,7 @@ pub fn status(config: &Config, as_json: bool) -> Result<(), Failure> {
             "verification_failures": counter("verification_failures"),
             "assets": assets,
             "images": super::images::status_json(&images),
+            "sets": sets,
         });
         println!(
             "{}",

@@ -8,6 +8,8 @@ mod images;
 mod index;
 mod pull_image;
 mod reload;
+mod set_listing;
+mod set_pull;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -90,6 +92,9 @@ pub enum Command {
         /// `mlcube` or `container` (default: from the manifest's file name).
         #[arg(long)]
         layout: Option<String>,
+        /// The cube's registry image (`docker://…`), for records that do not name it.
+        #[arg(long)]
+        image: Option<String>,
     },
     /// Fetch an entry (or URL#sha256=…, or every layer of docker://…, or the SIF of oras://…)
     /// into the store now and pin it.
@@ -255,7 +260,15 @@ fn run(cli: Cli) -> Result<(), Failure> {
             file,
             name,
             layout,
-        } => commands::import(&config, &format, &file, name.as_deref(), layout.as_deref()),
+            image,
+        } => commands::import(
+            &config,
+            &format,
+            &file,
+            name.as_deref(),
+            layout.as_deref(),
+            image.as_deref(),
+        ),
         Command::Pull { target } => commands::pull(&config, &target),
         Command::Status { json } => commands::status(&config, json),
         Command::Gc { to } => commands::gc(&config, to.as_deref()),

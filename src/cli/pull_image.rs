@@ -16,6 +16,16 @@ use crate::store::{db, Store};
 
 /// `lazycas pull docker://REGISTRY/REPO[:TAG][@sha256:…]` (or `oras://…`).
 pub fn pull_image(config: &Config, target: &str) -> Result<(), Failure> {
+    pull_image_with_id(config, target, None)
+}
+
+/// [`pull_image`], refusing (before any layer is fetched) an image whose image ID (config
+/// digest) is not `image_id` when that is given.
+pub fn pull_image_with_id(
+    config: &Config,
+    target: &str,
+    image_id: Option<Digest>,
+) -> Result<(), Failure> {
     let reference = ImageReference::parse(target).map_err(|e| Failure::Usage(e.to_string()))?;
     let runtime_error = |e: &dyn std::fmt::Display| Failure::Runtime(anyhow::anyhow!("{e}"));
     let store = Arc::new(Store::open(&config.store).map_err(|e| runtime_error(&e))?);
@@ -28,6 +38,12 @@ pub fn pull_image(config: &Config, target: &str) -> Result<(), Failure> {
     let image = rt
         .block_on(content.resolve_image(&reference))
         .map_err(|e| runtime_error(&e))?;
+    if let Some(pinned) = image_id.filter(|id| *id != image.config.digest) {
+        return Err(runtime_error(&format!(
+            "{reference}: image ID is {}, pinned {pinned}",
+            image.config.digest
+        )));
+    }
     let total: u64 = image.layers.iter().map(|l| l.blob.size).sum();
     let bar = indicatif::ProgressBar::new(total);
     bar.set_style(

@@ -21,7 +21,7 @@ use super::namespace::{
     Attr, DirEntry, Entry, Key, Namespace, Need, NodeRef, NsError, OpenFile, Ttl, Wait, Xattrs,
 };
 use super::resolutions::{image_xattrs, Resolutions};
-use crate::content::{Content, ResolvedImage};
+use crate::content::{Content, Readers, ResolvedImage};
 use crate::digest::Digest;
 use crate::oci::reference::{is_path_component, ImageReference};
 use crate::oci::whiteout::NodeId;
@@ -153,6 +153,47 @@ impl Docker {
     fn listed_under(&self, prefix: &str) -> Vec<String> {
         self.resolved.names_under(prefix)
     }
+
+    /// The image directory node of `reference` (`docker/<registry>/<repo>:<tag>`): preparing
+    /// it for its children resolves the reference without fetching layers.
+    pub fn image_of(&self, reference: &ImageReference) -> NodeRef {
+        self.path_node(&image_root(reference))
+    }
+
+    /// The `rootfs/` node of image `reference` (`docker/<registry>/<repo>:<tag>/rootfs`), for
+    /// another namespace showing the image (a set's image member) through this one.
+    pub fn rootfs_of(&self, reference: &ImageReference) -> NodeRef {
+        self.path_node(&format!("{}/{ROOTFS_DIR}", image_root(reference)))
+    }
+
+    /// `attr` of a node that shows image `reference` elsewhere than under its image directory
+    /// (a set's image member), gated as that directory is: for a registry with credentials,
+    /// owned by the daemon's user and readable by it (and the configured group) only.
+    pub fn gated(&self, reference: &ImageReference, attr: Attr) -> Attr {
+        match self.content.registry_readers(reference.registry()) {
+            Readers::Everyone => attr,
+            readers => Attr {
+                uid: Attr::dir(attr.mtime).uid,
+                ..attr
+            }
+            .readable_by(readers),
+        }
+    }
+
+    /// What `reference` resolved to last, if it has been resolved.
+    pub fn last_resolved(&self, reference: &ImageReference) -> Option<Arc<ResolvedImage>> {
+        self.last(&image_root(reference))
+    }
+}
+
+/// The image directory's path under `docker/` for `reference`.
+fn image_root(reference: &ImageReference) -> String {
+    let path = reference.mount_path();
+    let namespace = reference.kind().mount_namespace();
+    path.strip_prefix(namespace)
+        .and_then(|p| p.strip_prefix('/'))
+        .unwrap_or(&path)
+        .to_string()
 }
 
 /// The length of the image part of `path` (`<registry>/<repo...>/<name>:<tag>`): up to the first
@@ -387,6 +428,16 @@ mod tests {
             Place::Image(..)
         ));
         assert!(Docker::place(&key("127.0.0.1:5000/app:1/other")).is_err());
+        let pinned =
+            ImageReference::parse(&format!("docker://127.0.0.1:5000/a/b:1@sha256:{hex}")).unwrap();
+        let rootfs = format!("{}/rootfs", image_root(&pinned));
+        match Docker::place(&key(&rootfs)).unwrap() {
+            Place::Rootfs(root, r) => {
+                assert_eq!(root, format!("127.0.0.1:5000/a/b:1@sha256:{hex}"));
+                assert_eq!(r, pinned);
+            }
+            _ => panic!("not a rootfs"),
+        }
         assert!(Docker::place(&key("127.0.0.1:5000/App:bad tag")).is_err());
     }
 }

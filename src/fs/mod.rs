@@ -73,10 +73,15 @@ impl LazyFs {
     ) -> LazyFs {
         let tree = archive_tree::ArchiveTree::new(content.clone());
         let digests = digests::Digests::new(catalog.clone(), content.clone());
-        let sets = sets::Sets::new(catalog.clone(), content.clone(), tree.clone());
-        let names = catalog_names::CatalogNames::new(catalog, content.clone(), tree, sets);
         let docker =
             docker::Docker::new(content.clone(), image_tree::ImageTree::new(content.clone()));
+        let sets = sets::Sets::new(
+            catalog.clone(),
+            content.clone(),
+            tree.clone(),
+            docker.clone(),
+        );
+        let names = catalog_names::CatalogNames::new(catalog, content.clone(), tree, sets);
         let root = root::Root::new(
             vec![
                 ("sha256", digests.top()),

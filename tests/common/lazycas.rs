@@ -320,6 +320,14 @@ impl Lazycas {
         files_under(&self.store.join("blobs"))
     }
 
+    /// The hex digests of the blobs in the store.
+    pub fn stored_digests(&self) -> Vec<String> {
+        self.stored_blobs()
+            .iter()
+            .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .collect()
+    }
+
     /// Every regular file under `store/tmp` (downloads in progress or left behind).
     pub fn temp_files(&self) -> Vec<PathBuf> {
         files_under(&self.store.join("tmp"))
