@@ -21,6 +21,8 @@
 
 pub mod content;
 pub mod dead;
+pub mod hostile;
+pub mod hostile_server;
 pub mod images;
 pub mod lazycas;
 pub mod mounts;
