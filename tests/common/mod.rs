@@ -35,6 +35,7 @@ pub mod process;
 pub mod publishers;
 pub mod reads;
 pub mod registry;
+pub mod scripted_registry;
 pub mod squid;
 pub mod token_server;
 pub mod xattr;
