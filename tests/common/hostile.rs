@@ -66,6 +66,17 @@ impl Scene {
         self.daemon.path(rel)
     }
 
+    /// Asserts the daemon's log has a line containing `needle` (the reason an error names).
+    #[track_caller]
+    pub fn assert_logged(&self, needle: &str) {
+        let log = self.daemon.log();
+        assert!(
+            log.contains(needle),
+            "no log line contains {needle:?}; log tail:\n{}",
+            super::lazycas::tail(&log, 30)
+        );
+    }
+
     /// The end of every case: the daemon runs, the good asset reads back, peak RSS is bounded.
     #[track_caller]
     pub fn assert_healthy(&mut self) {

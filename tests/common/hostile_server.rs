@@ -41,6 +41,8 @@ pub enum Script {
     Redirect(String),
     /// `status` with an empty body.
     Status(u16),
+    /// 401 with this `WWW-Authenticate` value.
+    Challenge(String),
     /// `status` for the first `fails` requests, then `then`.
     FailFirst {
         fails: usize,
@@ -284,6 +286,9 @@ fn answer(
             respond(stream, 302, &[("Location", location.clone())], b"", head)
         }
         Script::Status(status) => respond(stream, *status, &[], b"", head),
+        Script::Challenge(value) => {
+            respond(stream, 401, &[("WWW-Authenticate", value.clone())], b"", head)
+        }
         Script::FailFirst {
             fails,
             status,
