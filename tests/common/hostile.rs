@@ -43,13 +43,19 @@ impl Scene {
     }
 
     /// Mounts a daemon with `config` plus the good asset, and reads the good asset once.
-    pub fn start(mut config: Config) -> Scene {
+    pub fn start(config: Config) -> Scene {
+        Scene::start_prepared(config, |_| {})
+    }
+
+    /// `start`, calling `prepare` on the node (say, to mount a small store) before mounting.
+    pub fn start_prepared(mut config: Config, prepare: impl FnOnce(&Lazycas)) -> Scene {
         let nginx = Nginx::start();
         let good = nginx.put_random("good/good.bin", 300_000);
         config
             .assets
             .push(Asset::file(GOOD, &nginx.url_of(&good), &good.sha256));
         let node = Lazycas::with_config(config);
+        prepare(&node);
         let daemon = node.mount();
         let scene = Scene {
             daemon,
