@@ -1010,7 +1010,10 @@ insecure = true
         std::fs::write(&path, "[publishers.\"h:1\"]\ntoken = \"t\"\n").unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
         let e = Config::load(&path).unwrap_err().to_string();
-        assert!(e.contains("publishers.\"h:1\".token") && e.contains("mode 0640"), "{e}");
+        assert!(
+            e.contains("publishers.\"h:1\".token") && e.contains("mode 0640"),
+            "{e}"
+        );
         assert!(!e.contains("\"t\""), "the token is not in the message: {e}");
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
         Config::load(&path).unwrap();

@@ -128,7 +128,8 @@ fn zeros_bomb(len: u64) -> Vec<u8> {
     }
     // Padding to 512 and the end-of-archive blocks are zeros too.
     let pad = (512 - len % 512) % 512;
-    enc.write_all(&vec![0u8; pad as usize + 1024]).expect("gzip");
+    enc.write_all(&vec![0u8; pad as usize + 1024])
+        .expect("gzip");
     enc.finish().expect("gzip")
 }
 
@@ -292,7 +293,11 @@ fn overflowing_sparse_maps_skip_the_entry() {
                     Err(e) => assert_eq!(e.raw_os_error(), Some(libc::EIO), "{e}"),
                 }
             }
-            expect_bytes("overflowing sparse maps", &scene.path("sparse/ok.txt"), b"ok");
+            expect_bytes(
+                "overflowing sparse maps",
+                &scene.path("sparse/ok.txt"),
+                b"ok",
+            );
         }
         Err(e) => assert_eq!(e.raw_os_error(), Some(libc::EIO), "{e}"),
     }
@@ -338,7 +343,12 @@ fn whiteouts_naming_dotdot_or_the_layer_root_are_ignored() {
     let names = list(&scene, "whiteouts naming .. or the root", &rootfs).expect("list rootfs");
     assert_eq!(names, ["etc", "new", "sub"]);
     assert_eq!(
-        list(&scene, "whiteouts naming .. or the root", &format!("{rootfs}/sub")).expect("sub"),
+        list(
+            &scene,
+            "whiteouts naming .. or the root",
+            &format!("{rootfs}/sub")
+        )
+        .expect("sub"),
         ["keep"]
     );
     expect_bytes(

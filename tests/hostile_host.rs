@@ -83,13 +83,12 @@ fn store_disk_full_is_eio_and_leaves_no_partial_blob() {
     let mut scene = Scene::start_prepared(served(&server, &[("big.bin", &big)]), |node| {
         tmpfs = Some(Tmpfs::mount(&node.store, "size=12m"));
     });
-    expect_errno(
-        "store disk full",
-        &scene.path("big.bin"),
-        libc::EIO,
-    );
+    expect_errno("store disk full", &scene.path("big.bin"), libc::EIO);
     let hex = sha256_hex(&big);
-    assert!(!scene.node.blob_path(&hex).exists(), "a partial blob is visible");
+    assert!(
+        !scene.node.blob_path(&hex).exists(),
+        "a partial blob is visible"
+    );
     assert!(
         scene.node.temp_files().is_empty(),
         "temp files left: {:?}",
@@ -163,7 +162,11 @@ fn expect_config_refused(node: &Lazycas, case: &str, needle: &str) -> String {
 fn config_with_wrong_types_is_refused_naming_the_key() {
     require_fuse!();
     for (case, extra, key) in [
-        ("timeout_secs as a string", "timeout_secs = \"ten\"\n", "timeout_secs"),
+        (
+            "timeout_secs as a string",
+            "timeout_secs = \"ten\"\n",
+            "timeout_secs",
+        ),
         ("quota as a number", "quota = 5\n", "quota"),
         ("proxies as a table", "[proxies]\nx = 1\n", "line 2"),
         (
@@ -189,8 +192,14 @@ fn config_with_credentials_others_can_read_is_refused() {
             "registry password",
             "\n[registries.\"127.0.0.1:5000\"]\nusername = \"u\"\npassword = \"secret\"\n",
         ),
-        ("registry token", "\n[registries.\"127.0.0.1:5000\"]\ntoken = \"secret\"\n"),
-        ("publisher token", "\n[publishers.\"127.0.0.1:1\"]\ntoken = \"secret\"\n"),
+        (
+            "registry token",
+            "\n[registries.\"127.0.0.1:5000\"]\ntoken = \"secret\"\n",
+        ),
+        (
+            "publisher token",
+            "\n[publishers.\"127.0.0.1:1\"]\ntoken = \"secret\"\n",
+        ),
     ] {
         let node = Lazycas::with_config(Config {
             tail: tail.into(),
@@ -199,15 +208,20 @@ fn config_with_credentials_others_can_read_is_refused() {
         // A copy others can read (the harness writes its config 0600).
         let readable = node.root.join("readable.toml");
         std::fs::copy(&node.config_path, &readable).expect("copy config");
-        std::fs::set_permissions(&readable, std::fs::Permissions::from_mode(0o644))
-            .expect("chmod");
+        std::fs::set_permissions(&readable, std::fs::Permissions::from_mode(0o644)).expect("chmod");
         let mnt = node.mountpoint.to_str().expect("utf-8").to_string();
         let cfg = readable.to_str().expect("utf-8").to_string();
-        for args in [vec!["mount", &mnt, "--config", &cfg], vec!["ls", "--config", &cfg]] {
+        for args in [
+            vec!["mount", &mnt, "--config", &cfg],
+            vec!["ls", "--config", &cfg],
+        ] {
             let out = node.cli_raw(&args);
             assert_eq!(out.code(), Some(2), "{case}: {out}");
             assert!(out.stderr.contains("readable by others"), "{case}: {out}");
-            assert!(!out.stderr.contains("secret"), "{case}: credential shown: {out}");
+            assert!(
+                !out.stderr.contains("secret"),
+                "{case}: credential shown: {out}"
+            );
             eprintln!(
                 "hostile case: {case} in a 0644 config: lazycas {} exit 2: {}",
                 args[0],
@@ -296,7 +310,8 @@ fn sigkill_at_each_stage_of_a_download_and_an_index_build_then_restart() {
             h.set_size(data.len() as u64);
             h.set_mode(0o644);
             h.set_cksum();
-            b.append_data(&mut h, format!("f{i}"), &data[..]).expect("tar");
+            b.append_data(&mut h, format!("f{i}"), &data[..])
+                .expect("tar");
         }
         common::scripted_registry::gzip(&b.into_inner().expect("tar")).into()
     };
@@ -333,20 +348,27 @@ fn sigkill_at_each_stage_of_a_download_and_an_index_build_then_restart() {
             "/tree.tar.gz" => "tree",
             other => other.trim_start_matches('/'),
         };
-        kill_and_restart(&mut scene, &server, (path, name), stalled, honest, |scene| {
-            let rel = path.trim_start_matches('/');
-            let case = format!("SIGKILL while fetching {rel}, restart");
-            match rel {
-                "tree.tar.gz" => {
-                    let names = common::list_dir(scene.path("tree"));
-                    assert_eq!(names, ["f0", "f1", "f2", "f3"]);
-                    eprintln!("hostile case: {case}: archive lists after restart");
+        kill_and_restart(
+            &mut scene,
+            &server,
+            (path, name),
+            stalled,
+            honest,
+            |scene| {
+                let rel = path.trim_start_matches('/');
+                let case = format!("SIGKILL while fetching {rel}, restart");
+                match rel {
+                    "tree.tar.gz" => {
+                        let names = common::list_dir(scene.path("tree"));
+                        assert_eq!(names, ["f0", "f1", "f2", "f3"]);
+                        eprintln!("hostile case: {case}: archive lists after restart");
+                    }
+                    _ => {
+                        expect_bytes(&case, &scene.path(rel), &expected);
+                    }
                 }
-                _ => {
-                    expect_bytes(&case, &scene.path(rel), &expected);
-                }
-            }
-        });
+            },
+        );
     }
     scene.assert_healthy();
 }
@@ -365,7 +387,10 @@ fn flipped_bit_in_a_stored_blob_is_quarantined_by_verify_and_never_served() {
     flip_bit(&blob, 4242);
     let out = scene.node.cli(&["verify"]);
     assert_eq!(out.code(), Some(1), "verify finds the flipped bit: {out}");
-    assert!(out.stdout.contains(&format!("quarantined sha256:{hex}")), "{out}");
+    assert!(
+        out.stdout.contains(&format!("quarantined sha256:{hex}")),
+        "{out}"
+    );
     assert!(!blob.exists(), "the corrupt blob left the store");
     eprintln!(
         "hostile case: flipped bit in a stored blob: verify exit 1: {}",
@@ -391,7 +416,10 @@ fn flipped_bit_in_a_stored_chunk_is_fetched_again_never_served() {
         .assert_success();
     let index = std::fs::read(work.path().join("img.sqsh.lazycas-index")).expect("index");
     server.route("/img.sqsh", Script::Serve(body.clone()));
-    server.route("/img.sqsh.lazycas-index", Script::Serve(index.clone().into()));
+    server.route(
+        "/img.sqsh.lazycas-index",
+        Script::Serve(index.clone().into()),
+    );
     let mut config = served(&server, &[("img.sqsh", &body)]);
     config.assets[0].extra = format!("index_sha256 = \"{}\"\n", sha256_hex(&index));
     let mut scene = Scene::start(config);

@@ -83,12 +83,7 @@ fn huge_manifest_is_refused() {
     );
     publish_manifest(&server, REPO, "1", OCI_MANIFEST, text.as_bytes());
     let mut scene = registry_scene(&server);
-    expect_manifest_error(
-        &scene,
-        "huge manifest",
-        &image_dir(&server, "1"),
-        libc::EIO,
-    );
+    expect_manifest_error(&scene, "huge manifest", &image_dir(&server, "1"), libc::EIO);
     scene.assert_logged("is larger than the 4194304 accepted");
     scene.assert_healthy();
 }
@@ -105,7 +100,13 @@ fn deeply_nested_indexes_are_refused() {
             r#"{{"schemaVersion":2,"mediaType":"{OCI_INDEX}","manifests":[{{"mediaType":"{inner_type}","digest":"{digest}","size":{},"platform":{{"architecture":"amd64","os":"linux"}}}}]}}"#,
             inner.len()
         );
-        publish_manifest(&server, REPO, &format!("level{level}"), OCI_INDEX, index.as_bytes());
+        publish_manifest(
+            &server,
+            REPO,
+            &format!("level{level}"),
+            OCI_INDEX,
+            index.as_bytes(),
+        );
         inner = index.into_bytes();
         inner_type = OCI_INDEX;
     }
@@ -116,7 +117,9 @@ fn deeply_nested_indexes_are_refused() {
         &scene.path(&format!("{}/rootfs", image_dir(&server, "1"))),
         libc::EIO,
     );
-    scene.assert_logged("expected an image manifest, got a application/vnd.oci.image.index.v1+json manifest");
+    scene.assert_logged(
+        "expected an image manifest, got a application/vnd.oci.image.index.v1+json manifest",
+    );
     assert!(
         server.requests().len() < 200,
         "bounded requests: {}",
@@ -279,7 +282,10 @@ fn chunk_indexes_that_lie_are_eio() {
         ("beyond", beyond),
         ("total", total),
     ] {
-        server.route(&format!("/{name}.sqsh"), Script::Serve(image.clone().into()));
+        server.route(
+            &format!("/{name}.sqsh"),
+            Script::Serve(image.clone().into()),
+        );
         server.route(
             &format!("/{name}.sqsh.lazycas-index"),
             Script::Serve(lie.clone().into()),
@@ -313,7 +319,10 @@ fn library_and_shub_answering_nonsense_are_eio() {
             "badhash",
             r#"{"data": {"hash": "md5.zzzz", "size": 5}, "image": "ftp://h/x", "version": "z"}"#,
         ),
-        ("deep", &format!("{}1{}", "[".repeat(100_000), "]".repeat(100_000))),
+        (
+            "deep",
+            &format!("{}1{}", "[".repeat(100_000), "]".repeat(100_000)),
+        ),
     ];
     let mut config = Scene::config();
     config.extra = format!("library_host = \"{host}\"\nlibrary_arch = \"amd64\"\n");
@@ -356,4 +365,3 @@ fn library_and_shub_answering_nonsense_are_eio() {
     scene.assert_logged("is not an http(s) URL");
     scene.assert_healthy();
 }
-

@@ -39,11 +39,7 @@ fn scripted(script: impl FnOnce(Arc<[u8]>) -> Script) -> (HostileServer, Scene, 
 fn stall_after_headers_is_eio() {
     require_fuse!();
     let (_server, mut scene, _) = scripted(Script::StallAfterHeaders);
-    expect_errno(
-        "stall after headers",
-        &scene.path("hostile.bin"),
-        libc::EIO,
-    );
+    expect_errno("stall after headers", &scene.path("hostile.bin"), libc::EIO);
     scene.assert_healthy();
 }
 

@@ -20,5 +20,9 @@ fuzz_target!(|data: &[u8]| {
     if size > 0 {
         let _ = index.chunks_covering(ByteRange::new(size / 3, size / 2 + 1));
     }
-    assert_eq!(index.to_bytes(), data, "a parsed index re-encodes to its bytes");
+    assert_eq!(
+        index.to_bytes(),
+        data,
+        "a parsed index re-encodes to its bytes"
+    );
 });

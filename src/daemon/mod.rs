@@ -382,8 +382,8 @@ fn notify(states: &[sd_notify::NotifyState<'_>]) {
 /// `stat` alone may be answered from the kernel's attribute cache just after the daemon died;
 /// `statfs` always reaches the daemon.
 fn clear_stale_mount(mountpoint: &Path) {
-    let stat_dead = std::fs::metadata(mountpoint)
-        .is_err_and(|e| e.raw_os_error() == Some(libc::ENOTCONN));
+    let stat_dead =
+        std::fs::metadata(mountpoint).is_err_and(|e| e.raw_os_error() == Some(libc::ENOTCONN));
     if stat_dead || statfs_errno(mountpoint) == Some(libc::ENOTCONN) {
         tracing::warn!(
             "{} is a stale mount (its daemon died); detaching it",

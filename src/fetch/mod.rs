@@ -306,7 +306,10 @@ impl Fetcher {
                 if ranged =>
             {
                 tracing::error!("{e}; trying one plain GET");
-                let plain = Attempt { no_cache: true, ..a };
+                let plain = Attempt {
+                    no_cache: true,
+                    ..a
+                };
                 self.attempt_once(&plain, sink, progress, false).await
             }
             other => other,

@@ -125,7 +125,11 @@ impl HostileServer {
 
     /// `http://127.0.0.1:PORT/path`.
     pub fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}/{}", self.port, path.trim_start_matches('/'))
+        format!(
+            "http://127.0.0.1:{}/{}",
+            self.port,
+            path.trim_start_matches('/')
+        )
     }
 
     /// Scripts `path` (with its leading `/`, query included if the client sends one).
@@ -185,8 +189,15 @@ fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
     }
 }
 
+/// A request's method, path and headers (names lowercased).
+struct RequestHead {
+    method: String,
+    path: String,
+    headers: HashMap<String, String>,
+}
+
 /// The request line and headers, or None when the client sent something else (TLS).
-fn read_head(stream: &mut TcpStream) -> std::io::Result<Option<(String, String, HashMap<String, String>)>> {
+fn read_head(stream: &mut TcpStream) -> std::io::Result<Option<RequestHead>> {
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
     let mut buf = Vec::new();
     let mut byte = [0u8; 1];
@@ -212,11 +223,20 @@ fn read_head(stream: &mut TcpStream) -> std::io::Result<Option<(String, String, 
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
         .collect();
-    Ok(Some((method, path, headers)))
+    Ok(Some(RequestHead {
+        method,
+        path,
+        headers,
+    }))
 }
 
 fn serve_connection(mut stream: TcpStream, shared: &Shared) -> std::io::Result<()> {
-    let Some((method, path, headers)) = read_head(&mut stream)? else {
+    let Some(RequestHead {
+        method,
+        path,
+        headers,
+    }) = read_head(&mut stream)?
+    else {
         stream.write_all(b"HTTP/1.1 400 Not TLS\r\nContent-Length: 0\r\n\r\n")?;
         return Ok(());
     };
@@ -239,7 +259,14 @@ fn serve_connection(mut stream: TcpStream, shared: &Shared) -> std::io::Result<(
     };
     let hit = route.hits.fetch_add(1, Ordering::Relaxed);
     let range = headers.get("range").and_then(|r| parse_range(r));
-    answer(&mut stream, shared, &route.script, hit, range, method == "HEAD")
+    answer(
+        &mut stream,
+        shared,
+        &route.script,
+        hit,
+        range,
+        method == "HEAD",
+    )
 }
 
 fn answer(
@@ -286,9 +313,13 @@ fn answer(
             respond(stream, 302, &[("Location", location.clone())], b"", head)
         }
         Script::Status(status) => respond(stream, *status, &[], b"", head),
-        Script::Challenge(value) => {
-            respond(stream, 401, &[("WWW-Authenticate", value.clone())], b"", head)
-        }
+        Script::Challenge(value) => respond(
+            stream,
+            401,
+            &[("WWW-Authenticate", value.clone())],
+            b"",
+            head,
+        ),
         Script::FailFirst {
             fails,
             status,
@@ -298,15 +329,20 @@ fn answer(
             false => answer(stream, shared, then, hit - fails, range, head),
         },
         Script::Document { body, headers } => {
-            let hdrs: Vec<(&str, String)> =
-                headers.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
+            let hdrs: Vec<(&str, String)> = headers
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.clone()))
+                .collect();
             respond(stream, 200, &hdrs, body, head)
         }
     }
 }
 
 /// (status, headers, bytes) for an honest answer to `range`.
-fn ranged(body: &[u8], range: Option<(u64, Option<u64>)>) -> (u16, Vec<(&'static str, String)>, &[u8]) {
+fn ranged(
+    body: &[u8],
+    range: Option<(u64, Option<u64>)>,
+) -> (u16, Vec<(&'static str, String)>, &[u8]) {
     match clamp(range, body.len()) {
         Some((a, b)) => (
             206,
@@ -362,7 +398,8 @@ fn write_head(
     headers: &[(&str, String)],
     len: usize,
 ) -> std::io::Result<()> {
-    let mut head = format!("HTTP/1.1 {status} Scripted\r\nContent-Length: {len}\r\nConnection: close\r\n");
+    let mut head =
+        format!("HTTP/1.1 {status} Scripted\r\nContent-Length: {len}\r\nConnection: close\r\n");
     if status == 200 || status == 206 {
         head += "Accept-Ranges: bytes\r\n";
     }
