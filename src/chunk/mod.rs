@@ -23,6 +23,8 @@ pub use hints::{Hints, SifHint, SquashfsHint};
 pub use index::{ChunkEntry, ChunkIndex};
 
 #[cfg(test)]
+mod fuzz_regressions;
+#[cfg(test)]
 mod tests {
     use std::collections::HashSet;
     use std::io::Cursor;
