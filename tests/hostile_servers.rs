@@ -258,3 +258,40 @@ fn failed_tls_handshake_is_eio() {
     expect_errno("TLS handshake fails", &scene.path("hostile.bin"), libc::EIO);
     scene.assert_healthy();
 }
+
+#[test]
+fn lying_ranges_for_a_chunked_image_are_eio_never_wrong_bytes() {
+    require_fuse!();
+    // A range-lazy image (pinned chunk index): every chunk from a lying range fails its own
+    // digest, so the read fails; no byte of another offset is served.
+    let server = HostileServer::start();
+    let body = body();
+    let work = tempfile::tempdir().expect("tempdir");
+    let file = work.path().join("img.sqsh");
+    std::fs::write(&file, &body).expect("write");
+    common::Lazycas::new()
+        .cli(&["index", file.to_str().expect("utf-8")])
+        .assert_success();
+    let index = std::fs::read(work.path().join("img.sqsh.lazycas-index")).expect("index");
+    server.route(
+        "/img.sqsh",
+        Script::ShiftedRange {
+            body: body.clone(),
+            shift: 4096,
+        },
+    );
+    server.route("/img.sqsh.lazycas-index", Script::Serve(index.clone().into()));
+    let mut asset = Asset::file("img.sqsh", &server.url("/img.sqsh"), &sha256_hex(&body));
+    asset.extra = format!("index_sha256 = \"{}\"\n", sha256_hex(&index));
+    let mut scene = Scene::start(Config {
+        assets: vec![asset],
+        ..Scene::config()
+    });
+    expect_errno(
+        "ranges of another offset for a chunked image",
+        &scene.path("img.sqsh"),
+        libc::EIO,
+    );
+    scene.assert_logged("sha256 mismatch");
+    scene.assert_healthy();
+}

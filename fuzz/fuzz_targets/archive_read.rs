@@ -17,7 +17,13 @@ fuzz_target!(|data: &[u8]| {
     let Ok(built) = builder.finish() else {
         return;
     };
-    let dir = tempfile::tempdir().expect("tempdir");
+    // The index database on tmpfs where there is one: SQLite's fsyncs are most of the time.
+    let shm = std::path::Path::new("/dev/shm");
+    let dir = match shm.is_dir() {
+        true => tempfile::tempdir_in(shm),
+        false => tempfile::tempdir(),
+    }
+    .expect("tempdir");
     let db = dir.path().join("fuzz.db");
     let conn = rusqlite::Connection::open(&db).expect("sqlite");
     ArchiveIndex::init_schema(&conn).expect("schema");
