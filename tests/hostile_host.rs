@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::hostile::{expect_bytes, expect_errno, Scene, FAIL_DEADLINE};
+use common::hostile::{chunk_index_of, expect_bytes, expect_errno, Scene, FAIL_DEADLINE};
 use common::hostile_server::{HostileServer, Script};
 use common::{
     files_under, is_root, random_bytes, require_fuse, run, sha256_hex, unique_seed, with_deadline,
@@ -407,14 +407,7 @@ fn flipped_bit_in_a_stored_chunk_is_fetched_again_never_served() {
     require_fuse!();
     let server = HostileServer::start();
     let body: Arc<[u8]> = random_bytes(2 << 20, unique_seed()).into();
-    let work = tempfile::tempdir().expect("tempdir");
-    let file = work.path().join("img.sqsh");
-    std::fs::write(&file, &body).expect("write");
-    let indexer = Lazycas::new();
-    indexer
-        .cli(&["index", file.to_str().expect("utf-8")])
-        .assert_success();
-    let index = std::fs::read(work.path().join("img.sqsh.lazycas-index")).expect("index");
+    let index = chunk_index_of(&body);
     server.route("/img.sqsh", Script::Serve(body.clone()));
     server.route(
         "/img.sqsh.lazycas-index",

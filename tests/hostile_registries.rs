@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::hostile::{expect_errno, Scene};
+use common::hostile::{chunk_index_of, expect_errno, Scene};
 use common::hostile_server::{HostileServer, Script};
 use common::scripted_registry::{
     publish_image, publish_manifest, registry_config, OCI_INDEX, OCI_MANIFEST,
@@ -258,13 +258,7 @@ fn chunk_indexes_that_lie_are_eio() {
     require_fuse!();
     let server = HostileServer::start();
     let image = random_bytes(2 << 20, 31);
-    let work = tempfile::tempdir().expect("tempdir");
-    let file = work.path().join("image.sqsh");
-    std::fs::write(&file, &image).expect("write image");
-    let node = common::Lazycas::new();
-    node.cli(&["index", file.to_str().expect("utf-8")])
-        .assert_success();
-    let index = std::fs::read(work.path().join("image.sqsh.lazycas-index")).expect("index");
+    let index = chunk_index_of(&image);
     let count = read_u64(&index, FIRST_ENTRY - 8) as usize;
     assert!(count >= 3, "a few chunks: {count}");
     let entry = |i: usize| FIRST_ENTRY + i * ENTRY_LEN;

@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::hostile::{expect_bytes, expect_errno, Scene};
+use common::hostile::{chunk_index_of, expect_bytes, expect_errno, Scene};
 use common::hostile_server::{HostileServer, Script};
 use common::{random_bytes, require_fuse, sha256_hex, unique_seed, Asset, Config};
 use std::sync::Arc;
@@ -266,13 +266,7 @@ fn lying_ranges_for_a_chunked_image_are_eio_never_wrong_bytes() {
     // digest, so the read fails; no byte of another offset is served.
     let server = HostileServer::start();
     let body = body();
-    let work = tempfile::tempdir().expect("tempdir");
-    let file = work.path().join("img.sqsh");
-    std::fs::write(&file, &body).expect("write");
-    common::Lazycas::new()
-        .cli(&["index", file.to_str().expect("utf-8")])
-        .assert_success();
-    let index = std::fs::read(work.path().join("img.sqsh.lazycas-index")).expect("index");
+    let index = chunk_index_of(&body);
     server.route(
         "/img.sqsh",
         Script::ShiftedRange {
@@ -280,7 +274,10 @@ fn lying_ranges_for_a_chunked_image_are_eio_never_wrong_bytes() {
             shift: 4096,
         },
     );
-    server.route("/img.sqsh.lazycas-index", Script::Serve(index.clone().into()));
+    server.route(
+        "/img.sqsh.lazycas-index",
+        Script::Serve(index.clone().into()),
+    );
     let mut asset = Asset::file("img.sqsh", &server.url("/img.sqsh"), &sha256_hex(&body));
     asset.extra = format!("index_sha256 = \"{}\"\n", sha256_hex(&index));
     let mut scene = Scene::start(Config {

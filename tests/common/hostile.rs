@@ -105,6 +105,19 @@ impl Scene {
     }
 }
 
+/// The chunk index `lazycas index` writes for `bytes` (default chunker sizes).
+pub fn chunk_index_of(bytes: &[u8]) -> Vec<u8> {
+    let work = tempfile::tempdir().expect("tempdir");
+    let file = work.path().join("image");
+    std::fs::write(&file, bytes).expect("write image");
+    let mut out = file.clone().into_os_string();
+    out.push(".lazycas-index");
+    Lazycas::new()
+        .cli(&["index", file.to_str().expect("utf-8 tempdir")])
+        .assert_success();
+    std::fs::read(&out).expect("read the chunk index")
+}
+
 /// Runs `f` with a hang guard of `deadline`, prints how long it took under `case`, returns its
 /// result.
 #[track_caller]
