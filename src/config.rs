@@ -353,7 +353,51 @@ impl Config {
             path: path.to_path_buf(),
             source,
         })?;
-        Config::parse(&text, Some(path))
+        let config = Config::parse(&text, Some(path))?;
+        config.check_credentials_private(path)?;
+        Ok(config)
+    }
+
+    /// A config file holding credentials (a registry password or token, a publisher token) must
+    /// not be readable by group or others: such a file is refused, naming the first credential.
+    fn check_credentials_private(&self, path: &Path) -> Result<(), ConfigError> {
+        use std::os::unix::fs::PermissionsExt;
+        let registry = self.registries.iter().find_map(|(host, r)| {
+            let key = match (&r.password, &r.token) {
+                (Some(_), _) => "password",
+                (None, Some(_)) => "token",
+                (None, None) => return None,
+            };
+            Some(format!("registries.\"{host}\".{key}"))
+        });
+        let publisher = || {
+            self.publishers
+                .hosts
+                .iter()
+                .find(|(_, p)| p.token.is_some())
+                .map(|(host, _)| format!("publishers.\"{host}\".token"))
+        };
+        let Some(key) = registry.or_else(publisher) else {
+            return Ok(());
+        };
+        let mode = std::fs::metadata(path)
+            .map_err(|source| ConfigError::Read {
+                path: path.to_path_buf(),
+                source,
+            })?
+            .permissions()
+            .mode()
+            & 0o777;
+        if mode & 0o077 == 0 {
+            return Ok(());
+        }
+        Err(ConfigError::Value {
+            path: path.to_path_buf(),
+            key,
+            message: format!(
+                "the file holds credentials but is readable by others (mode {mode:04o}); chmod 600 it"
+            ),
+        })
     }
 
     /// Checks config text; `path` is only used in messages.
@@ -956,5 +1000,25 @@ insecure = true
         assert_eq!(AssetKind::infer("http://h/a.tar.gz"), AssetKind::Archive);
         assert_eq!(AssetKind::infer("http://h/a.TGZ?x=1"), AssetKind::Archive);
         assert_eq!(AssetKind::infer("http://h/a.sif"), AssetKind::File);
+    }
+
+    #[test]
+    fn credentials_in_a_file_others_can_read_are_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lazycas.toml");
+        std::fs::write(&path, "[publishers.\"h:1\"]\ntoken = \"t\"\n").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let e = Config::load(&path).unwrap_err().to_string();
+        assert!(
+            e.contains("publishers.\"h:1\".token") && e.contains("mode 0640"),
+            "{e}"
+        );
+        assert!(!e.contains("\"t\""), "the token is not in the message: {e}");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        Config::load(&path).unwrap();
+        std::fs::write(&path, "timeout_secs = 5\n").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        Config::load(&path).unwrap();
     }
 }

@@ -25,6 +25,8 @@ pub use index::{ChunkEntry, ChunkIndex};
 pub use spans::Cutting;
 
 #[cfg(test)]
+mod fuzz_regressions;
+#[cfg(test)]
 mod tests {
     use std::collections::HashSet;
     use std::io::Cursor;

@@ -379,16 +379,28 @@ fn notify(states: &[sd_notify::NotifyState<'_>]) {
 }
 
 /// A mountpoint whose FUSE daemon died answers ENOTCONN: detach it so we can mount again.
+/// `stat` alone may be answered from the kernel's attribute cache just after the daemon died;
+/// `statfs` always reaches the daemon.
 fn clear_stale_mount(mountpoint: &Path) {
-    if let Err(e) = std::fs::metadata(mountpoint) {
-        if e.raw_os_error() == Some(libc::ENOTCONN) {
-            tracing::warn!(
-                "{} is a stale mount (its daemon died); detaching it",
-                mountpoint.display()
-            );
-            detach(mountpoint);
-        }
+    let stat_dead =
+        std::fs::metadata(mountpoint).is_err_and(|e| e.raw_os_error() == Some(libc::ENOTCONN));
+    if stat_dead || statfs_errno(mountpoint) == Some(libc::ENOTCONN) {
+        tracing::warn!(
+            "{} is a stale mount (its daemon died); detaching it",
+            mountpoint.display()
+        );
+        detach(mountpoint);
     }
+}
+
+/// The errno `statfs(path)` fails with, or None if it succeeds.
+fn statfs_errno(path: &Path) -> Option<i32> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    let mut buf = std::mem::MaybeUninit::<libc::statfs>::uninit();
+    // SAFETY: c is a valid NUL-terminated path and buf is large enough for a statfs.
+    let rc = unsafe { libc::statfs(c.as_ptr(), buf.as_mut_ptr()) };
+    (rc != 0).then(|| std::io::Error::last_os_error().raw_os_error().unwrap_or(0))
 }
 
 /// Lazy unmount (MNT_DETACH) as root, `fusermount3 -uz` otherwise.

@@ -290,12 +290,38 @@ impl Fetcher {
         Err(last)
     }
 
-    /// One URL through one route; hands the sink back unless the writer died.
+    /// One URL through one route; hands the sink back unless the writer died. When bytes
+    /// fetched in ranges fail verification (or a range answer is malformed: a wrong
+    /// `Content-Range`), one plain GET of the same URL is tried before giving up: a server
+    /// whose ranges lie may still send the right whole body.
     async fn attempt(
         &self,
         a: Attempt<'_>,
+        sink: Box<dyn BlobSink>,
+        progress: &(dyn Fn(u64) + Send + Sync),
+    ) -> (Option<Box<dyn BlobSink>>, Result<Fetched, FetchError>) {
+        let ranged = *a.route == Route::Direct;
+        match self.attempt_once(&a, sink, progress, ranged).await {
+            (Some(sink), Err(e @ (FetchError::Mismatch { .. } | FetchError::Network { .. })))
+                if ranged =>
+            {
+                tracing::error!("{e}; trying one plain GET");
+                let plain = Attempt {
+                    no_cache: true,
+                    ..a
+                };
+                self.attempt_once(&plain, sink, progress, false).await
+            }
+            other => other,
+        }
+    }
+
+    async fn attempt_once(
+        &self,
+        a: &Attempt<'_>,
         mut sink: Box<dyn BlobSink>,
         progress: &(dyn Fn(u64) + Send + Sync),
+        use_ranges: bool,
     ) -> (Option<Box<dyn BlobSink>>, Result<Fetched, FetchError>) {
         if let Err(source) = sink.restart() {
             let label = a.src.label.to_string();
@@ -308,7 +334,7 @@ impl Fetcher {
             headers: a.src.headers,
             client: a.client,
             settings: &self.settings,
-            use_ranges: *a.route == Route::Direct,
+            use_ranges,
             no_cache: a.no_cache,
             progress,
         };

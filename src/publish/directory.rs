@@ -58,6 +58,13 @@ struct Sidecar {
     size: Option<u64>,
 }
 
+/// The `md5` and `size` of a casa-distro sidecar (`<image>.json`), or why it is not one.
+pub fn sidecar_answer(body: &[u8]) -> Result<(Option<String>, Option<u64>), String> {
+    serde_json::from_slice::<Sidecar>(body)
+        .map(|s| (s.md5, s.size))
+        .map_err(|e| format!("not a casa-distro sidecar: {e}"))
+}
+
 /// The file names an autoindex page links to (nginx and Apache formats): relative links to
 /// files, decoded; parent, sorting and subdirectory links left out.
 pub fn linked_files(html: &str) -> Vec<String> {
@@ -160,10 +167,10 @@ pub async fn list(content: &Content, dir: &DirectoryConfig) -> Result<Vec<Listed
 async fn sidecar(content: &Content, label: &str, base: &Url, name: &str) -> Option<Sidecar> {
     let url = base.join(name).ok()?;
     match get(content, label, &url).await {
-        Ok(body) => match serde_json::from_slice::<Sidecar>(&body) {
-            Ok(s) => Some(s),
+        Ok(body) => match sidecar_answer(&body) {
+            Ok((md5, size)) => Some(Sidecar { md5, size }),
             Err(e) => {
-                tracing::warn!("{label}: {name} is not a casa-distro sidecar: {e}");
+                tracing::warn!("{label}: {name}: {e}");
                 None
             }
         },

@@ -59,6 +59,19 @@ struct Image {
     size: Option<u64>,
 }
 
+/// The image's pinned sha256 and size from a `/v1/images` answer, or why the answer is not
+/// usable.
+pub fn image_answer(body: &[u8]) -> Result<(Digest, Option<u64>), String> {
+    let answer: ImageAnswer = serde_json::from_slice(body)
+        .map_err(|e| format!("image answer is not the library's JSON: {e}"))?;
+    let image = answer.data.ok_or("image answer has no data")?;
+    let hash = image.hash.ok_or("image answer has no hash")?;
+    match publisher_digest(&hash) {
+        Some((Some(d), None)) => Ok((d, image.size)),
+        _ => Err(format!("image hash {hash:?} is not sha256.<hex>")),
+    }
+}
+
 /// Looks the image up and says where its file is.
 pub(super) async fn resolve(
     fetcher: &Fetcher,
@@ -106,27 +119,12 @@ pub(super) async fn resolve(
             doc.status
         )));
     }
-    let answer: ImageAnswer = serde_json::from_slice(&doc.body)
-        .map_err(|e| answer_error(format!("image answer is not the library's JSON: {e}")))?;
-    let image = answer
-        .data
-        .ok_or_else(|| answer_error("image answer has no data".into()))?;
-    let hash = image
-        .hash
-        .ok_or_else(|| answer_error("image answer has no hash".into()))?;
-    let sha256 = match publisher_digest(&hash) {
-        Some((Some(d), None)) => d,
-        _ => {
-            return Err(answer_error(format!(
-                "image hash {hash:?} is not sha256.<hex>"
-            )))
-        }
-    };
+    let (sha256, size) = image_answer(&doc.body).map_err(answer_error)?;
     Ok(Resolved {
         urls: vec![endpoint("imagefile")?],
         headers,
         sha256: Some(sha256),
         weak: None,
-        size: image.size,
+        size,
     })
 }

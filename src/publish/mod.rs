@@ -13,6 +13,9 @@ mod library;
 pub mod medperf;
 mod shub;
 
+pub use library::image_answer;
+pub use shub::container_answer;
+
 use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION};
 use url::Url;
 

@@ -11,8 +11,9 @@ use super::{
     MAX_ANSWER,
 };
 use crate::config::Publishers;
+use crate::digest::Digest;
 use crate::fetch::{DocumentRequest, Fetcher};
-use crate::source::Location;
+use crate::source::{Location, WeakPin};
 
 /// Parses what follows `shub://` in `full`.
 pub(super) fn parse(full: &str, rest: &str) -> Result<(Location, Pins), String> {
@@ -54,6 +55,25 @@ struct ContainerAnswer {
     version: Option<String>,
 }
 
+/// The image URL and its pin (sha256, or a weak md5) from an `/api/container` answer, or why
+/// the answer is not usable.
+pub fn container_answer(body: &[u8]) -> Result<(Url, Option<Digest>, Option<WeakPin>), String> {
+    let answer: ContainerAnswer = serde_json::from_slice(body)
+        .map_err(|e| format!("answer is not the registry's JSON: {e}"))?;
+    // The registry answers `{}` for a container it does not have.
+    let image = answer
+        .image
+        .ok_or("no such container (the answer has no image)")?;
+    let image = Url::parse(&image)
+        .ok()
+        .filter(|u| matches!(u.scheme(), "http" | "https"))
+        .ok_or_else(|| format!("image {image:?} is not an http(s) URL"))?;
+    let version = answer.version.ok_or("the answer has no version")?;
+    let (sha256, weak) = publisher_digest(&version)
+        .ok_or_else(|| format!("version {version:?} is not a sha256 or md5"))?;
+    Ok((image, sha256, weak))
+}
+
 /// Looks the container up and says where its image is.
 pub(super) async fn resolve(
     fetcher: &Fetcher,
@@ -85,21 +105,7 @@ pub(super) async fn resolve(
     if !doc.is_success() {
         return Err(answer_error(format!("{url} answered HTTP {}", doc.status)));
     }
-    let answer: ContainerAnswer = serde_json::from_slice(&doc.body)
-        .map_err(|e| answer_error(format!("answer is not the registry's JSON: {e}")))?;
-    // The registry answers `{}` for a container it does not have.
-    let image = answer
-        .image
-        .ok_or_else(|| answer_error("no such container (the answer has no image)".into()))?;
-    let image = Url::parse(&image)
-        .ok()
-        .filter(|u| matches!(u.scheme(), "http" | "https"))
-        .ok_or_else(|| answer_error(format!("image {image:?} is not an http(s) URL")))?;
-    let version = answer
-        .version
-        .ok_or_else(|| answer_error("the answer has no version".into()))?;
-    let (sha256, weak) = publisher_digest(&version)
-        .ok_or_else(|| answer_error(format!("version {version:?} is not a sha256 or md5")))?;
+    let (image, sha256, weak) = container_answer(&doc.body).map_err(answer_error)?;
     Ok(Resolved {
         urls: vec![image],
         headers: reqwest::header::HeaderMap::new(),

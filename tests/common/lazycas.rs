@@ -240,8 +240,12 @@ impl Lazycas {
     }
 
     /// Writes `self.config` to the config file (call after changing it).
+    /// Mode 0600, as a config holding credentials must be (lazycas refuses one others can read).
     pub fn write_config(&self) {
+        use std::os::unix::fs::PermissionsExt;
         std::fs::write(&self.config_path, self.config.to_toml(&self.store)).expect("write config");
+        std::fs::set_permissions(&self.config_path, std::fs::Permissions::from_mode(0o600))
+            .expect("chmod config");
     }
 
     /// Adds an asset to the config file (a running daemon sees it only after a reload).

@@ -21,6 +21,8 @@
 
 pub mod content;
 pub mod dead;
+pub mod hostile;
+pub mod hostile_server;
 pub mod images;
 pub mod lazycas;
 pub mod mounts;
@@ -33,6 +35,7 @@ pub mod process;
 pub mod publishers;
 pub mod reads;
 pub mod registry;
+pub mod scripted_registry;
 pub mod squid;
 pub mod token_server;
 pub mod xattr;

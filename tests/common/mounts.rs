@@ -80,14 +80,21 @@ fn unescape_octal(field: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// True if `stat(mountpoint)` succeeds within `timeout`: a live mount answers, a stale one (its
-/// daemon dead) fails with ENOTCONN. The stat runs on its own thread, which a hung daemon may
-/// keep blocked until it dies.
+/// True if `statfs(mountpoint)` succeeds within `timeout`: a live mount answers, a stale one
+/// (its daemon dead) fails with ENOTCONN. (`stat` may be answered from the kernel's attribute
+/// cache just after the daemon died; `statfs` always reaches the daemon.) The call runs on its
+/// own thread, which a hung daemon may keep blocked until it dies.
 pub fn mount_answers(mountpoint: &Path, timeout: Duration) -> bool {
+    use std::os::unix::ffi::OsStrExt;
     let (tx, rx) = std::sync::mpsc::channel();
-    let p = mountpoint.to_path_buf();
+    let Ok(c) = std::ffi::CString::new(mountpoint.as_os_str().as_bytes()) else {
+        return false;
+    };
     std::thread::spawn(move || {
-        let _ = tx.send(std::fs::metadata(&p).is_ok());
+        let mut buf = std::mem::MaybeUninit::<libc::statfs>::uninit();
+        // SAFETY: c is a valid NUL-terminated path and buf is large enough for a statfs.
+        let rc = unsafe { libc::statfs(c.as_ptr(), buf.as_mut_ptr()) };
+        let _ = tx.send(rc == 0);
     });
     rx.recv_timeout(timeout).unwrap_or(false)
 }
