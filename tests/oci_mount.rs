@@ -712,7 +712,7 @@ fn an_oras_sif_artifact_reads_back_byte_identical() {
     let other = node_for(&host, 300);
     let reference = format!("oras://{host}/sif/app:1.0");
     other.cli(&["pull", &reference]).assert_success();
-    assert!(stored(&other).contains(&sha256_hex(&want)));
+    assert!(other.stored_digests().contains(&sha256_hex(&want)));
     let ls = other.cli(&["ls"]);
     let row = ls
         .stdout
@@ -1015,7 +1015,7 @@ fn gc_keeps_an_open_images_blobs_and_collects_them_once_it_is_unused() {
     let hexes = image_blob_hexes(&dir);
     let manifest = read(dir.join("manifest.json")).expect("manifest.json");
     let all_stored = |what: &str| {
-        let held = stored(node);
+        let held = node.stored_digests();
         for h in &hexes {
             assert!(held.contains(h), "{what}: {h} is gone; store: {held:?}");
         }
@@ -1033,7 +1033,7 @@ fn gc_keeps_an_open_images_blobs_and_collects_them_once_it_is_unused() {
     d.stop();
     let gc = node.cli(&["gc", "--to", "0"]);
     gc.assert_success();
-    let held = stored(node);
+    let held = node.stored_digests();
     for h in &hexes {
         assert!(!held.contains(h), "{h} kept after the mount stopped");
     }
@@ -1054,9 +1054,13 @@ fn gc_keeps_a_pulled_image_and_verify_quarantines_a_bad_layer_naming_the_image()
     let node = &image.node;
     let reference = image.reference();
     node.cli(&["pull", &reference]).assert_success();
-    let before = stored(node);
+    let before = node.stored_digests();
     node.cli(&["gc", "--to", "0"]).assert_success();
-    assert_eq!(stored(node), before, "gc removed blobs of a pulled image");
+    assert_eq!(
+        node.stored_digests(),
+        before,
+        "gc removed blobs of a pulled image"
+    );
     let ls = node.cli(&["ls"]);
     let row = ls
         .stdout
