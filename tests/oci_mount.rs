@@ -66,19 +66,22 @@ fn layer_digests(layout: &OciLayout, tag: &str) -> Vec<String> {
         .collect()
 }
 
-#[test]
-fn rich_image_rootfs_matches_umoci_unpack() {
-    require_fuse!();
+/// The rich image built with umoci, its `umoci unpack` listing (the reference), and a
+/// registry it was pushed to as `repo_tag` with `push`; returns them with the registry's host.
+fn pushed_rich_image(repo_tag: &str, push: &Push) -> (OciLayout, Listing, Registry, String) {
     let layout = OciLayout::new();
     build_rich_image(&layout, "rich");
     let reference = walk_rootfs(&layout.unpack("rich", "reference").join("rootfs"));
     let reg = Registry::start();
     let host = reg.host();
-    layout.push(
-        "rich",
-        &format!("{host}/test/team/rich:v1"),
-        &Push::default(),
-    );
+    layout.push("rich", &format!("{host}/{repo_tag}"), push);
+    (layout, reference, reg, host)
+}
+
+#[test]
+fn rich_image_rootfs_matches_umoci_unpack() {
+    require_fuse!();
+    let (layout, reference, _reg, host) = pushed_rich_image("test/team/rich:v1", &Push::default());
     let node = node_for(&host, 300);
     let d = node.mount();
     let dir = image_dir(&d, &host, "test/team/rich:v1");
@@ -144,17 +147,12 @@ fn rich_image_rootfs_matches_umoci_unpack() {
 #[test]
 fn zstd_layers_are_decoded_once_and_verified() {
     require_fuse!();
-    let layout = OciLayout::new();
-    build_rich_image(&layout, "rich");
-    let reference = walk_rootfs(&layout.unpack("rich", "reference").join("rootfs"));
-    let reg = Registry::start();
-    let host = reg.host();
     let zstd = Push {
         compress_format: Some("zstd"),
         format: Some("oci"),
         ..Push::default()
     };
-    layout.push("rich", &format!("{host}/test/zrich:v1"), &zstd);
+    let (_layout, reference, _reg, host) = pushed_rich_image("test/zrich:v1", &zstd);
     let node = node_for(&host, 300);
     let d = node.mount();
     let dir = image_dir(&d, &host, "test/zrich:v1");
@@ -469,12 +467,7 @@ fn a_token_expiring_mid_mount_is_renewed() {
 #[test]
 fn pull_prefetches_every_layer_and_the_mount_needs_no_registry() {
     require_fuse!();
-    let layout = OciLayout::new();
-    build_rich_image(&layout, "rich");
-    let reference = walk_rootfs(&layout.unpack("rich", "reference").join("rootfs"));
-    let mut reg = Registry::start();
-    let host = reg.host();
-    layout.push("rich", &format!("{host}/test/pulled:v1"), &Push::default());
+    let (layout, reference, mut reg, host) = pushed_rich_image("test/pulled:v1", &Push::default());
     let node = node_for(&host, 300);
     let out = node.cli(&["pull", &format!("docker://{host}/test/pulled:v1")]);
     out.assert_success();
@@ -1193,12 +1186,7 @@ fn ls_row(node: &Lazycas, name: &str) -> Vec<String> {
 #[test]
 fn catalog_entries_by_tag_and_by_digest_show_the_image_as_docker_does() {
     require_fuse!();
-    let layout = OciLayout::new();
-    build_rich_image(&layout, "rich");
-    let reference = walk_rootfs(&layout.unpack("rich", "reference").join("rootfs"));
-    let reg = Registry::start();
-    let host = reg.host();
-    layout.push("rich", &format!("{host}/test/app:v1"), &Push::default());
+    let (_layout, reference, _reg, host) = pushed_rich_image("test/app:v1", &Push::default());
     let node = node_with_image_asset(&host, "team/app", &format!("docker://{host}/test/app:v1"));
     let d = node.mount();
     let entry = d.path("team/app");
