@@ -757,7 +757,9 @@ fn a_private_image_is_not_readable_by_another_uid() {
     let node = Lazycas::with_config(Config {
         extra: "allow_other = true\n".into(),
         tail: format!(
-            "\n[registries.\"{ph}\"]\ninsecure = true\nusername = \"pusher\"\npassword = \"secret\"\n\
+            "\n[[asset]]\nname = \"team/private\"\nurl = \"docker://{ph}/test/private:v1\"\n\
+             \n[[asset]]\nname = \"team/public\"\nurl = \"docker://{qh}/test/public:v1\"\n\
+             \n[registries.\"{ph}\"]\ninsecure = true\nusername = \"pusher\"\npassword = \"secret\"\n\
              \n[registries.\"{qh}\"]\ninsecure = true\n"
         ),
         ..Config::default()
@@ -797,6 +799,18 @@ fn a_private_image_is_not_readable_by_another_uid() {
     );
     let (ok, err) = cat_as_nobody(&by_digest);
     assert!(!ok && err.contains("Permission denied"), "{err}");
+    // Nor through a catalog entry naming the image; a public image's entry is readable.
+    let entry = d.path("team/private");
+    assert_reads(entry.join("rootfs/marker"), b"private bytes\n");
+    let mode = std::fs::metadata(&entry)
+        .expect("stat")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o500);
+    let (ok, err) = cat_as_nobody(&entry.join("rootfs/marker"));
+    assert!(!ok && err.contains("Permission denied"), "{err}");
+    let (ok, err) = cat_as_nobody(&d.path("team/public/rootfs/marker"));
+    assert!(ok, "another uid cannot read a public image's entry: {err}");
 }
 
 /// `cat` (its real path) and the files it needs to run, as `ldd` lists them.
