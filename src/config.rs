@@ -54,11 +54,18 @@ pub enum AssetKind {
     File,
     /// A directory holding the archive's tree.
     Archive,
+    /// A `docker://` image's directory (`rootfs/`, `manifest.json`, `config.json`), as
+    /// `docker/` shows it.
+    Image,
 }
 
 impl AssetKind {
-    /// The kind a URL's file name suggests: `.tar.gz`, `.tgz`, `.tar` are archives.
+    /// The kind a URL's file name suggests: `.tar.gz`, `.tgz`, `.tar` are archives, a
+    /// `docker://` reference is an image.
     pub fn infer(url: &str) -> AssetKind {
+        if url.starts_with("docker://") {
+            return AssetKind::Image;
+        }
         let path = url
             .split(['#', '?'])
             .next()
@@ -71,20 +78,40 @@ impl AssetKind {
         }
     }
 
-    /// `"file"` or `"archive"`.
+    /// `"file"`, `"archive"` or `"image"`.
     pub fn as_str(&self) -> &'static str {
         match self {
             AssetKind::File => "file",
             AssetKind::Archive => "archive",
+            AssetKind::Image => "image",
         }
     }
 
-    /// Parses `"file"` or `"archive"`.
+    /// Parses `"file"`, `"archive"` or `"image"`.
     pub fn parse(s: &str) -> Option<AssetKind> {
         match s {
             "file" => Some(AssetKind::File),
             "archive" => Some(AssetKind::Archive),
+            "image" => Some(AssetKind::Image),
             _ => None,
+        }
+    }
+
+    /// The kind of an entry at `location` given `kind` (or none): a `docker://` image is
+    /// `image` and nothing else is; otherwise the URL's name decides unless `kind` says.
+    pub fn for_location(location: &Location, kind: Option<AssetKind>) -> Result<AssetKind, String> {
+        let is_image = matches!(location, Location::Image(_));
+        match kind {
+            None if is_image => Ok(AssetKind::Image),
+            None => Ok(AssetKind::infer(&location.reference().unwrap_or_default())),
+            Some(AssetKind::Image) if !is_image => {
+                Err("kind = \"image\" needs a docker:// reference".into())
+            }
+            Some(k) if is_image && k != AssetKind::Image => Err(format!(
+                "a docker:// image is shown as an image directory: kind {:?} does not apply",
+                k.as_str()
+            )),
+            Some(k) => Ok(k),
         }
     }
 }
@@ -553,10 +580,20 @@ fn check_asset(a: RawAsset, allow_unpinned: bool) -> Result<AssetConfig, (&'stat
         .map(Digest::parse)
         .transpose()
         .map_err(|e| ("index_sha256", e.to_string()))?;
+    let kind = AssetKind::for_location(&location, a.kind).map_err(|m| ("kind", m))?;
+    if kind == AssetKind::Image {
+        if index_sha256.is_some() {
+            return Err((
+                "index_sha256",
+                "a docker:// image has no chunk index".into(),
+            ));
+        }
+        if a.size.is_some() {
+            return Err(("size", "a docker:// image's size is its layers'".into()));
+        }
+    }
     Ok(AssetConfig {
-        kind: a
-            .kind
-            .unwrap_or_else(|| AssetKind::infer(&location.reference().unwrap_or_default())),
+        kind,
         name: a.name,
         location,
         sha256,
@@ -609,7 +646,8 @@ pub struct Reference {
 
 /// Parses a reference (`url`) with its pin fields: the location, the sha256 (from the field or
 /// the url's `#sha256=`, which must agree) and the one weak pin. Refuses an http(s) url with no
-/// pin at all unless `allow_unpinned` (a library or shub reference is pinned by its publisher).
+/// pin at all unless `allow_unpinned` (a library or shub reference is pinned by its publisher,
+/// a `docker://` image by `@sha256:` or else its tag, resolved as under `docker/`).
 pub fn check_reference(
     url: &str,
     pins: PinFields<'_>,
@@ -627,6 +665,13 @@ pub fn check_reference(
         (None, frag) => frag,
     };
     let weak = weak_pin(pins.md5, pins.sha1, in_url.weak)?;
+    if matches!(location, Location::Image(_)) && (sha256.is_some() || weak.is_some()) {
+        let field = if sha256.is_some() { "sha256" } else { "md5" };
+        return Err((
+            field,
+            "a docker:// image is pinned by its manifest digest in the url (…@sha256:<hex>)".into(),
+        ));
+    }
     let by_publisher = !matches!(location, Location::Http { .. });
     if sha256.is_none() && weak.is_none() && !by_publisher && !allow_unpinned {
         return Err((
@@ -993,6 +1038,36 @@ insecure = true
         assert!(parse_size("-1G").is_err());
         assert!(parse_size("G").is_err());
         assert_eq!(format_size(3 << 29), "1.5G");
+    }
+
+    #[test]
+    fn docker_assets_are_images_pinned_in_the_url() {
+        let asset = |fields: &str| {
+            Config::parse(
+                &format!("[[asset]]\nname = \"team/app\"\nurl = \"docker://127.0.0.1:5000/team/app:1\"\n{fields}"),
+                None,
+            )
+        };
+        let c = asset("").unwrap();
+        assert_eq!(c.assets[0].kind, AssetKind::Image);
+        assert!(matches!(c.assets[0].location, Location::Image(_)));
+        assert!(asset("kind = \"image\"").is_ok());
+        for (fields, key) in [
+            ("kind = \"file\"", "kind"),
+            (&*format!("sha256 = \"{HEX}\""), "sha256"),
+            ("size = 3", "size"),
+        ] {
+            let err = asset(fields).unwrap_err().to_string();
+            assert!(err.contains(key), "{fields}: {err}");
+        }
+        let err = Config::parse(
+            &format!(
+                "[[asset]]\nname = \"a\"\nurl = \"http://h/a#sha256={HEX}\"\nkind = \"image\"\n"
+            ),
+            None,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("docker://"), "{err}");
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Where content comes from, as data: [`Location`] says where the bytes live (plain HTTP(S)
 //! URLs, a Sylabs-style library image, a Singularity Registry Server container, or a blob of
-//! an OCI registry repository), [`Source`] adds what the bytes must hash to (a sha256, or only
+//! an OCI registry repository, or a whole `docker://` image named by a catalog entry), [`Source`] adds what the bytes must hash to (a sha256, or only
 //! a publisher's weak [`WeakPin`]) and what to call them in log lines. Nothing here fetches:
 //! `content` reads a `Source` and drives `fetch` (through `publish` for the library and shub);
 //! `catalog` and the namespaces only build and pass them around.
@@ -8,6 +8,7 @@
 use url::Url;
 
 use crate::digest::Digest;
+use crate::oci::reference::ImageReference;
 
 /// Where the bytes of one blob can be had.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,6 +48,9 @@ pub enum Location {
         /// The blob's digest.
         digest: Digest,
     },
+    /// A container image by reference (`docker://registry/repo:tag[@sha256:…]`): not one blob
+    /// but its manifest, config and layers, which `docker/` resolves and fetches.
+    Image(ImageReference),
 }
 
 impl Location {
@@ -62,7 +66,10 @@ impl Location {
     pub fn primary(&self) -> Option<&Url> {
         match self {
             Location::Http { urls } => urls.first(),
-            Location::Library { .. } | Location::Shub { .. } | Location::Registry { .. } => None,
+            Location::Library { .. }
+            | Location::Shub { .. }
+            | Location::Registry { .. }
+            | Location::Image(_) => None,
         }
     }
 
@@ -70,7 +77,10 @@ impl Location {
     pub fn mirrors(&self) -> &[Url] {
         match self {
             Location::Http { urls } => urls.get(1..).unwrap_or(&[]),
-            Location::Library { .. } | Location::Shub { .. } | Location::Registry { .. } => &[],
+            Location::Library { .. }
+            | Location::Shub { .. }
+            | Location::Registry { .. }
+            | Location::Image(_) => &[],
         }
     }
 
@@ -94,6 +104,7 @@ impl Location {
                 repository,
                 digest,
             } => Some(format!("docker://{registry}/{repository}@{digest}")),
+            Location::Image(reference) => Some(reference.to_string()),
         }
     }
 
@@ -191,9 +202,10 @@ impl IndexPin {
                 .filter_map(|u| Url::parse(&format!("{u}.lazycas-index")).ok())
                 .collect(),
             // Resolved to a URL only when fetched; an index must then be given explicitly.
-            Location::Library { .. } | Location::Shub { .. } | Location::Registry { .. } => {
-                Vec::new()
-            }
+            Location::Library { .. }
+            | Location::Shub { .. }
+            | Location::Registry { .. }
+            | Location::Image(_) => Vec::new(),
         };
         IndexPin { digest, urls }
     }

@@ -66,19 +66,22 @@ fn layer_digests(layout: &OciLayout, tag: &str) -> Vec<String> {
         .collect()
 }
 
-#[test]
-fn rich_image_rootfs_matches_umoci_unpack() {
-    require_fuse!();
+/// The rich image built with umoci, its `umoci unpack` listing (the reference), and a
+/// registry it was pushed to as `repo_tag` with `push`; returns them with the registry's host.
+fn pushed_rich_image(repo_tag: &str, push: &Push) -> (OciLayout, Listing, Registry, String) {
     let layout = OciLayout::new();
     build_rich_image(&layout, "rich");
     let reference = walk_rootfs(&layout.unpack("rich", "reference").join("rootfs"));
     let reg = Registry::start();
     let host = reg.host();
-    layout.push(
-        "rich",
-        &format!("{host}/test/team/rich:v1"),
-        &Push::default(),
-    );
+    layout.push("rich", &format!("{host}/{repo_tag}"), push);
+    (layout, reference, reg, host)
+}
+
+#[test]
+fn rich_image_rootfs_matches_umoci_unpack() {
+    require_fuse!();
+    let (layout, reference, _reg, host) = pushed_rich_image("test/team/rich:v1", &Push::default());
     let node = node_for(&host, 300);
     let d = node.mount();
     let dir = image_dir(&d, &host, "test/team/rich:v1");
@@ -144,17 +147,12 @@ fn rich_image_rootfs_matches_umoci_unpack() {
 #[test]
 fn zstd_layers_are_decoded_once_and_verified() {
     require_fuse!();
-    let layout = OciLayout::new();
-    build_rich_image(&layout, "rich");
-    let reference = walk_rootfs(&layout.unpack("rich", "reference").join("rootfs"));
-    let reg = Registry::start();
-    let host = reg.host();
     let zstd = Push {
         compress_format: Some("zstd"),
         format: Some("oci"),
         ..Push::default()
     };
-    layout.push("rich", &format!("{host}/test/zrich:v1"), &zstd);
+    let (_layout, reference, _reg, host) = pushed_rich_image("test/zrich:v1", &zstd);
     let node = node_for(&host, 300);
     let d = node.mount();
     let dir = image_dir(&d, &host, "test/zrich:v1");
@@ -469,12 +467,7 @@ fn a_token_expiring_mid_mount_is_renewed() {
 #[test]
 fn pull_prefetches_every_layer_and_the_mount_needs_no_registry() {
     require_fuse!();
-    let layout = OciLayout::new();
-    build_rich_image(&layout, "rich");
-    let reference = walk_rootfs(&layout.unpack("rich", "reference").join("rootfs"));
-    let mut reg = Registry::start();
-    let host = reg.host();
-    layout.push("rich", &format!("{host}/test/pulled:v1"), &Push::default());
+    let (layout, reference, mut reg, host) = pushed_rich_image("test/pulled:v1", &Push::default());
     let node = node_for(&host, 300);
     let out = node.cli(&["pull", &format!("docker://{host}/test/pulled:v1")]);
     out.assert_success();
@@ -764,7 +757,9 @@ fn a_private_image_is_not_readable_by_another_uid() {
     let node = Lazycas::with_config(Config {
         extra: "allow_other = true\n".into(),
         tail: format!(
-            "\n[registries.\"{ph}\"]\ninsecure = true\nusername = \"pusher\"\npassword = \"secret\"\n\
+            "\n[[asset]]\nname = \"team/private\"\nurl = \"docker://{ph}/test/private:v1\"\n\
+             \n[[asset]]\nname = \"team/public\"\nurl = \"docker://{qh}/test/public:v1\"\n\
+             \n[registries.\"{ph}\"]\ninsecure = true\nusername = \"pusher\"\npassword = \"secret\"\n\
              \n[registries.\"{qh}\"]\ninsecure = true\n"
         ),
         ..Config::default()
@@ -804,6 +799,18 @@ fn a_private_image_is_not_readable_by_another_uid() {
     );
     let (ok, err) = cat_as_nobody(&by_digest);
     assert!(!ok && err.contains("Permission denied"), "{err}");
+    // Nor through a catalog entry naming the image; a public image's entry is readable.
+    let entry = d.path("team/private");
+    assert_reads(entry.join("rootfs/marker"), b"private bytes\n");
+    let mode = std::fs::metadata(&entry)
+        .expect("stat")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o500);
+    let (ok, err) = cat_as_nobody(&entry.join("rootfs/marker"));
+    assert!(!ok && err.contains("Permission denied"), "{err}");
+    let (ok, err) = cat_as_nobody(&d.path("team/public/rootfs/marker"));
+    assert!(ok, "another uid cannot read a public image's entry: {err}");
 }
 
 /// `cat` (its real path) and the files it needs to run, as `ldd` lists them.
@@ -1165,4 +1172,162 @@ fn image_nodes_carry_digest_reference_manifest_and_cached_xattrs() {
     // A member names the layer it comes from.
     let layer = manifest["layers"][0]["digest"].as_str().expect("layer");
     assert_eq!(attr(&rootfs.join("marker"), "digest"), layer);
+}
+
+/// A node for `registry` whose catalog has `[[asset]]` entry `name` for `url`.
+fn node_with_image_asset(registry: &str, name: &str, url: &str) -> Lazycas {
+    Lazycas::with_config(Config {
+        tail: format!(
+            "\n[[asset]]\nname = \"{name}\"\nurl = \"{url}\"\n\n[registries.\"{registry}\"]\ninsecure = true\n"
+        ),
+        ..Config::default()
+    })
+}
+
+/// The `lazycas ls` row of catalog entry `name`, split into words.
+fn ls_row(node: &Lazycas, name: &str) -> Vec<String> {
+    let ls = node.cli(&["ls"]);
+    ls.assert_success();
+    ls.stdout
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(name))
+        .unwrap_or_else(|| panic!("no row for {name}:\n{}", ls.stdout))
+        .split_whitespace()
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn catalog_entries_by_tag_and_by_digest_show_the_image_as_docker_does() {
+    require_fuse!();
+    let (_layout, reference, _reg, host) = pushed_rich_image("test/app:v1", &Push::default());
+    let node = node_with_image_asset(&host, "team/app", &format!("docker://{host}/test/app:v1"));
+    let d = node.mount();
+    let entry = d.path("team/app");
+    assert_eq!(list_dir(&entry), ["config.json", "manifest.json", "rootfs"]);
+    let by_tag = walk(&entry.join("rootfs"));
+    assert_matches_reference("catalog entry by tag", &by_tag, &reference);
+    let docker = image_dir(&d, &host, "test/app:v1");
+    assert_eq!(
+        walk(&docker.join("rootfs")),
+        by_tag,
+        "docker/ and the entry differ"
+    );
+    let manifest = read(entry.join("manifest.json")).expect("manifest.json");
+    assert_eq!(
+        read(docker.join("manifest.json")).expect("manifest"),
+        manifest
+    );
+    assert_eq!(
+        read(entry.join("config.json")).expect("config.json"),
+        read(docker.join("config.json")).expect("config.json")
+    );
+    let digest = format!("sha256:{}", sha256_hex(&manifest));
+
+    // Pinned by its manifest digest, added while mounted.
+    let pinned = format!("docker://{host}/test/app:v1@{digest}");
+    let added = node.cli(&["add", "team/pinned", &pinned]);
+    added.assert_success();
+    assert!(added.stdout.contains("(image)"), "{}", added.stdout);
+    let entry = d.path("team/pinned");
+    assert_eq!(
+        read(entry.join("manifest.json")).expect("manifest"),
+        manifest
+    );
+    let by_digest = walk(&entry.join("rootfs"));
+    assert_matches_reference("catalog entry by digest", &by_digest, &reference);
+    assert_eq!(by_digest, by_tag);
+
+    // ls and status name the manifest each resolved to.
+    for name in ["team/app", "team/pinned"] {
+        let row = ls_row(&node, name);
+        assert_eq!(row[1], "image", "{row:?}");
+        assert_eq!(row.last(), Some(&digest), "{row:?}");
+    }
+    let status = node.cli(&["status", "--json"]);
+    status.assert_success();
+    let doc: serde_json::Value = serde_json::from_str(&status.stdout).expect("status JSON");
+    let app = doc["assets"]
+        .as_array()
+        .expect("assets")
+        .iter()
+        .find(|a| a["name"] == "team/app")
+        .unwrap_or_else(|| panic!("no team/app in {doc}"));
+    assert_eq!(app["kind"], "image", "{app}");
+    assert_eq!(app["digest"], digest.as_str(), "{app}");
+    assert_eq!(
+        app["reference"],
+        format!("docker://{host}/test/app:v1").as_str()
+    );
+}
+
+#[test]
+fn lazycas_add_and_pull_an_image_entry_then_the_mount_needs_no_registry() {
+    require_fuse!();
+    let image = MarkerImage::start("test/added:v1", false);
+    let node = &image.node;
+    let reference = image.reference();
+    let refused = node.cli(&["add", "team/added", &reference, "--kind", "file"]);
+    assert!(!refused.success(), "{refused}");
+    assert!(refused.stderr.contains("kind"), "{refused}");
+    let added = node.cli(&["add", "team/added", &reference]);
+    added.assert_success();
+    assert!(added.stdout.contains("(image)"), "{}", added.stdout);
+    assert_eq!(
+        ls_row(node, "team/added").last().map(String::as_str),
+        Some("(unresolved)")
+    );
+
+    node.cli(&["pull", "team/added"]).assert_success();
+    let row = ls_row(node, &reference);
+    assert!(row.contains(&"pulled".to_string()), "{row:?}");
+    let manifest = row.last().cloned().expect("digest");
+    assert_eq!(ls_row(node, "team/added").last(), Some(&manifest));
+
+    drop(image._registry);
+    let d = node.mount();
+    let entry = d.path("team/added");
+    assert_reads(entry.join("rootfs/marker"), b"intact\n");
+    let served = read(entry.join("manifest.json")).expect("manifest.json");
+    assert_eq!(format!("sha256:{}", sha256_hex(&served)), manifest);
+    assert!(!d.log().contains("fetched"), "{}", tail(&d.log(), 20));
+}
+
+#[test]
+fn gc_keeps_an_image_entrys_blobs_until_it_is_removed() {
+    require_fuse!();
+    let image = MarkerImage::start("test/entry:v1", true);
+    let node = &image.node;
+    let reference = image.reference();
+    node.cli(&["add", "team/entry", &reference])
+        .assert_success();
+    let mut d = node.mount();
+    let entry = d.path("team/entry");
+    assert_reads(entry.join("rootfs/marker"), b"intact\n");
+    let hexes = image_blob_hexes(&entry);
+    d.stop();
+
+    // Not open, not pulled: the catalog entry alone keeps every blob.
+    let gc = node.cli(&["gc", "--to", "0"]);
+    gc.assert_success();
+    let held = node.stored_digests();
+    for h in &hexes {
+        assert!(
+            held.contains(h),
+            "{h} collected while the catalog names the image"
+        );
+    }
+
+    node.cli(&["rm", "team/entry"]).assert_success();
+    let gc = node.cli(&["gc", "--to", "0"]);
+    gc.assert_success();
+    let held = node.stored_digests();
+    for h in &hexes {
+        assert!(!held.contains(h), "{h} kept after the entry was removed");
+    }
+    assert!(
+        gc.stdout.contains(&format!("forgot {reference}")),
+        "{}",
+        gc.stdout
+    );
 }

@@ -658,6 +658,15 @@ fn docker_image_members_show_the_images_rootfs_and_ls_lists_the_sets() {
     let rm = node.cli(&["rm", "medperf/fets-oci"]);
     assert_eq!(rm.code(), Some(2), "{}", rm.stderr);
     assert!(rm.stderr.contains("config file"), "{}", rm.stderr);
+
+    // Mount stopped, nothing pulled: the sets naming the image keep its layers from gc.
+    drop(d);
+    node.cli(&["gc", "--to", "0"]).assert_success();
+    let held = node.stored_digests();
+    assert!(
+        layers.iter().all(|l| held.contains(l)),
+        "gc collected layers of an image sets name"
+    );
 }
 
 #[test]

@@ -76,12 +76,19 @@ pub fn add(config: &Config, a: AddArgs) -> Result<(), Failure> {
             a.name
         )));
     }
-    let reference = location.reference().unwrap_or_default();
-    let kind = match a.kind.as_deref() {
-        Some(k) => AssetKind::parse(k)
-            .ok_or_else(|| usage(format!("--kind: {k:?} is not file or archive")))?,
-        None => AssetKind::infer(&reference),
-    };
+    let kind = a
+        .kind
+        .as_deref()
+        .map(|k| {
+            AssetKind::parse(k)
+                .ok_or_else(|| usage(format!("--kind: {k:?} is not file, archive or image")))
+        })
+        .transpose()?;
+    let kind =
+        AssetKind::for_location(&location, kind).map_err(|m| usage(format!("--kind: {m}")))?;
+    if kind == AssetKind::Image {
+        super::images::check_image_add_flags(&a)?;
+    }
     let mirrors = a
         .mirrors
         .iter()
@@ -227,12 +234,20 @@ pub fn ls(config: &Config) -> Result<(), Failure> {
         "{:<40} {:<7} {:>9} {:>9} {:<8} DIGEST",
         "NAME", "KIND", "SIZE", "RESIDENT", "FROM"
     );
+    let images = super::images::image_uses(&store)?;
     for a in catalog.assets() {
         let held = match a.digest() {
             Some(d) => store.blob(&d).map_err(|e| Failure::Runtime(e.into()))?,
             None => None,
         };
-        let size = held.map(|h| h.size).or(a.config.size);
+        let (size, resident, digest) = match &a.config.location {
+            Location::Image(r) => super::images::asset_columns(&images, r),
+            _ => (
+                held.map(|h| h.size).or(a.config.size),
+                held.map(|h| h.size).unwrap_or(0),
+                a.digest().map(|d| d.to_string()),
+            ),
+        };
         let from = match a.origin {
             Origin::Config => "config",
             Origin::Added => "added",
@@ -243,14 +258,12 @@ pub fn ls(config: &Config) -> Result<(), Failure> {
             a.name(),
             a.config.kind.as_str(),
             size.map(format_size).unwrap_or_else(|| "?".into()),
-            format_size(held.map(|h| h.size).unwrap_or(0)),
+            format_size(resident),
             from,
-            a.digest()
-                .map(|d| d.to_string())
-                .unwrap_or_else(|| "(unpinned)".into()),
+            digest.unwrap_or_else(|| "(unpinned)".into()),
         );
     }
-    super::images::print_ls_rows(&store)?;
+    super::images::print_ls_rows(&images);
     super::set_listing::print_sets(&store, catalog.sets()).map_err(|e| Failure::Runtime(e.into()))
 }
 
@@ -259,7 +272,12 @@ pub fn pull(config: &Config, target: &str) -> Result<(), Failure> {
     let store = open_store(config)?;
     let catalog = load_catalog(config, &store)?;
     let (src, kind) = match catalog.entry(target) {
-        Some(catalog::Entry::Asset(a)) => (a.source(), a.config.kind),
+        Some(catalog::Entry::Asset(a)) => match &a.config.location {
+            Location::Image(reference) => {
+                return super::pull_image::pull_image(config, &reference.to_string())
+            }
+            _ => (a.source(), a.config.kind),
+        },
         Some(catalog::Entry::Set(set)) => {
             return super::set_pull::pull_set(config, &std::sync::Arc::new(store), &set)
         }
@@ -349,15 +367,18 @@ pub fn status(config: &Config, as_json: bool) -> Result<(), Failure> {
         .with_db(db::counters)
         .map_err(|e| Failure::Runtime(e.into()))?;
     let catalog = load_catalog(config, &store)?;
+    let images = super::images::image_uses(&store)?;
     let assets: Vec<_> = catalog
         .assets()
         .map(|a| {
+            if let Location::Image(r) = &a.config.location {
+                return super::images::asset_json(&images, a.name(), r);
+            }
             let resident = a.digest().and_then(|d| store.blob(&d).ok().flatten()).map(|b| b.size).unwrap_or(0);
             json!({"name": a.name(), "digest": a.digest().map(|d| d.to_string()), "resident": resident,
                    "size": a.config.size})
         })
         .collect();
-    let images = super::images::image_uses(&store)?;
     let sets = catalog
         .sets()
         .map(|s| super::set_listing::set_json(&store, s))
@@ -458,11 +479,10 @@ pub fn gc(config: &Config, to: Option<&str>) -> Result<(), Failure> {
         None => config.quota.map(|q| q / 10 * 9).unwrap_or(0),
     };
     let store = open_store_with_archives(config)?;
-    let report = store
-        .evict_to(target)
-        .map_err(|e| Failure::Runtime(e.into()))?;
+    let catalog = load_catalog(config, &store)?;
+    let report = super::images::evict_keeping_catalog_images(&store, &catalog, target)?;
     println!(
-        "evicted {} blobs ({}); {} in use; {} skipped because open",
+        "evicted {} blobs ({}); {} in use; {} skipped because open or named by the catalog",
         report.removed.len(),
         format_size(report.freed()),
         format_size(report.used_after),

@@ -1,18 +1,24 @@
 //! Images in the store's commands: `ls` and `status` show each image the store has seen under
-//! its reference (manifest, config, layers and decoded zstd tars counted together), `gc` forgets
-//! images none of whose blobs is left, `verify` says which images a quarantined blob belonged
-//! to. The records come from [`crate::content::image_records`]; the bytes from the store.
+//! its reference (manifest, config, layers and decoded zstd tars counted together), and catalog
+//! entries that are `docker://` images with the manifest they resolved to; `gc` keeps the blobs
+//! of images the catalog names (entries and set members, once resolved here) and forgets images
+//! none of whose blobs is left; `verify` says which images a quarantined blob belonged to. The
+//! records come from [`crate::content::image_records`]; the bytes from the store.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use serde_json::json;
 
+use super::commands::AddArgs;
 use super::Failure;
+use crate::catalog::Catalog;
 use crate::config::format_size;
 use crate::content::image_records::{self, ImageBlobRole, ImageRecord};
 use crate::digest::Digest;
 use crate::oci::reference::{ImageReference, ReferenceKind};
-use crate::store::{db::BlobRow, Store};
+use crate::sets::MemberContent;
+use crate::source::Location;
+use crate::store::{db::BlobRow, EvictReport, Store};
 
 /// A recorded image and what the store holds of it.
 pub struct ImageUse {
@@ -80,8 +86,8 @@ pub fn image_uses(store: &Store) -> Result<Vec<ImageUse>, Failure> {
 }
 
 /// `lazycas ls` rows for images, in its columns (NAME KIND SIZE RESIDENT FROM DIGEST).
-pub fn print_ls_rows(store: &Store) -> Result<(), Failure> {
-    for i in image_uses(store)? {
+pub fn print_ls_rows(uses: &[ImageUse]) {
+    for i in uses {
         println!(
             "{:<40} {:<7} {:>9} {:>9} {:<8} {}",
             i.record.reference,
@@ -92,7 +98,118 @@ pub fn print_ls_rows(store: &Store) -> Result<(), Failure> {
             i.record.manifest,
         );
     }
-    Ok(())
+}
+
+/// What the store recorded of image `reference`, once it was resolved here.
+fn use_of<'a>(uses: &'a [ImageUse], reference: &ImageReference) -> Option<&'a ImageUse> {
+    let text = reference.to_string();
+    uses.iter().find(|u| u.record.reference == text)
+}
+
+/// `lazycas ls`'s SIZE, RESIDENT and DIGEST of a catalog entry that is image `reference`: its
+/// blobs' sizes and the manifest it resolved to once resolved; before, the digest it pins.
+pub fn asset_columns(
+    uses: &[ImageUse],
+    reference: &ImageReference,
+) -> (Option<u64>, u64, Option<String>) {
+    match use_of(uses, reference) {
+        Some(u) => (
+            Some(u.size),
+            u.resident,
+            Some(u.record.manifest.to_string()),
+        ),
+        None => (
+            None,
+            0,
+            Some(match reference.digest() {
+                Some(d) => d.to_string(),
+                None => "(unresolved)".to_string(),
+            }),
+        ),
+    }
+}
+
+/// The `assets` item of `lazycas status --json` for catalog entry `name`, image `reference`:
+/// `digest` is the manifest it resolved to (null before it is resolved, unless pinned).
+pub fn asset_json(uses: &[ImageUse], name: &str, reference: &ImageReference) -> serde_json::Value {
+    let found = use_of(uses, reference);
+    json!({
+        "name": name,
+        "kind": "image",
+        "reference": reference.to_string(),
+        "digest": found
+            .map(|u| u.record.manifest)
+            .or(reference.digest().copied())
+            .map(|d| d.to_string()),
+        "resident": found.map_or(0, |u| u.resident),
+        "size": found.map(|u| u.size),
+    })
+}
+
+/// `lazycas add NAME docker://…` takes no pins or hints besides the reference's own.
+pub fn check_image_add_flags(a: &AddArgs) -> Result<(), Failure> {
+    let given = [
+        ("--sha256", a.sha256.is_some()),
+        ("--md5", a.md5.is_some()),
+        ("--sha1", a.sha1.is_some()),
+        ("--index-sha256", a.index_sha256.is_some()),
+        ("--size", a.size.is_some()),
+    ];
+    match given.iter().find(|(_, set)| *set) {
+        Some((flag, _)) => Err(Failure::Usage(format!(
+            "{flag}: a docker:// image is pinned by its manifest digest in the reference \
+             (…@sha256:<hex>)"
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// The images `catalog` names: its `docker://` entries and its sets' image members.
+fn named_images(catalog: &Catalog) -> Vec<&ImageReference> {
+    let entries = catalog.assets().filter_map(|a| match &a.config.location {
+        Location::Image(r) => Some(r),
+        _ => None,
+    });
+    let members = catalog.sets().flat_map(|s| {
+        s.members.iter().filter_map(|m| match &m.content {
+            MemberContent::Image(i) => Some(&i.reference),
+            _ => None,
+        })
+    });
+    entries.chain(members).collect()
+}
+
+/// The blobs of the images `catalog` names, as far as they were resolved here: the record of
+/// each reference, and any record of the manifest a reference pins.
+fn catalog_image_blobs(uses: &[ImageUse], catalog: &Catalog) -> HashSet<Digest> {
+    let named = named_images(catalog);
+    let texts: HashSet<String> = named.iter().map(|r| r.to_string()).collect();
+    let pinned: HashSet<Digest> = named.iter().filter_map(|r| r.digest().copied()).collect();
+    uses.iter()
+        .filter(|u| {
+            texts.contains(&u.record.reference)
+                || u.record.blobs.iter().any(|b| pinned.contains(&b.digest))
+        })
+        .flat_map(|u| u.record.blobs.iter().map(|b| b.digest))
+        .collect()
+}
+
+/// `gc`'s eviction down to `target` bytes, skipping (as open) the blobs of the images the
+/// catalog names.
+pub fn evict_keeping_catalog_images(
+    store: &Store,
+    catalog: &Catalog,
+    target: u64,
+) -> Result<EvictReport, Failure> {
+    let kept = catalog_image_blobs(&image_uses(store)?, catalog);
+    for d in &kept {
+        store.retain_blob(d);
+    }
+    let report = store.evict_to(target);
+    for d in &kept {
+        store.release_blob(d);
+    }
+    report.map_err(runtime)
 }
 
 /// The `images` list of `lazycas status --json`.

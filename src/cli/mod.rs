@@ -46,8 +46,9 @@ pub enum Command {
         /// Catalog name, e.g. `medperf/fets/additional_files` or `images/x:1.0.sif`.
         name: String,
         /// An http(s) URL, optionally ending in `#sha256=<hex>` (or a weak `#md5=`/`#sha1=`),
-        /// `library://[host/]entity/collection/container[:tag]` or
-        /// `shub://host/collection/container:tag`.
+        /// `library://[host/]entity/collection/container[:tag]`,
+        /// `shub://host/collection/container:tag` or
+        /// `docker://[registry[:port]/]repo[:tag][@sha256:<hex>]` (an image directory).
         reference: String,
         /// The pinned sha256 (64 hex).
         #[arg(long)]
@@ -59,7 +60,8 @@ pub enum Command {
         /// The publisher's sha1 (a weak pin, like --md5).
         #[arg(long)]
         sha1: Option<String>,
-        /// `file` or `archive` (default: inferred from .tar.gz/.tgz/.tar).
+        /// `file`, `archive` or `image` (default: inferred from .tar.gz/.tgz/.tar; `image`
+        /// for docker://, the only kind it may have).
         #[arg(long)]
         kind: Option<String>,
         /// Digest of a chunk index written by `lazycas index`.

@@ -496,7 +496,10 @@ fn registry_repository(location: &Location) -> Option<registry::Repository<'_>> 
             registry,
             name: repository,
         }),
-        Location::Http { .. } | Location::Library { .. } | Location::Shub { .. } => None,
+        Location::Http { .. }
+        | Location::Library { .. }
+        | Location::Shub { .. }
+        | Location::Image(_) => None,
     }
 }
 
@@ -508,7 +511,7 @@ impl Content {
     ) -> Result<(Vec<url::Url>, reqwest::header::HeaderMap), ContentError> {
         match &src.location {
             Location::Http { urls } => Ok((urls.clone(), reqwest::header::HeaderMap::new())),
-            Location::Library { .. } | Location::Shub { .. } => {
+            Location::Library { .. } | Location::Shub { .. } | Location::Image(_) => {
                 Err(ContentError::Fetch(FetchError::NoSource {
                     label: src.label.clone(),
                 }))

@@ -1,6 +1,7 @@
 //! Catalog names as nodes ([`CatalogNames`], keys `Path(name)`): name prefixes are
 //! directories, file-kind entries are 0444 files holding their blob, archive-kind entries are
-//! the root directory of the archive's tree (its members belong to [`ArchiveTree`]).
+//! the root directory of the archive's tree (its members belong to [`ArchiveTree`]), image-kind
+//! entries (`docker://…`) are `docker/`'s directory of their image ([`Docker`]).
 //!
 //! Listing and stat fetch nothing. Opening a file entry, or looking inside an archive entry,
 //! first makes the content local ([`Namespace::prepare`]). Until an archive is open its entry
@@ -15,6 +16,7 @@ use fuser::FileType;
 
 use super::archive_tree::ArchiveTree;
 use super::asset_node::AssetNodes;
+use super::docker::Docker;
 use super::namespace::{
     Attr, DirEntry, Entry, Key, Namespace, Need, NodeRef, NsError, OpenFile, Ttl, Wait, Xattrs,
 };
@@ -34,17 +36,18 @@ pub struct CatalogNames {
 }
 
 impl CatalogNames {
-    /// The namespace of `catalog`'s names; archive members are nodes of `tree`, sets are
-    /// directories of `sets`.
+    /// The namespace of `catalog`'s names; archive members are nodes of `tree`, images are
+    /// shown by `docker`, sets are directories of `sets`.
     pub fn new(
         catalog: Arc<LiveCatalog>,
         content: Arc<Content>,
         tree: Arc<ArchiveTree>,
+        docker: Arc<Docker>,
         sets: Arc<Sets>,
     ) -> Arc<CatalogNames> {
         Arc::new_cyclic(|me| CatalogNames {
             catalog,
-            assets: AssetNodes::new(content, tree),
+            assets: AssetNodes::new(content, tree, docker),
             sets,
             started: SystemTime::now(),
             me: me.clone(),
@@ -91,7 +94,7 @@ fn kind_of(entry: &catalog::Entry) -> FileType {
     match entry {
         catalog::Entry::Dir | catalog::Entry::Set(_) => FileType::Directory,
         catalog::Entry::Asset(a) => match a.config.kind {
-            AssetKind::Archive => FileType::Directory,
+            AssetKind::Archive | AssetKind::Image => FileType::Directory,
             AssetKind::File => FileType::RegularFile,
         },
     }

@@ -81,7 +81,8 @@ impl LazyFs {
             tree.clone(),
             docker.clone(),
         );
-        let names = catalog_names::CatalogNames::new(catalog, content.clone(), tree, sets);
+        let names =
+            catalog_names::CatalogNames::new(catalog, content.clone(), tree, docker.clone(), sets);
         let root = root::Root::new(
             vec![
                 ("sha256", digests.top()),

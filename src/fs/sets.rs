@@ -57,7 +57,7 @@ impl Sets {
     ) -> Arc<Sets> {
         Arc::new_cyclic(|me| Sets {
             catalog,
-            assets: AssetNodes::new(content, tree),
+            assets: AssetNodes::new(content, tree, docker.clone()),
             docker,
             started: SystemTime::now(),
             me: me.clone(),

@@ -1,5 +1,5 @@
 //! Where HPC and MedPerf publishers put things, as the publishers' own APIs describe them:
-//! catalog references (`https://…#md5=…`, `library://…`, `shub://…`) parsed into a
+//! catalog references (`https://…#md5=…`, `library://…`, `shub://…`, `docker://…`) parsed into a
 //! [`Location`] and its pins ([`parse_reference`]), and the registry lookups that turn a
 //! library or shub reference into a blob URL and the digest to check ([`resolve`]).
 //!
@@ -22,6 +22,7 @@ use url::Url;
 use crate::config::{parse_url_with_pins, Publishers};
 use crate::digest::Digest;
 use crate::fetch::{FetchError, Fetcher};
+use crate::oci::reference::{ImageReference, ReferenceKind};
 use crate::source::{Location, WeakAlgorithm, WeakPin};
 
 /// What a reference pins by itself (`#sha256=`, `#md5=`, `:sha256.<hex>`).
@@ -77,8 +78,16 @@ pub struct Resolved {
 const MAX_ANSWER: usize = 1 << 20;
 
 /// Parses a catalog reference: an http(s) URL (pins in its fragment), a `library://` or a
-/// `shub://` reference.
+/// `shub://` reference, or a `docker://` image (pinned, if at all, by `@sha256:` in the
+/// reference itself: no separate [`Pins`]).
 pub fn parse_reference(s: &str) -> Result<(Location, Pins), String> {
+    if s.starts_with("docker://") {
+        let reference = ImageReference::parse(s).map_err(|e| e.to_string())?;
+        if reference.kind() != ReferenceKind::Image {
+            return Err(format!("{s:?} is not a docker:// image"));
+        }
+        return Ok((Location::Image(reference), Pins::default()));
+    }
     if let Some(rest) = s.strip_prefix("library://") {
         return library::parse(s, rest);
     }
@@ -97,9 +106,10 @@ pub async fn resolve(
     location: &Location,
 ) -> Result<Resolved, PublishError> {
     match location {
-        Location::Registry { .. } => Err(PublishError::Config {
+        Location::Registry { .. } | Location::Image(_) => Err(PublishError::Config {
             reference: location.describe(),
-            message: "a registry blob is fetched by the registry client, not a publisher".into(),
+            message: "a registry blob or image is fetched by the registry client, not a publisher"
+                .into(),
         }),
         Location::Http { urls } => Ok(Resolved {
             urls: urls.clone(),
@@ -244,6 +254,26 @@ mod tests {
             Some("shub://127.0.0.1:9/coll/cont:v1")
         );
         assert!(parse_reference("shub://host/cont:v1").is_err());
+    }
+
+    #[test]
+    fn docker_references_are_images_pinned_by_their_manifest_digest() {
+        let (l, p) = parse_reference("docker://127.0.0.1:5000/team/app:1.4").unwrap();
+        assert_eq!(p, Pins::default());
+        let Location::Image(r) = &l else {
+            panic!("not an image: {l:?}");
+        };
+        assert_eq!((r.repository(), r.tag()), ("team/app", Some("1.4")));
+        assert_eq!(
+            l.reference().as_deref(),
+            Some("docker://127.0.0.1:5000/team/app:1.4")
+        );
+        let (l, _) = parse_reference(&format!("docker://h:5000/a:1@sha256:{HEX}")).unwrap();
+        assert!(
+            matches!(&l, Location::Image(r) if r.digest().map(|d| d.hex()) == Some(HEX.into()))
+        );
+        assert!(parse_reference("docker://h:5000/a:bad tag").is_err());
+        assert!(parse_reference("oras://h:5000/a:1").is_err());
     }
 
     #[test]

@@ -439,7 +439,10 @@ impl BlobRead for PartialBlob {
 fn location_urls(src: &Source) -> Vec<Url> {
     match &src.location {
         Location::Http { urls } => urls.clone(),
-        Location::Library { .. } | Location::Shub { .. } | Location::Registry { .. } => Vec::new(),
+        Location::Library { .. }
+        | Location::Shub { .. }
+        | Location::Registry { .. }
+        | Location::Image(_) => Vec::new(),
     }
 }
 
