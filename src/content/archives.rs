@@ -6,6 +6,9 @@
 //! flight). An index is built once per content: a second name, a remount or a restart with the
 //! same digest finds it in SQLite. It never speaks HTTP ([`Content`] drives the fetcher) and
 //! never parses tar (the `archive` module).
+//!
+//! An open archive also answers for its decoded members: a member read whole is kept in the
+//! store's decoded cache ([`crate::store::DecodedWriter`]) and later opens read that blob.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -13,10 +16,11 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 
 use super::{Content, ContentError, SingleFlight};
+use crate::archive::MemberId;
 use crate::archive::{ArchiveError, ArchiveIndex, ArchiveReader, IndexBuilder, SpanCache};
 use crate::digest::Digest;
 use crate::source::Source;
-use crate::store::{BlobRead, ByteObserver, Store};
+use crate::store::{BlobRead, ByteObserver, DecodedWriter, MemberKey, Store};
 
 /// An archive whose index and blob are open.
 pub struct OpenArchive {
@@ -30,6 +34,49 @@ pub struct OpenArchive {
     pub index: Arc<ArchiveIndex>,
     /// The member read path.
     pub reader: ArchiveReader,
+    /// Where decoded members are kept.
+    store: Arc<Store>,
+}
+
+impl OpenArchive {
+    /// The decoded copy of member `id`, open, if the store holds one. A store error is logged
+    /// and answered as "none": the member is then decoded from the archive again.
+    pub fn decoded_member(&self, id: MemberId) -> Option<Arc<dyn BlobRead>> {
+        let key = self.member_key(id);
+        let opened = self.store.decoded_member(&key).and_then(|held| match held {
+            Some(info) => self.store.open_blob(&info.digest).map(Some),
+            None => Ok(None),
+        });
+        match opened {
+            Ok(blob) => blob.map(|b| {
+                self.store.stats().hit();
+                Arc::new(b) as Arc<dyn BlobRead>
+            }),
+            Err(e) => {
+                tracing::warn!("decoded copy of {id} of {}: {e}", self.source);
+                None
+            }
+        }
+    }
+
+    /// A writer keeping member `id` (`size` bytes) decoded, unless one is already at work (or
+    /// the store cannot make a temp file: logged, and the member is simply not kept).
+    pub fn keep_decoded(&self, id: MemberId, size: u64) -> Option<DecodedWriter> {
+        match self.store.decoded_writer(self.member_key(id), size) {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::warn!("keeping {id} of {} decoded: {e}", self.source);
+                None
+            }
+        }
+    }
+
+    fn member_key(&self, id: MemberId) -> MemberKey {
+        MemberKey {
+            archive: self.digest,
+            member: id.0,
+        }
+    }
 }
 
 /// Open archives of one process.
@@ -149,6 +196,7 @@ impl Archives {
             size: info.size,
             reader: ArchiveReader::new(index.clone(), blob, self.cache.clone()),
             index,
+            store: self.store.clone(),
         });
         Ok(self
             .open
