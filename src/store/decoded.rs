@@ -53,9 +53,13 @@ pub(super) fn forget(conn: &Connection, d: &Digest) -> rusqlite::Result<()> {
     Ok(())
 }
 
-/// Members being written now (one writer per member per process).
+/// Members being written now (one writer per member per process), and a lock that lets one
+/// copy be hashed and fsynced at a time (a `tar` of a mount completes many members at once).
 #[derive(Default)]
-pub(super) struct Writing(Mutex<HashSet<MemberKey>>);
+pub(super) struct Writing {
+    members: Mutex<HashSet<MemberKey>>,
+    committing: Mutex<()>,
+}
 
 impl Store {
     /// The decoded copy of `key`, if the store holds one.
@@ -81,7 +85,7 @@ impl Store {
         key: MemberKey,
         size: u64,
     ) -> Result<Option<DecodedWriter>, StoreError> {
-        if !self.writing.0.lock().insert(key) {
+        if !self.writing.members.lock().insert(key) {
             return Ok(None);
         }
         let claim = Claim {
@@ -110,7 +114,7 @@ struct Claim {
 
 impl Drop for Claim {
     fn drop(&mut self) {
-        self.store.writing.0.lock().remove(&self.key);
+        self.store.writing.members.lock().remove(&self.key);
     }
 }
 
@@ -143,8 +147,10 @@ impl DecodedWriter {
     }
 
     /// Hashes the written bytes (read back: the page cache still holds them), makes room
-    /// under the quota, commits them as a blob and records which member they are.
+    /// under the quota, commits them as a blob and records which member they are. One commit
+    /// runs at a time per store; others wait.
     pub fn commit(self) -> Result<BlobInfo, StoreError> {
+        let _one_at_a_time = self.claim.store.writing.committing.lock();
         let path = self.tmp.path().to_path_buf();
         if self.covered.lock().total != self.size {
             return Err(StoreError::Io {
