@@ -10,7 +10,7 @@
 //! An open archive also answers for its decoded members: a member read whole is kept in the
 //! store's decoded cache ([`crate::store::DecodedWriter`]) and later opens read that blob.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -36,12 +36,17 @@ pub struct OpenArchive {
     pub reader: ArchiveReader,
     /// Where decoded members are kept.
     store: Arc<Store>,
+    /// Members with a decoded copy recorded, so opening any other member asks SQLite nothing.
+    kept: Mutex<HashSet<MemberId>>,
 }
 
 impl OpenArchive {
     /// The decoded copy of member `id`, open, if the store holds one. A store error is logged
     /// and answered as "none": the member is then decoded from the archive again.
     pub fn decoded_member(&self, id: MemberId) -> Option<Arc<dyn BlobRead>> {
+        if !self.kept.lock().contains(&id) {
+            return None;
+        }
         let key = self.member_key(id);
         let opened = self.store.decoded_member(&key).and_then(|held| match held {
             Some(info) => self.store.open_blob(&info.digest).map(Some),
@@ -69,6 +74,11 @@ impl OpenArchive {
                 None
             }
         }
+    }
+
+    /// Records that member `id` now has a decoded copy (its writer committed).
+    pub fn note_kept(&self, id: MemberId) {
+        self.kept.lock().insert(id);
     }
 
     fn member_key(&self, id: MemberId) -> MemberKey {
@@ -190,6 +200,12 @@ impl Archives {
             message: format!("indexing task failed: {e}"),
         })??;
         let index = Arc::new(index);
+        let kept = self
+            .store
+            .decoded_members_of(&info.digest)?
+            .into_iter()
+            .map(MemberId)
+            .collect();
         let opened = Arc::new(OpenArchive {
             digest: info.digest,
             source: src.location.describe(),
@@ -197,6 +213,7 @@ impl Archives {
             reader: ArchiveReader::new(index.clone(), blob, self.cache.clone()),
             index,
             store: self.store.clone(),
+            kept: Mutex::new(kept),
         });
         Ok(self
             .open

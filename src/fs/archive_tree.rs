@@ -209,18 +209,25 @@ impl OpenFile for MemberFile {
             .reader
             .read(self.id, offset, size)
             .map_err(|e| tree_error(&self.archive, e))?;
-        self.keep_decoded(offset, &data);
+        self.keep_decoded(offset, size, &data);
         Ok(data)
     }
 }
 
 impl MemberFile {
-    /// Writes `data` (served from `offset`) to the decoded copy, and commits the copy in the
-    /// background once it is whole. Failures only mean the member is not kept.
-    fn keep_decoded(&self, offset: u64, data: &[u8]) {
+    /// Writes `data` (served from `offset`, `asked` bytes asked for) to the decoded copy, and
+    /// commits the copy in the background once it is whole. Failures only mean the member is
+    /// not kept.
+    fn keep_decoded(&self, offset: u64, asked: u32, data: &[u8]) {
         let mut keep = self.keep.lock();
         if let Keep::Untried = *keep {
-            *keep = self.start_keeping();
+            let end = offset + data.len() as u64;
+            let ended_small = data.len() < asked as usize && end < KEEP_DECODED_MIN;
+            *keep = if ended_small {
+                Keep::Off
+            } else {
+                self.start_keeping()
+            };
         }
         let Keep::Writing(writer) = &*keep else {
             return;
@@ -257,16 +264,20 @@ impl MemberFile {
 
     /// Hashes, fsyncs and records the copy on a thread of its own (the reader does not wait).
     fn commit_in_background(&self, writer: DecodedWriter) {
-        let (id, source) = (self.id, self.archive.source.clone());
+        let (id, archive) = (self.id, self.archive.clone());
         let spawned = std::thread::Builder::new()
             .name("keep-decoded".into())
             .spawn(move || match writer.commit() {
-                Ok(info) => tracing::info!(
-                    "kept {id} of {source} decoded as {} ({} bytes)",
-                    info.digest.short(),
-                    info.size
-                ),
-                Err(e) => tracing::warn!("keeping {id} of {source} decoded: {e}"),
+                Ok(info) => {
+                    archive.note_kept(id);
+                    tracing::info!(
+                        "kept {id} of {} decoded as {} ({} bytes)",
+                        archive.source,
+                        info.digest.short(),
+                        info.size
+                    )
+                }
+                Err(e) => tracing::warn!("keeping {id} of {} decoded: {e}", archive.source),
             });
         if let Err(e) = spawned {
             tracing::warn!("keeping {id} of {} decoded: {e}", self.archive.source);

@@ -78,6 +78,15 @@ impl Store {
         self.blob(&d)
     }
 
+    /// Members of `archive` with a decoded copy recorded (some may have been evicted since).
+    pub fn decoded_members_of(&self, archive: &Digest) -> Result<Vec<u64>, StoreError> {
+        self.with_db(|c| {
+            let mut st = c.prepare("SELECT member FROM decoded_members WHERE archive = ?1")?;
+            let rows = st.query_map([archive.hex()], |r| r.get::<_, i64>(0))?;
+            rows.map(|r| r.map(|m| m as u64)).collect()
+        })
+    }
+
     /// A writer for the decoded bytes of `key` (`size` bytes), unless another handle of this
     /// process is writing them already.
     pub fn decoded_writer(
@@ -308,6 +317,7 @@ mod tests {
         let info = w.commit().unwrap();
         assert_eq!(info.digest, Digest::of(b"helloworld"));
         assert_eq!(store.decoded_member(&key).unwrap(), Some(info));
+        assert_eq!(store.decoded_members_of(&key.archive).unwrap(), vec![7]);
         assert_eq!(
             std::fs::read(store.blob_path(&info.digest)).unwrap(),
             b"helloworld"
