@@ -810,18 +810,19 @@ fn parse_route(s: &str) -> Result<Route, String> {
     Ok(Route::Proxy(url))
 }
 
-/// The default `archive_cache`: 1/32 of the memory this process may use (the machine's, or its
-/// cgroup's limit when lower), between 64 MiB and 512 MiB. Random reads across a large archive
-/// are served from it instead of decoding again from a checkpoint; idle spans are released after
-/// a few minutes, so the memory is only held while archives are being read.
+/// The default `archive_cache`: 1/1024 of the memory this process may use (the machine's, or
+/// its cgroup's limit when lower), between 4 MiB and 16 MiB. Decoded data that is read again
+/// lives on disk (members read whole are kept decoded in the store) and in the kernel's page
+/// cache, which gives it back under memory pressure; the daemon's own cache only smooths
+/// neighbouring reads. Idle spans are released after a few minutes.
 pub fn auto_archive_cache() -> u64 {
-    const MIN: u64 = 64 << 20;
-    const MAX: u64 = 512 << 20;
+    const MIN: u64 = 4 << 20;
+    const MAX: u64 = 16 << 20;
     let total = [mem_total(), cgroup_memory_max()]
         .into_iter()
         .flatten()
         .min();
-    total.map_or(MIN, |t| (t / 32).clamp(MIN, MAX))
+    total.map_or(MIN, |t| (t / 1024).clamp(MIN, MAX))
 }
 
 /// `MemTotal` from `/proc/meminfo`, in bytes.
@@ -938,7 +939,7 @@ mod tests {
         assert_eq!(c.timeout, Duration::from_secs(30));
         assert!(c.assets.is_empty());
         assert_eq!(c.quota, None);
-        assert!((64 << 20..=512 << 20).contains(&c.archive_cache));
+        assert!((4 << 20..=16 << 20).contains(&c.archive_cache));
         assert_eq!(c.archive_cache, auto_archive_cache());
     }
 

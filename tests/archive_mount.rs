@@ -129,14 +129,35 @@ fn store_files(node: &Lazycas) -> Vec<(PathBuf, u64)> {
 /// files) and nothing else, and the database is at most `index_budget` bytes.
 #[track_caller]
 fn assert_store_holds_only_blob_and_index(served: &Served, name: &str, index_budget: u64) {
+    assert_store_holds_blob_index_and_kept(served, name, index_budget, &[]);
+}
+
+/// Nothing was extracted to disk but the decoded copies of members read whole (`kept`: their
+/// sha256 hex): the store holds the archive blob, those copies (each a blob named by the sha256
+/// of its bytes), the database and nothing else; the database is at most `index_budget` bytes.
+#[track_caller]
+fn assert_store_holds_blob_index_and_kept(
+    served: &Served,
+    name: &str,
+    index_budget: u64,
+    kept: &[String],
+) {
     let archive = served.archive(name);
     let blob = served.node.blob_path(&archive.sha256);
+    let kept_paths: Vec<PathBuf> = kept.iter().map(|h| served.node.blob_path(h)).collect();
     let files = store_files(&served.node);
     let mut db_bytes = 0;
     for (p, len) in &files {
         let file_name = p.file_name().unwrap_or_default().to_string_lossy();
         if *p == blob {
             assert_eq!(*len, archive.size, "stored blob size");
+        } else if kept_paths.contains(p) {
+            let hex = p.file_name().unwrap_or_default().to_string_lossy();
+            assert_eq!(
+                sha256_file(p),
+                hex,
+                "a kept copy holds the bytes its name says"
+            );
         } else if file_name.starts_with("lazycas.db") && p.parent() == Some(&served.node.store) {
             db_bytes += len;
         } else {
@@ -164,13 +185,22 @@ fn assert_store_holds_only_blob_and_index(served: &Served, name: &str, index_bud
     }
     let total: u64 = files.iter().map(|(_, l)| l).sum();
     eprintln!(
-        "store for {name}: {total} bytes = archive {} + database {db_bytes} (budget {index_budget})",
-        archive.size
+        "store for {name}: {total} bytes = archive {} + database {db_bytes} (budget \
+         {index_budget}) + {} kept decoded copies",
+        archive.size,
+        kept.len()
     );
     assert!(
         files.iter().any(|(p, _)| *p == blob),
         "the archive blob is not in the store: {files:?}"
     );
+    for p in &kept_paths {
+        assert!(
+            files.iter().any(|(f, _)| f == p),
+            "no kept copy {} in the store: {files:?}",
+            p.display()
+        );
+    }
     assert!(
         db_bytes <= index_budget,
         "database is {db_bytes} bytes, more than the {index_budget}-byte budget for an index: \
@@ -828,47 +858,81 @@ fn twenty_thousand_small_files_match_gnu_tar() {
     let served = assert_mounts_like_gnu_tar(work.path(), &[("many", &a)]);
     let flat = list_dir_within(served.path("many/flat"), WALK_TIMEOUT).expect("list flat");
     assert_eq!(flat.len(), 10_000, "entries of the 10,000-file directory");
-    // A member table of 20,000 entries, not an extraction: well under 256 bytes per member.
+    // A member table of 20,000 entries, not an extraction: well under 256 bytes per member
+    // (small members are not kept decoded: the page cache holds them).
     assert_store_holds_only_blob_and_index(&served, "many", 20_000 * 256);
+    assert_peak_rss_small(&served.daemon, "reading 20,000 files");
+}
+
+/// Peak memory the daemon may reach while archives are read with the default config: its span
+/// cache is a few MiB, and decoded data lives on disk and in the page cache, not in the daemon.
+const READ_PEAK_RSS: u64 = 128 << 20;
+
+/// The daemon's peak RSS so far is under [`READ_PEAK_RSS`].
+#[track_caller]
+fn assert_peak_rss_small(daemon: &Daemon, what: &str) {
+    let peak = daemon.peak_rss();
+    eprintln!("daemon peak RSS after {what}: {} MiB", peak >> 20);
+    assert!(
+        peak < READ_PEAK_RSS,
+        "daemon peak RSS {} MiB after {what}",
+        peak >> 20
+    );
+}
+
+/// Waits until the daemon's log reports `n` members kept decoded (hashed, fsynced and committed
+/// on a thread of their own after the last byte was served).
+#[track_caller]
+fn wait_kept(daemon: &Daemon, n: usize) {
+    let kept = || {
+        daemon
+            .log()
+            .lines()
+            .filter(|l| l.contains("kept #") && l.contains(" decoded as "))
+            .count()
+    };
+    assert!(
+        wait_until(WALK_TIMEOUT, || kept() >= n),
+        "{n} members kept decoded expected; log:\n{}",
+        tail(&daemon.log(), 40)
+    );
 }
 
 #[test]
-fn member_of_200_mib_matches_gnu_tar_and_nothing_is_extracted_to_disk() {
+fn member_of_200_mib_matches_gnu_tar_and_is_kept_decoded_only_once_read() {
     require_fuse!();
     let work = workdir();
     let big = pack::big_fixture();
-    // Small download chunks and span cache, so the memory bound below is tight: a daemon that
-    // held a member, the archive or its decoded stream in memory would exceed it many times.
+    // Small download chunks and the default span cache (a few MiB), so the memory bound below
+    // is tight: a daemon that held a member, the archive or its decoded stream in memory would
+    // exceed it.
     let config = Config {
         fetch_chunk_size: Some("1M".into()),
         fetch_parallel: Some(4),
-        extra: "archive_cache = \"16M\"\n".into(),
         ..Config::default()
     };
     let archives = [("data/big", big)];
     let served = Served::start_with(&archives, config);
-    let served = assert_served_like_gnu_tar(work.path(), served, &archives);
     let m = served.path("data/big");
     assert_eq!(
         fs::metadata(m.join("big/member.bin")).expect("stat").len(),
         pack::BIG_MEMBER
     );
-    // The index is checkpoints (a 32 KiB window, stored compressed, about every 4 MiB of
-    // output: at most ~2 MiB here) and a few member rows.
+    // Browsing extracts nothing. The index is checkpoints (a 32 KiB window, stored
+    // compressed, about every 4 MiB of output: at most ~2 MiB here) and a few member rows.
     assert_store_holds_only_blob_and_index(&served, "data/big", 4 << 20);
+    let served = assert_served_like_gnu_tar(work.path(), served, &archives);
     // Memory does not follow the member or archive size: download buffers are bounded by
-    // (2 x fetch_parallel + 1) x fetch_chunk_size (9 MiB here), decoded spans by
-    // `archive_cache` (16 MiB here); the rest is SQLite, inflate state, buffers and threads.
-    let peak = served.daemon.peak_rss();
-    eprintln!(
-        "daemon peak RSS after reading the 200 MiB member: {} MiB",
-        peak >> 20
-    );
-    assert!(
-        peak < 64 << 20,
-        "daemon peak RSS {} MiB after reading a 200 MiB member",
-        peak >> 20
-    );
+    // (2 x fetch_parallel + 1) x fetch_chunk_size (9 MiB here), decoded spans by the default
+    // `archive_cache`; the rest is SQLite, inflate state, buffers and threads.
+    assert_peak_rss_small(&served.daemon, "reading the 200 MiB member");
+    // The member read whole is then kept decoded in the store, as a blob of its own sha256
+    // (the small files are not); the decoded cache is evicted like any blob.
+    wait_kept(&served.daemon, 1);
+    let member = sha256_file(&work.path().join("extracted-data_big/big/member.bin"));
+    assert_store_holds_blob_index_and_kept(&served, "data/big", 4 << 20, &[member]);
+    served.node.cli(&["gc", "--to", "0"]).assert_success();
+    assert_store_holds_only_blob_and_index(&served, "data/big", 4 << 20);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1231,7 +1295,7 @@ fn pre_epoch_mtimes_match_gnu_tar() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Reading, indexing once, nothing on disk
+// Reading, indexing once, decoded copies only of what was read whole
 
 #[test]
 fn member_reads_twice_and_concurrently_give_the_same_bytes() {
@@ -1437,12 +1501,7 @@ fn index_is_built_once_per_content_and_serves_from_cache_after_restart_offline()
             served, first.size,
             "bytes served for one archive under two URLs:\n{log}"
         );
-        assert_eq!(
-            node.stored_blobs().len(),
-            1,
-            "blobs stored: {:?}",
-            node.stored_blobs()
-        );
+        assert_blobs_are_archive_and_kept_members(&node, &first.sha256, &dest);
         assert_log_clean(&daemon);
         daemon.stop();
     }
@@ -1459,6 +1518,38 @@ fn index_is_built_once_per_content_and_serves_from_cache_after_restart_offline()
     );
     assert_eq!(indexed_archives(&node), 1);
     assert_log_clean(&daemon);
+}
+
+/// The store holds the archive blob once; every other blob is the decoded copy of a member read
+/// whole (named by the sha256 of a file GNU tar extracted to `extracted`).
+#[track_caller]
+fn assert_blobs_are_archive_and_kept_members(node: &Lazycas, archive: &str, extracted: &Path) {
+    let members: std::collections::HashSet<String> = files_under(extracted)
+        .iter()
+        .filter(|p| fs::symlink_metadata(p).is_ok_and(|m| m.is_file()))
+        .map(|p| sha256_file(p))
+        .collect();
+    let blobs = node.stored_blobs();
+    let names: Vec<String> = blobs
+        .iter()
+        .map(|p| {
+            p.file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    assert_eq!(
+        names.iter().filter(|n| *n == archive).count(),
+        1,
+        "the archive is stored once: {blobs:?}"
+    );
+    for n in names.iter().filter(|n| *n != archive) {
+        assert!(
+            members.contains(n),
+            "blob {n} is neither the archive nor a member's decoded copy"
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -13,8 +13,8 @@ use parking_lot::Mutex;
 
 use crate::digest::Digest;
 
-/// Default capacity: 64 MiB of decoded data.
-pub const DEFAULT_SPAN_CACHE_BYTES: u64 = 64 << 20;
+/// Default capacity: 8 MiB of decoded data.
+pub const DEFAULT_SPAN_CACHE_BYTES: u64 = 8 << 20;
 
 /// Which slot of which archive.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]

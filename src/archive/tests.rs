@@ -825,3 +825,56 @@ fn random_garbage_never_panics() {
         let _ = build(&input, 64 * 1024, 1 + (x >> 30) as usize % 9000);
     }
 }
+
+#[test]
+fn every_member_starts_within_reach_of_a_checkpoint() {
+    // Small members, 4 MiB spacing: without placement by member, a member could start up to
+    // 4 MiB of output past the checkpoint before it. (Incompressible data keeps deflate blocks
+    // short: a checkpoint can only sit at a block boundary.)
+    let mut b = ::tar::Builder::new(Vec::new());
+    let mut names = Vec::new();
+    for i in 0..1500u64 {
+        let mut h = ::tar::Header::new_gnu();
+        let body = pseudo_random(2000 + (i as usize * 37) % 9000, i, false);
+        h.set_size(body.len() as u64);
+        let name = format!("f{i:04}");
+        b.append_data(&mut h, &name, &body[..]).unwrap();
+        names.push(name);
+    }
+    let tar = b.into_inner().unwrap();
+    let gz = gzip(&tar);
+    let work = tempfile::tempdir().unwrap();
+    let path = work.path().join("small.tar.gz");
+    fs::write(&path, &gz).unwrap();
+    let ix = index_file(&path, 4 << 20, 1 << 20);
+    // Deflate blocks hold well under 128 KiB of output here.
+    let bound = super::scan::MEMBER_REACH + (128 << 10) + 1024;
+    let mut worst = 0;
+    for name in &names {
+        let m = ix
+            .index
+            .lookup(MemberId::ROOT, name.as_bytes())
+            .unwrap()
+            .unwrap();
+        let start = ix.index.layout(m.id).unwrap().data_offset;
+        let cp = ix.index.checkpoint_before(start).unwrap();
+        worst = worst.max(start - cp.uoff);
+    }
+    assert!(
+        worst <= bound,
+        "{worst} bytes decoded before a member's data"
+    );
+    assert!(
+        tar.len() as u64 > 8 * super::scan::MEMBER_REACH,
+        "the test spans many reaches"
+    );
+    for name in [&names[0], &names[777], &names[1499]] {
+        let m = ix
+            .index
+            .lookup(MemberId::ROOT, name.as_bytes())
+            .unwrap()
+            .unwrap();
+        let got = ix.reader.read(m.id, 0, m.size as u32).unwrap();
+        assert_eq!(got.len() as u64, m.size);
+    }
+}

@@ -7,12 +7,15 @@
 //! same digest finds it in SQLite. It never speaks HTTP ([`Content`] drives the fetcher) and
 //! never parses tar (the `archive` module). An archive with a pinned index is opened from the
 //! index instead, and read span by span (`spans`).
+//!
+//! An open archive also answers for its decoded members: a member read whole is kept in the
+//! store's decoded cache ([`crate::store::DecodedWriter`]) and later opens read that blob.
 
 mod spans;
 
 pub use spans::ArchiveSpans;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -23,7 +26,7 @@ use crate::archive::{
 };
 use crate::digest::Digest;
 use crate::source::Source;
-use crate::store::{BlobRead, ByteObserver, Store};
+use crate::store::{BlobRead, ByteObserver, DecodedWriter, MemberKey, Store};
 
 /// An archive whose index and blob are open.
 pub struct OpenArchive {
@@ -39,6 +42,10 @@ pub struct OpenArchive {
     pub reader: ArchiveReader,
     /// The spans still to fetch, for an archive opened from its published index.
     pub spans: Option<spans::ArchiveSpans>,
+    /// Where decoded members are kept.
+    store: Arc<Store>,
+    /// Members with a decoded copy recorded, so opening any other member asks SQLite nothing.
+    kept: Mutex<HashSet<MemberId>>,
 }
 
 impl OpenArchive {
@@ -55,6 +62,53 @@ impl OpenArchive {
     pub fn resident(&self) -> u64 {
         self.spans.as_ref().map_or(self.size, |s| s.resident())
     }
+
+    /// The decoded copy of member `id`, open, if the store holds one. A store error is logged
+    /// and answered as "none": the member is then decoded from the archive again.
+    pub fn decoded_member(&self, id: MemberId) -> Option<Arc<dyn BlobRead>> {
+        if !self.kept.lock().contains(&id) {
+            return None;
+        }
+        let key = self.member_key(id);
+        let opened = self.store.decoded_member(&key).and_then(|held| match held {
+            Some(info) => self.store.open_blob(&info.digest).map(Some),
+            None => Ok(None),
+        });
+        match opened {
+            Ok(blob) => blob.map(|b| {
+                self.store.stats().hit();
+                Arc::new(b) as Arc<dyn BlobRead>
+            }),
+            Err(e) => {
+                tracing::warn!("decoded copy of {id} of {}: {e}", self.source);
+                None
+            }
+        }
+    }
+
+    /// A writer keeping member `id` (`size` bytes) decoded, unless one is already at work (or
+    /// the store cannot make a temp file: logged, and the member is simply not kept).
+    pub fn keep_decoded(&self, id: MemberId, size: u64) -> Option<DecodedWriter> {
+        match self.store.decoded_writer(self.member_key(id), size) {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::warn!("keeping {id} of {} decoded: {e}", self.source);
+                None
+            }
+        }
+    }
+
+    /// Records that member `id` now has a decoded copy (its writer committed).
+    pub fn note_kept(&self, id: MemberId) {
+        self.kept.lock().insert(id);
+    }
+
+    fn member_key(&self, id: MemberId) -> MemberKey {
+        MemberKey {
+            archive: self.digest,
+            member: id.0,
+        }
+    }
 }
 
 /// Open archives of one process.
@@ -66,6 +120,16 @@ pub struct Archives {
 }
 
 impl Archives {
+    /// The members of archive `digest` that have a decoded copy in the store.
+    fn kept_members(&self, digest: &Digest) -> Result<HashSet<MemberId>, ContentError> {
+        Ok(self
+            .store
+            .decoded_members_of(digest)?
+            .into_iter()
+            .map(MemberId)
+            .collect())
+    }
+
     /// Prepares the archive tables and registers index removal with blob eviction.
     pub fn new(store: Arc<Store>, cache_bytes: u64) -> Result<Archives, ContentError> {
         let conn = store.connect_db()?;
@@ -173,6 +237,7 @@ impl Archives {
             message: format!("indexing task failed: {e}"),
         })??;
         let index = Arc::new(index);
+        let kept = self.kept_members(&info.digest)?;
         let opened = Arc::new(OpenArchive {
             digest: info.digest,
             source: src.location.describe(),
@@ -180,6 +245,8 @@ impl Archives {
             reader: ArchiveReader::new(index.clone(), blob, self.cache.clone()),
             index,
             spans: None,
+            store: self.store.clone(),
+            kept: Mutex::new(kept),
         });
         Ok(self
             .open

@@ -1,8 +1,8 @@
 //! One download attempt: one URL through one route, into the sink, hashing on the way.
 //!
 //! Producers (the first request, then range workers) push [`Piece`]s tagged with their offset
-//! down a channel; one blocking consumer thread puts them back in order, writes them to the sink
-//! and hashes them. A semaphore bounds how many chunks may be in flight or buffered, so memory is
+//! down a channel; one blocking consumer thread puts them back in order and writes them to the
+//! sink, and a hashing thread hashes them in the same order ([`InOrderHasher`]). A semaphore bounds how many chunks may be in flight or buffered, so memory is
 //! `(2 × parallel + 1) × chunk_size` at most whatever the blob size.
 
 use std::collections::BTreeMap;
@@ -17,8 +17,9 @@ use reqwest::StatusCode;
 use tokio::sync::{mpsc, Semaphore};
 use url::Url;
 
+use super::hashing::InOrderHasher;
 use super::{BlobSink, FetchError, FetchSettings};
-use crate::digest::{Digest, Hasher};
+use crate::digest::Digest;
 use crate::range::ByteRange;
 
 /// Everything one attempt needs.
@@ -101,7 +102,7 @@ fn consume(
     window: &Semaphore,
     chunk: u64,
 ) -> SinkResult {
-    let mut hasher = Hasher::new();
+    let mut hasher = InOrderHasher::start();
     let mut next = 0u64;
     let mut pending: BTreeMap<u64, Bytes> = BTreeMap::new();
     let mut result = Ok(());
@@ -112,8 +113,8 @@ fn consume(
                 result = Err(e);
                 break;
             }
-            hasher.update(&data);
             let end = next + data.len() as u64;
+            hasher.update(data);
             // A window slot frees each time the consumer passes the end of a ranged chunk
             // (chunk 0 comes with the first response and holds no slot).
             let crossed = (end / chunk).saturating_sub((next / chunk).max(1));
@@ -127,7 +128,13 @@ fn consume(
         }
     }
     drop(rx);
-    (sink, result.map(|()| (hasher.finish(), next)))
+    let digest = hasher.finish();
+    let result = result.and_then(|()| {
+        digest
+            .map(|d| (d, next))
+            .ok_or_else(|| std::io::Error::other("the hashing thread failed"))
+    });
+    (sink, result)
 }
 
 /// Issues the requests; returns the total size when the server told it.

@@ -17,6 +17,7 @@
 
 mod attempt;
 mod document;
+mod hashing;
 mod routes;
 mod span;
 

@@ -3,17 +3,28 @@
 //! own xattrs. The archive root belongs to whoever shows the archive (a catalog entry, later
 //! a set member or an image layer); that owner answers for the root by calling the `*_in`
 //! functions here with the open archive. Only translation: the format lives in `archive`.
+//!
+//! A regular member of at least [`KEEP_DECODED_MIN`] bytes is written to the store's decoded
+//! cache as it is served; once a handle has served every byte, the copy is committed (on a
+//! thread of its own) and later opens read that blob, with passthrough when the kernel offers
+//! it. Smaller members stay with the kernel's page cache (`FOPEN_KEEP_CACHE`).
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fuser::FileType;
 
+use super::blob_file;
 use super::namespace::{
     Attr, DirEntry, Entry, Key, Namespace, NodeRef, NsError, OpenFile, Ttl, Xattrs,
 };
 use crate::archive::{ArchiveError, Member, MemberId, MemberKind};
 use crate::content::{Content, OpenArchive};
+use crate::store::DecodedWriter;
+
+/// Members smaller than this are not kept decoded (the page cache keeps them well enough, and
+/// a blob per small file would cost more in rows and fsyncs than it saves).
+pub const KEEP_DECODED_MIN: u64 = 1 << 20;
 
 /// Members of every open archive.
 pub struct ArchiveTree {
@@ -94,9 +105,17 @@ impl ArchiveTree {
         Ok(member_attr(&m))
     }
 
-    /// Opens regular file `id` of `a` for reading.
+    /// Opens regular file `id` of `a` for reading: its decoded copy when the store holds one,
+    /// else decoding from the archive.
     pub fn open_in(a: Arc<OpenArchive>, id: MemberId) -> Box<dyn OpenFile> {
-        Box::new(MemberFile { archive: a, id })
+        if let Some(blob) = a.decoded_member(id) {
+            return blob_file::complete(blob);
+        }
+        Box::new(MemberFile {
+            archive: a,
+            id,
+            keep: parking_lot::Mutex::new(Keep::Untried),
+        })
     }
 
     /// The target of symlink `id` of `a`.
@@ -166,17 +185,102 @@ impl Namespace for ArchiveTree {
     }
 }
 
-/// An open regular file inside an archive.
+/// An open regular file inside an archive, decoded on demand.
 struct MemberFile {
     archive: Arc<OpenArchive>,
     id: MemberId,
+    keep: parking_lot::Mutex<Keep>,
+}
+
+/// Whether this handle writes what it serves to the decoded cache.
+enum Keep {
+    /// Not decided yet (decided at the first read).
+    Untried,
+    /// Writing; committed once every byte was served.
+    Writing(DecodedWriter),
+    /// Not for this handle: too small, kept already, written by another handle, or failed.
+    Off,
 }
 
 impl OpenFile for MemberFile {
     fn read(&self, offset: u64, size: u32) -> Result<Vec<u8>, NsError> {
-        self.archive
+        let data = self
+            .archive
             .read(self.id, offset, size)
-            .map_err(|e| tree_error(&self.archive, e))
+            .map_err(|e| tree_error(&self.archive, e))?;
+        self.keep_decoded(offset, size, &data);
+        Ok(data)
+    }
+}
+
+impl MemberFile {
+    /// Writes `data` (served from `offset`, `asked` bytes asked for) to the decoded copy, and
+    /// commits the copy in the background once it is whole. Failures only mean the member is
+    /// not kept.
+    fn keep_decoded(&self, offset: u64, asked: u32, data: &[u8]) {
+        let mut keep = self.keep.lock();
+        if let Keep::Untried = *keep {
+            let end = offset + data.len() as u64;
+            let ended_small = data.len() < asked as usize && end < KEEP_DECODED_MIN;
+            *keep = if ended_small {
+                Keep::Off
+            } else {
+                self.start_keeping()
+            };
+        }
+        let Keep::Writing(writer) = &*keep else {
+            return;
+        };
+        match writer.write_at(offset, data) {
+            Ok(false) => {}
+            Ok(true) => {
+                if let Keep::Writing(writer) = std::mem::replace(&mut *keep, Keep::Off) {
+                    self.commit_in_background(writer);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(
+                    "keeping {} of {} decoded: {e}",
+                    self.id,
+                    self.archive.source
+                );
+                *keep = Keep::Off;
+            }
+        }
+    }
+
+    /// A writer when the member is large enough to keep.
+    fn start_keeping(&self) -> Keep {
+        let size = match self.archive.index.member(self.id) {
+            Ok(m) if m.kind == MemberKind::File && m.size >= KEEP_DECODED_MIN => m.size,
+            _ => return Keep::Off,
+        };
+        match self.archive.keep_decoded(self.id, size) {
+            Some(w) => Keep::Writing(w),
+            None => Keep::Off,
+        }
+    }
+
+    /// Hashes, fsyncs and records the copy on a thread of its own (the reader does not wait).
+    fn commit_in_background(&self, writer: DecodedWriter) {
+        let (id, archive) = (self.id, self.archive.clone());
+        let spawned = std::thread::Builder::new()
+            .name("keep-decoded".into())
+            .spawn(move || match writer.commit() {
+                Ok(info) => {
+                    archive.note_kept(id);
+                    tracing::info!(
+                        "kept {id} of {} decoded as {} ({} bytes)",
+                        archive.source,
+                        info.digest.short(),
+                        info.size
+                    )
+                }
+                Err(e) => tracing::warn!("keeping {id} of {} decoded: {e}", archive.source),
+            });
+        if let Err(e) = spawned {
+            tracing::warn!("keeping {id} of {} decoded: {e}", self.archive.source);
+        }
     }
 }
 

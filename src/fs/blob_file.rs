@@ -50,6 +50,11 @@ pub fn open(content: &Content, src: &Source) -> Result<Box<dyn OpenFile>, NsErro
     Err(NsError::NotFound)
 }
 
+/// A file over one complete blob (an archive member kept decoded): passthrough when offered.
+pub fn complete(blob: Arc<dyn BlobRead>) -> Box<dyn OpenFile> {
+    Box::new(BlobFile(blob))
+}
+
 /// An open blob.
 struct BlobFile(Arc<dyn BlobRead>);
 

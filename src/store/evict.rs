@@ -193,6 +193,7 @@ impl Store {
         let conn = self.db.lock();
         let tx = conn.unchecked_transaction()?;
         db::delete_blob(&tx, d)?;
+        super::decoded::forget(&tx, d)?;
         for hook in self.forget_hooks.read().iter() {
             hook(&tx, d).map_err(|source| StoreError::Derived { digest: *d, source })?;
         }

@@ -5,7 +5,8 @@
 //! downloads in progress (named after the writing process, so a restart removes the leftovers of
 //! dead processes only); `lazycas.db` is SQLite (see [`db`]). A blob is downloaded into a temp
 //! file, verified while it arrives, fsynced, renamed to its digest name, and only then recorded
-//! as complete: a crash at any point leaves nothing or a complete blob.
+//! as complete: a crash at any point leaves nothing or a complete blob. Archive members read
+//! whole are kept decoded as blobs too ([`DecodedWriter`]), in the quota like the rest.
 //!
 //! It knows nothing of HTTP or formats: `content` drives downloads into its temp files
 //! ([`Store::temp_file`], [`TempSink`]) and commits them ([`Store::commit`]); readers open
@@ -14,6 +15,7 @@
 mod blob;
 mod chunks;
 pub mod db;
+mod decoded;
 mod evict;
 mod sink;
 mod stats;
@@ -33,6 +35,7 @@ use crate::digest::Digest;
 pub use blob::{BlobRead, BytesBlob, CompleteBlob};
 pub use chunks::ChunkStore;
 pub use db::BlobRow;
+pub use decoded::{DecodedWriter, MemberKey};
 pub use evict::{free_bytes, EvictReport, Limits};
 pub use sink::{ByteObserver, TempSink};
 pub use stats::{Stats, StatsSnapshot};
@@ -98,6 +101,7 @@ pub struct Store {
     limits: parking_lot::RwLock<Limits>,
     forget_hooks: parking_lot::RwLock<Vec<ForgetHook>>,
     chunks: ChunkStore,
+    writing: decoded::Writing,
 }
 
 impl std::fmt::Debug for Store {
@@ -137,6 +141,7 @@ impl Store {
             limits: parking_lot::RwLock::new(Limits::default()),
             forget_hooks: parking_lot::RwLock::new(Vec::new()),
             chunks: ChunkStore::open(root)?,
+            writing: decoded::Writing::default(),
         };
         store.remove_stale_temp_files();
         Ok(store)
@@ -345,5 +350,6 @@ fn open_db(path: &Path) -> Result<Connection, StoreError> {
     let conn = Connection::open(path)?;
     db::configure(&conn)?;
     db::init_schema(&conn)?;
+    decoded::init_schema(&conn)?;
     Ok(conn)
 }

@@ -13,6 +13,8 @@
 
 use std::sync::Arc;
 
+use parking_lot::Mutex;
+
 use super::{Archives, OpenArchive};
 use crate::archive::{published, ArchiveError, ArchiveIndex, ArchiveReader, MemberId, SpanMap};
 use crate::chunk::ChunkIndex;
@@ -100,6 +102,8 @@ impl Archives {
             reader: ArchiveReader::new(archive_index.clone(), read_blob, self.cache.clone()),
             index: archive_index,
             spans: Some(ArchiveSpans { map, blob }),
+            store: self.store.clone(),
+            kept: Mutex::new(self.kept_members(&digest)?),
         });
         tracing::info!(asset = %src.label, "archive {} browsable from its index", digest.short());
         Ok(self.open.lock().entry(digest).or_insert(opened).clone())
