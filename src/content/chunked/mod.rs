@@ -24,8 +24,11 @@
 //! Not here: HTTP (`fetch`), the chunk files and their crash rule (`store::ChunkStore`), the
 //! index format (`chunk`).
 
+mod claims;
 mod partial;
+mod readahead;
 mod span_chunks;
+mod versions;
 
 use std::collections::{HashMap, HashSet};
 use std::io::{self, Write};
@@ -34,7 +37,6 @@ use std::sync::{Arc, OnceLock};
 
 use parking_lot::Mutex;
 use tokio::runtime::Handle;
-use tokio::sync::watch;
 
 use super::{ContentError, SingleFlight};
 use crate::chunk::ChunkIndex;
@@ -43,6 +45,8 @@ use crate::fetch::Fetcher;
 use crate::source::{IndexPin, Source};
 use crate::store::{BlobInfo, Store, StoreError};
 
+use claims::ClaimTable;
+use versions::Versions;
 pub use partial::PartialBlob;
 
 /// Chunk indexes and chunk fetches of one process.
@@ -50,7 +54,8 @@ pub struct Chunked {
     store: Arc<Store>,
     indexes: Mutex<HashMap<Digest, Arc<ChunkIndex>>>,
     index_flights: SingleFlight<Digest, Result<Arc<ChunkIndex>, Arc<ContentError>>>,
-    claims: Mutex<HashMap<Digest, watch::Receiver<bool>>>,
+    claims: ClaimTable,
+    versions: Versions,
     runtime: OnceLock<Handle>,
     assembling: Mutex<HashSet<Digest>>,
 }
@@ -62,7 +67,8 @@ impl Chunked {
             store,
             indexes: Mutex::new(HashMap::new()),
             index_flights: SingleFlight::default(),
-            claims: Mutex::new(HashMap::new()),
+            claims: ClaimTable::default(),
+            versions: Versions::default(),
             runtime: OnceLock::new(),
             assembling: Mutex::new(HashSet::new()),
         }

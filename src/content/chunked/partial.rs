@@ -10,11 +10,10 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 
 use futures_util::StreamExt;
-use parking_lot::Mutex;
 use tokio::runtime::Handle;
-use tokio::sync::watch;
 use url::Url;
 
+use super::readahead::Readahead;
 use super::span_chunks::{CheckedChunk, SpanChunks};
 use super::Chunked;
 use crate::chunk::ChunkIndex;
@@ -26,10 +25,6 @@ use crate::store::BlobRead;
 
 /// The most bytes one range request asks for (a run of neighbouring missing chunks).
 pub const RUN_MAX: u64 = 4 << 20;
-
-/// The readahead window a sequential reader starts with, and the most it grows to.
-const READAHEAD_MIN: u64 = 512 << 10;
-const READAHEAD_MAX: u64 = 4 << 20;
 
 /// A blob read through its chunk index: present chunks from the chunk store, missing ones
 /// fetched on demand.
@@ -46,8 +41,8 @@ pub struct PartialBlob {
     runtime: Handle,
     present: Vec<AtomicBool>,
     present_count: AtomicUsize,
-    /// Where the last read ended, and the readahead window then.
-    readahead: Mutex<(u64, u64)>,
+    /// A sequential reader's window.
+    readahead: Readahead,
 }
 
 impl PartialBlob {
@@ -79,7 +74,7 @@ impl PartialBlob {
             runtime,
             present,
             present_count: AtomicUsize::new(count),
-            readahead: Mutex::new((u64::MAX, 0)),
+            readahead: Readahead::default(),
         });
         if count == blob.present.len() {
             blob.start_assembly();
@@ -95,57 +90,40 @@ impl PartialBlob {
     }
 
     /// Fetches those of `wanted` (chunk numbers, ascending) that are missing; chunks another
-    /// caller is fetching are waited for instead. Failures are logged; the reads that needed
-    /// a chunk find it missing.
+    /// caller is fetching are waited for instead (each until it arrives, not until the other
+    /// caller's whole fetch ends). Failures are logged; the reads that needed a chunk find it
+    /// missing.
     async fn fetch_chunks(&self, wanted: &[usize]) {
         let chunks = self.chunked.store.chunks();
-        let mut claims = Claims {
-            chunked: &self.chunked,
-            senders: Vec::new(),
-        };
-        let mut mine = Vec::new();
-        let mut waits = Vec::new();
-        {
-            let mut held = self.chunked.claims.lock();
-            for &i in wanted {
-                let Some(c) = self.index.chunks().get(i) else {
-                    continue;
-                };
-                if chunks.contains(&c.digest) {
-                    continue;
-                }
-                if let Some(rx) = held.get(&c.digest) {
-                    waits.push(rx.clone());
-                    continue;
-                }
-                let (tx, rx) = watch::channel(false);
-                held.insert(c.digest, rx);
-                claims.senders.push((c.digest, tx));
-                mine.push(i);
-            }
-        }
+        let wanted: Vec<usize> = wanted
+            .iter()
+            .copied()
+            .filter(|&i| i < self.index.chunks().len())
+            .collect();
+        let digests: Vec<Digest> = wanted.iter().map(|&i| self.index.chunks()[i].digest).collect();
+        let claimed = self.chunked.claims.claim(&digests, |d| chunks.contains(d));
+        let mine: Vec<usize> = claimed.mine.iter().map(|&pos| wanted[pos]).collect();
+        let owner = claimed.claims.owner();
         let parallel = self.fetcher.settings().parallel.max(1);
         futures_util::stream::iter(self.runs(&mine))
-            .map(|run| self.fetch_run(run))
+            .map(|run| self.fetch_run(run, owner))
             .buffer_unordered(parallel)
             .collect::<Vec<()>>()
             .await;
-        drop(claims);
+        drop(claimed.claims);
         if !mine.is_empty() {
             let store = &self.chunked.store;
             if let Err(e) = store.enforce_limits(&store.limits(), 0) {
                 tracing::warn!(asset = %self.label, "making room after fetching chunks: {e}");
             }
         }
-        for mut rx in waits {
+        for mut rx in claimed.waits {
             // An error means the fetching caller went away: the read finds the chunk missing.
             let _ = rx.wait_for(|done| *done).await;
         }
-        for &i in wanted {
-            if let Some(c) = self.index.chunks().get(i) {
-                if chunks.contains(&c.digest) {
-                    self.mark_present(i);
-                }
+        for &i in &wanted {
+            if chunks.contains(&self.index.chunks()[i].digest) {
+                self.mark_present(i);
             }
         }
     }
@@ -176,8 +154,8 @@ impl PartialBlob {
         ByteRange::new(start, end)
     }
 
-    /// One run: from each URL in turn until every chunk of it is stored.
-    async fn fetch_run(&self, run: Range<usize>) {
+    /// One run (claimed by `owner`): from each URL in turn until every chunk of it is stored.
+    async fn fetch_run(&self, run: Range<usize>, owner: u64) {
         let mut todo = Some(run);
         let mut no_cache = false;
         for url in &self.urls {
@@ -187,14 +165,27 @@ impl PartialBlob {
             let range = self.bytes_of(run.clone());
             let mut spans = SpanChunks::new(&self.index);
             let mut bad = 0;
-            let mut keep = |c: CheckedChunk<'_>| self.keep_chunk(c, url, &mut bad);
+            let mut keep = |c: CheckedChunk<'_>| self.keep_chunk(c, url, owner, &mut bad);
             let mut sink = |offset: u64, data: &[u8]| spans.push(offset, data, &mut keep);
+            let version = self.chunked.versions.get(&self.digest, url);
             let answer = self
                 .fetcher
-                .fetch_span(&self.label, url, range, no_cache, &mut sink)
+                .fetch_span_of_version(
+                    &self.label,
+                    url,
+                    range,
+                    no_cache,
+                    version.as_ref(),
+                    &mut sink,
+                )
                 .await;
-            if let Err(e) = answer {
-                tracing::warn!("{e}");
+            match answer {
+                Ok(reply) => {
+                    if let (None, Some(v)) = (version, reply.validator) {
+                        self.chunked.versions.record(&self.digest, url, v);
+                    }
+                }
+                Err(e) => tracing::warn!("{e}"),
             }
             no_cache |= bad > 0;
             todo = self.still_missing(run);
@@ -210,8 +201,15 @@ impl PartialBlob {
         }
     }
 
-    /// Stores a verified chunk; logs and counts a mismatched one.
-    fn keep_chunk(&self, c: CheckedChunk<'_>, url: &Url, bad: &mut usize) -> io::Result<()> {
+    /// Stores a verified chunk and ends `owner`'s claim on it (its waiters are served at
+    /// once); logs and counts a mismatched one.
+    fn keep_chunk(
+        &self,
+        c: CheckedChunk<'_>,
+        url: &Url,
+        owner: u64,
+        bad: &mut usize,
+    ) -> io::Result<()> {
         let store = &self.chunked.store;
         match c {
             CheckedChunk::Verified { index, bytes } => {
@@ -222,6 +220,7 @@ impl PartialBlob {
                     .map_err(io::Error::other)?;
                 store.stats().chunk_fetched(url, bytes.len() as u64);
                 self.mark_present(index);
+                self.chunked.claims.release(owner, &digest);
             }
             CheckedChunk::Mismatch {
                 index,
@@ -297,20 +296,6 @@ impl PartialBlob {
         });
     }
 
-    /// Where the readahead for a read of `want` should end: past it by a window that doubles
-    /// while reads continue each other, and none for a read elsewhere.
-    fn fetch_end(&self, want: ByteRange) -> u64 {
-        let mut ra = self.readahead.lock();
-        let (last_end, window) = *ra;
-        let window = if want.start() == last_end {
-            (window * 2).clamp(READAHEAD_MIN, READAHEAD_MAX)
-        } else {
-            0
-        };
-        *ra = (want.end(), window);
-        want.end().saturating_add(window)
-    }
-
     /// Copies chunk `i`'s part of `want` into `buf` (which holds `want`); fetches the chunk
     /// once more if it is missing (or was torn).
     fn copy_chunk(&self, i: usize, want: ByteRange, buf: &mut [u8]) -> io::Result<()> {
@@ -367,14 +352,13 @@ impl BlobRead for PartialBlob {
             return Ok(0);
         }
         let needed = self.index.chunks_covering(want);
-        let ahead = ByteRange::new(want.end(), self.fetch_end(want));
-        let ahead: Vec<usize> = self
-            .index
-            .chunks_covering(ahead)
-            .filter(|i| !needed.contains(i) && self.is_missing(*i))
-            .collect();
-        if !ahead.is_empty() {
-            if let Some(me) = self.me.upgrade() {
+        if let Some(ahead) = self.readahead.after_read(want) {
+            let ahead: Vec<usize> = self
+                .index
+                .chunks_covering(ahead)
+                .filter(|i| !needed.contains(i) && self.is_missing(*i))
+                .collect();
+            if let (false, Some(me)) = (ahead.is_empty(), self.me.upgrade()) {
                 self.runtime
                     .spawn(async move { me.fetch_chunks(&ahead).await });
             }
@@ -409,22 +393,5 @@ fn location_urls(src: &Source) -> Vec<Url> {
     match &src.location {
         Location::Http { urls } => urls.clone(),
         Location::Library { .. } | Location::Shub { .. } | Location::Registry { .. } => Vec::new(),
-    }
-}
-
-/// Chunks this caller is fetching; released (waiters woken) when dropped, even if the fetch
-/// was abandoned half-way.
-struct Claims<'a> {
-    chunked: &'a Chunked,
-    senders: Vec<(Digest, watch::Sender<bool>)>,
-}
-
-impl Drop for Claims<'_> {
-    fn drop(&mut self) {
-        let mut held = self.chunked.claims.lock();
-        for (d, tx) in self.senders.drain(..) {
-            held.remove(&d);
-            let _ = tx.send(true);
-        }
     }
 }
