@@ -13,7 +13,7 @@ use serde::Deserialize;
 use url::Url;
 
 use crate::digest::Digest;
-use crate::source::{IndexPin, Location, Source, WeakAlgorithm, WeakPin};
+use crate::source::{Fill, IndexPin, Location, Source, WeakAlgorithm, WeakPin};
 
 /// A configuration problem; `Display` is one line naming the file and the key.
 #[derive(Debug, thiserror::Error)]
@@ -120,6 +120,8 @@ pub struct AssetConfig {
     pub index_sha256: Option<Digest>,
     /// The blob's size, when the publisher knows it (lets `ls -l` show it before any fetch).
     pub size: Option<u64>,
+    /// `fill =` for this asset's chunks nobody read (`None`: the global setting).
+    pub fill: Option<Fill>,
 }
 
 impl AssetConfig {
@@ -133,7 +135,7 @@ impl AssetConfig {
             size_hint: self.size,
             index: self
                 .index_sha256
-                .map(|d| IndexPin::beside(d, &self.location)),
+                .map(|d| IndexPin::beside(d, &self.location).with_fill(self.fill)),
         }
     }
 }
@@ -280,6 +282,8 @@ pub struct Config {
     pub archive_cache: u64,
     /// Catalog assets from the file.
     pub assets: Vec<AssetConfig>,
+    /// What happens to the chunks of range-lazy blobs nobody read, unless an asset says.
+    pub fill: Fill,
     /// Registry settings by `host[:port]`.
     pub registries: BTreeMap<String, RegistryConfig>,
     /// Library and shub hosts.
@@ -308,6 +312,8 @@ struct RawConfig {
     allow_other: bool,
     archive_cache: Option<String>,
     #[serde(default)]
+    fill: Fill,
+    #[serde(default)]
     asset: Vec<RawAsset>,
     #[serde(default)]
     registries: BTreeMap<String, RegistryConfig>,
@@ -335,6 +341,7 @@ struct RawAsset {
     mirrors: Vec<String>,
     index_sha256: Option<String>,
     size: Option<u64>,
+    fill: Option<Fill>,
 }
 
 /// Names the mount keeps for itself at the top level.
@@ -460,6 +467,7 @@ impl Config {
             allow_other: raw.allow_other,
             archive_cache,
             assets,
+            fill: raw.fill,
             registries: raw.registries,
             publishers: Publishers {
                 library_host: raw.library_host,
@@ -519,6 +527,7 @@ fn check_asset(a: RawAsset, allow_unpinned: bool) -> Result<AssetConfig, (&'stat
         weak,
         index_sha256,
         size: a.size,
+        fill: a.fill,
     })
 }
 

@@ -119,6 +119,7 @@ pub fn add(config: &Config, a: AddArgs) -> Result<(), Failure> {
         kind,
         index_sha256,
         size,
+        fill: None,
     };
     let store = open_store(config)?;
     let conn = store.connect_db().map_err(|e| Failure::Runtime(e.into()))?;

@@ -192,6 +192,11 @@ impl Content {
         *self.fetcher.write() = Arc::new(fetcher);
     }
 
+    /// Sets the config's global `fill` for range-lazy blobs (start, SIGHUP).
+    pub fn set_fill_default(&self, fill: crate::source::Fill) {
+        self.chunked.set_fill_default(fill);
+    }
+
     /// Replaces where `library://` and `shub://` references are asked (start, SIGHUP).
     pub fn set_publishers(&self, publishers: Publishers) {
         *self.publishers.write() = Arc::new(publishers);

@@ -25,8 +25,10 @@
 //! index format (`chunk`).
 
 mod claims;
+mod fill;
 mod partial;
 mod readahead;
+mod recent;
 mod span_chunks;
 mod versions;
 
@@ -42,12 +44,17 @@ use super::{ContentError, SingleFlight};
 use crate::chunk::ChunkIndex;
 use crate::digest::{Digest, Hasher};
 use crate::fetch::Fetcher;
-use crate::source::{IndexPin, Source};
-use crate::store::{BlobInfo, Store, StoreError};
+use crate::source::{Fill, IndexPin, Source};
+use crate::store::{BlobInfo, BlobRead, Store, StoreError};
 
 use claims::ClaimTable;
+use fill::Priority;
+use recent::RecentChunks;
 use versions::Versions;
 pub use partial::PartialBlob;
+
+/// Bytes of the chunks verified last kept in memory (twice the largest readahead window).
+const RECENT_BUDGET: usize = 64 << 20;
 
 /// Chunk indexes and chunk fetches of one process.
 pub struct Chunked {
@@ -56,6 +63,12 @@ pub struct Chunked {
     index_flights: SingleFlight<Digest, Result<Arc<ChunkIndex>, Arc<ContentError>>>,
     claims: ClaimTable,
     versions: Versions,
+    priority: Priority,
+    recent: RecentChunks,
+    /// `fill` for sources whose asset does not say.
+    fill_default: Mutex<Fill>,
+    /// Blobs being filled in the background.
+    filling: Mutex<HashSet<Digest>>,
     runtime: OnceLock<Handle>,
     assembling: Mutex<HashSet<Digest>>,
 }
@@ -69,6 +82,10 @@ impl Chunked {
             index_flights: SingleFlight::default(),
             claims: ClaimTable::default(),
             versions: Versions::default(),
+            priority: Priority::default(),
+            recent: RecentChunks::new(RECENT_BUDGET),
+            fill_default: Mutex::new(Fill::OnDemand),
+            filling: Mutex::new(HashSet::new()),
             runtime: OnceLock::new(),
             assembling: Mutex::new(HashSet::new()),
         }
@@ -162,8 +179,35 @@ impl Chunked {
             .iter()
             .map(|c| AtomicBool::new(chunks.contains(&c.digest)))
             .collect();
-        let blob = PartialBlob::new(self.clone(), src, index, fetcher, runtime, present);
+        let fill = src
+            .index
+            .as_ref()
+            .and_then(|pin| pin.fill)
+            .unwrap_or(*self.fill_default.lock());
+        let blob = PartialBlob::new(self.clone(), src, index, fetcher, runtime, present, fill);
         Ok(blob)
+    }
+
+    /// Sets `fill` for sources whose asset does not say (the config's global setting).
+    pub fn set_fill_default(&self, fill: Fill) {
+        *self.fill_default.lock() = fill;
+    }
+
+    /// Starts filling `blob` in the background on `runtime`, unless a fill of it runs.
+    fn start_fill(&self, blob: Arc<PartialBlob>, runtime: &Handle) {
+        let digest = *blob.digest();
+        if !self.filling.lock().insert(digest) {
+            return;
+        }
+        let label = blob.label().to_string();
+        runtime.spawn(async move {
+            let chunked = blob.chunked().clone();
+            match blob.fill_rest().await {
+                0 => tracing::info!(asset = %label, "background fill done"),
+                n => tracing::warn!(asset = %label, "background fill stopped: {n} chunks could not be fetched"),
+            }
+            chunked.filling.lock().remove(&digest);
+        });
     }
 
     /// Puts the chunks of `index` together into a store blob, checked against the file's

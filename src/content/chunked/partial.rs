@@ -13,6 +13,7 @@ use futures_util::StreamExt;
 use tokio::runtime::Handle;
 use url::Url;
 
+use super::fill::Priority;
 use super::readahead::Readahead;
 use super::span_chunks::{CheckedChunk, SpanChunks};
 use super::Chunked;
@@ -20,7 +21,7 @@ use crate::chunk::ChunkIndex;
 use crate::digest::Digest;
 use crate::fetch::Fetcher;
 use crate::range::ByteRange;
-use crate::source::{Location, Source};
+use crate::source::{Fill, Location, Source};
 use crate::store::BlobRead;
 
 /// The most bytes one range request asks for (a run of neighbouring missing chunks).
@@ -43,6 +44,9 @@ pub struct PartialBlob {
     present_count: AtomicUsize,
     /// A sequential reader's window.
     readahead: Readahead,
+    /// Whether the chunks nobody reads are fetched in the background after the first read.
+    fill: Fill,
+    fill_started: AtomicBool,
 }
 
 impl PartialBlob {
@@ -54,6 +58,7 @@ impl PartialBlob {
         fetcher: Arc<Fetcher>,
         runtime: Handle,
         present: Vec<AtomicBool>,
+        fill: Fill,
     ) -> Arc<PartialBlob> {
         let count = present.iter().filter(|p| p.load(Ordering::Relaxed)).count();
         let digests = index.chunks().iter().map(|c| &c.digest);
@@ -75,6 +80,8 @@ impl PartialBlob {
             present,
             present_count: AtomicUsize::new(count),
             readahead: Readahead::default(),
+            fill,
+            fill_started: AtomicBool::new(false),
         });
         if count == blob.present.len() {
             blob.start_assembly();
@@ -86,14 +93,14 @@ impl PartialBlob {
     /// a decoder's chain of dependent reads is served locally.
     pub async fn prefetch(&self) {
         let wanted: Vec<usize> = self.index.prefetch_chunks().into_iter().flatten().collect();
-        self.fetch_chunks(&wanted).await;
+        self.fetch_for_reader(&wanted).await;
     }
 
     /// Fetches those of `wanted` (chunk numbers, ascending) that are missing; chunks another
     /// caller is fetching are waited for instead (each until it arrives, not until the other
     /// caller's whole fetch ends). Failures are logged; the reads that needed a chunk find it
     /// missing.
-    async fn fetch_chunks(&self, wanted: &[usize]) {
+    pub(super) async fn fetch_chunks(&self, wanted: &[usize]) {
         let chunks = self.chunked.store.chunks();
         let wanted: Vec<usize> = wanted
             .iter()
@@ -128,6 +135,33 @@ impl PartialBlob {
         }
     }
 
+    /// [`PartialBlob::fetch_chunks`] for a reader (a read, its readahead, an open's prefetch):
+    /// background fills wait while it is in flight.
+    async fn fetch_for_reader(&self, wanted: &[usize]) {
+        let _foreground = self.chunked.priority.foreground();
+        self.fetch_chunks(wanted).await;
+    }
+
+    /// The asset name, for log lines.
+    pub(super) fn label(&self) -> &str {
+        &self.label
+    }
+
+    /// The chunk table this blob reads through.
+    pub(super) fn chunked(&self) -> &Arc<Chunked> {
+        &self.chunked
+    }
+
+    /// The number of chunks of the blob.
+    pub(super) fn chunk_count(&self) -> usize {
+        self.index.chunks().len()
+    }
+
+    /// The foreground/background arbiter of this process.
+    pub(super) fn priority(&self) -> &Priority {
+        &self.chunked.priority
+    }
+
     /// `chunks` (ascending) as runs of neighbours, each at most [`RUN_MAX`] bytes (or one
     /// chunk).
     fn runs(&self, chunks: &[usize]) -> Vec<Range<usize>> {
@@ -145,7 +179,7 @@ impl PartialBlob {
     }
 
     /// The file bytes of chunks `run` (non-empty, in range).
-    fn bytes_of(&self, run: Range<usize>) -> ByteRange {
+    pub(super) fn bytes_of(&self, run: Range<usize>) -> ByteRange {
         let start = self.index.chunk_range(run.start).map_or(0, |r| r.start());
         let end = self
             .index
@@ -218,6 +252,7 @@ impl PartialBlob {
                     .chunks()
                     .put(&digest, bytes)
                     .map_err(io::Error::other)?;
+                self.chunked.recent.insert(digest, bytes);
                 store.stats().chunk_fetched(url, bytes.len() as u64);
                 self.mark_present(index);
                 self.chunked.claims.release(owner, &digest);
@@ -256,7 +291,7 @@ impl PartialBlob {
     }
 
     /// Whether chunk `i` must be fetched.
-    fn is_missing(&self, i: usize) -> bool {
+    pub(super) fn is_missing(&self, i: usize) -> bool {
         let present = self
             .present
             .get(i)
@@ -305,12 +340,16 @@ impl PartialBlob {
         let from = want.start().max(r.start());
         let to = want.end().min(r.end());
         let dst = &mut buf[(from - want.start()) as usize..(to - want.start()) as usize];
+        if self.chunked.recent.read(&c.digest, from - r.start(), dst) == Some(dst.len()) {
+            self.mark_present(i);
+            return Ok(());
+        }
         let chunks = self.chunked.store.chunks();
         let mut got = chunks
             .read(&c.digest, from - r.start(), dst)
             .map_err(io::Error::other)?;
         if got.is_none() {
-            self.runtime.block_on(self.fetch_chunks(&[i]));
+            self.runtime.block_on(self.fetch_for_reader(&[i]));
             got = chunks
                 .read(&c.digest, from - r.start(), dst)
                 .map_err(io::Error::other)?;
@@ -360,12 +399,17 @@ impl BlobRead for PartialBlob {
                 .collect();
             if let (false, Some(me)) = (ahead.is_empty(), self.me.upgrade()) {
                 self.runtime
-                    .spawn(async move { me.fetch_chunks(&ahead).await });
+                    .spawn(async move { me.fetch_for_reader(&ahead).await });
             }
         }
         let missing: Vec<usize> = needed.clone().filter(|i| self.is_missing(*i)).collect();
         if !missing.is_empty() {
-            self.runtime.block_on(self.fetch_chunks(&missing));
+            self.runtime.block_on(self.fetch_for_reader(&missing));
+        }
+        if self.fill == Fill::Background && !self.fill_started.swap(true, Ordering::AcqRel) {
+            if let Some(me) = self.me.upgrade() {
+                self.chunked.start_fill(me, &self.runtime);
+            }
         }
         let mut filled = 0u64;
         for i in needed {

@@ -103,11 +103,16 @@ mod tests {
     fn reads_slightly_out_of_order_stay_sequential() {
         let ra = Readahead::default();
         let read = 128 << 10;
-        ra.after_read(ByteRange::at(0, read));
-        ra.after_read(ByteRange::at(2 * read, read));
-        ra.after_read(ByteRange::at(read, read));
-        let r = ra.after_read(ByteRange::at(3 * read, read));
-        assert!(r.is_some_and(|r| r.start() == 4 * read), "{r:?}");
+        let asked: Vec<ByteRange> = [0, 2, 1, 3, 5, 4, 6]
+            .iter()
+            .filter_map(|k| ra.after_read(ByteRange::at(k * read, read)))
+            .collect();
+        assert_eq!(asked.first().map(|r| r.start()), Some(3 * read), "{asked:?}");
+        for pair in asked.windows(2) {
+            assert_eq!(pair[0].end(), pair[1].start(), "{asked:?}");
+        }
+        let end = asked.last().map_or(0, |r| r.end());
+        assert!(end >= 7 * read + 4 * WINDOW_MIN, "the window kept growing: {asked:?}");
     }
 
     #[test]
