@@ -593,3 +593,119 @@ fn the_quota_counts_chunks_and_evicts_those_of_closed_images() {
     // What is left of the image still reads right (evicted chunks are fetched again).
     scattered(&daemon.path("img"), &image_bytes, image.index.size(), 8);
 }
+
+#[test]
+fn an_origin_file_replaced_mid_read_is_never_mixed_in() {
+    require_fuse!();
+    let image = image();
+    let nginx = origin_with(image, |_| {});
+    let node = node_for(image, &nginx);
+    let daemon = node.mount();
+    let path = daemon.path("img");
+    let source = std::fs::read(&image.file).expect("read image");
+    let size = image.index.size();
+    // Readahead only runs forward: the region read after the change lies before this one
+    // (and away from the squashfs metadata prefetched at open).
+    let first = (size * 3 / 4, 4096usize);
+    let got = pread(&path, first.0, first.1).expect("read before the change");
+    assert!(got == source[first.0 as usize..first.0 as usize + first.1]);
+
+    // Another version at the same URL: shifted by a page and longer (a new ETag), so no chunk
+    // of it sits where the index expects it.
+    let _ = nginx.log();
+    let mut changed = vec![0u8; 4096];
+    changed.extend_from_slice(&source);
+    nginx.put("img/image", changed);
+    let before = nginx.log().count("/img/image");
+
+    let far = size / 4;
+    match pread(&path, far, 65536) {
+        Ok(_) => panic!("a region not fetched before the change was served"),
+        Err(e) => assert_eq!(e.raw_os_error(), Some(libc::EIO), "{e}"),
+    }
+    let log = nginx.log();
+    let after: Vec<_> = log.for_uri("/img/image").into_iter().skip(before).collect();
+    assert!(!after.is_empty(), "the read asked the origin");
+    // nginx answers a Range request with 200 only when its If-Range names another version.
+    assert!(
+        after.iter().all(|r| r.status == 200 && r.range.is_some()),
+        "ranged requests after the change carry If-Range: {log}"
+    );
+    assert!(
+        daemon.log().contains("changed while being read"),
+        "the daemon log says the origin changed"
+    );
+    // What was fetched before the change still serves.
+    let again = pread(&path, first.0, first.1).expect("read of the chunks held");
+    assert!(again == source[first.0 as usize..first.0 as usize + first.1]);
+}
+
+/// Waits until the complete blob of `image` is in `node`'s store, and checks it.
+fn wait_for_complete_blob(node: &Lazycas, image: &Image) {
+    let blob = node.blob_path(&image.sha256);
+    assert!(
+        wait_until(Duration::from_secs(240), || blob.exists()),
+        "the complete blob {} never appeared",
+        blob.display()
+    );
+    assert_eq!(common::sha256_file(&blob), image.sha256);
+}
+
+#[test]
+fn fill_background_fetches_the_rest_after_the_first_read() {
+    require_fuse!();
+    let image = image();
+    let nginx = origin_with(image, |_| {});
+    let mut node = Lazycas::new();
+    let mut asset = chunked_asset("img", &nginx.url("img/image"), image);
+    asset.extra.push_str("fill = \"background\"\n");
+    node.add_asset(asset);
+    let daemon = node.mount();
+    let path = daemon.path("img");
+    let source = std::fs::read(&image.file).expect("read image");
+    assert_eq!(image_bytes_served(&nginx), 0, "opening fetches nothing yet");
+    let at = image.index.size() / 2;
+    let got = pread(&path, at, 4096).expect("first read");
+    assert!(got == source[at as usize..at as usize + 4096]);
+    wait_for_complete_blob(&node, image);
+    let fetched = image_bytes_served(&nginx);
+    assert!(
+        fetched >= image.index.size() && fetched <= image.index.size() + image.index.size() / 10,
+        "the fill fetched {fetched} bytes of a {} byte image",
+        image.index.size()
+    );
+    let whole = read_within(&path, Duration::from_secs(120)).expect("full read");
+    assert!(whole == source);
+    assert_eq!(image_bytes_served(&nginx), fetched, "nothing fetched twice");
+}
+
+#[test]
+fn a_global_fill_applies_to_assets_that_do_not_say_and_on_demand_stays_lazy() {
+    require_fuse!();
+    let image = image();
+    let nginx = origin_with(image, |_| {});
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("random.bin");
+    std::fs::write(&file, common::random_bytes(8 << 20, 78)).expect("write random");
+    let random = Image::indexed(dir, PathBuf::new(), file);
+    nginx.put("img/random", std::fs::read(&random.file).expect("read random"));
+    nginx.put(
+        "img/random.lazycas-index",
+        std::fs::read(&random.index_file).expect("read random index"),
+    );
+    let mut node = node_for(image, &nginx);
+    node.config.extra.push_str("fill = \"background\"\n");
+    let mut lazy = chunked_asset("rnd", &nginx.url("img/random"), &random);
+    lazy.extra.push_str("fill = \"on-demand\"\n");
+    node.add_asset(lazy);
+    let daemon = node.mount();
+    pread(&daemon.path("rnd"), 0, 4096).expect("first read of rnd");
+    pread(&daemon.path("img"), 0, 4096).expect("first read of img");
+    wait_for_complete_blob(&node, image);
+    let rnd_fetched = nginx.log().bytes_served("/img/random");
+    assert!(
+        rnd_fetched < random.index.size() / 4,
+        "an on-demand asset is not filled: {rnd_fetched} bytes fetched"
+    );
+    assert!(!node.blob_path(&random.sha256).exists());
+}

@@ -232,7 +232,15 @@ pub fn ls(config: &Config) -> Result<(), Failure> {
             Some(d) => store.blob(&d).map_err(|e| Failure::Runtime(e.into()))?,
             None => None,
         };
-        let size = held.map(|h| h.size).or(a.config.size);
+        let partly = match held {
+            Some(_) => None,
+            None => crate::content::resident_in_store(&store, &a.source()),
+        };
+        let size = held
+            .map(|h| h.size)
+            .or(partly.map(|(_, size)| size))
+            .or(a.config.size);
+        let resident = held.map(|h| h.size).or(partly.map(|(n, _)| n)).unwrap_or(0);
         let from = match a.origin {
             Origin::Config => "config",
             Origin::Added => "added",
@@ -243,7 +251,7 @@ pub fn ls(config: &Config) -> Result<(), Failure> {
             a.name(),
             a.config.kind.as_str(),
             size.map(format_size).unwrap_or_else(|| "?".into()),
-            format_size(held.map(|h| h.size).unwrap_or(0)),
+            format_size(resident),
             from,
             a.digest()
                 .map(|d| d.to_string())
@@ -338,9 +346,11 @@ pub fn status(config: &Config, as_json: bool) -> Result<(), Failure> {
     let assets: Vec<_> = catalog
         .assets()
         .map(|a| {
-            let resident = a.digest().and_then(|d| store.blob(&d).ok().flatten()).map(|b| b.size).unwrap_or(0);
+            let complete = a.digest().and_then(|d| store.blob(&d).ok().flatten()).map(|b| b.size);
+            let partly = complete.is_none().then(|| crate::content::resident_in_store(&store, &a.source())).flatten();
+            let resident = complete.or(partly.map(|(n, _)| n)).unwrap_or(0);
             json!({"name": a.name(), "digest": a.digest().map(|d| d.to_string()), "resident": resident,
-                   "size": a.config.size})
+                   "size": a.config.size.or(partly.map(|(_, size)| size)), "partly_present": partly.is_some()})
         })
         .collect();
     let counter = |name: &str| {
@@ -394,6 +404,17 @@ pub fn status(config: &Config, as_json: bool) -> Result<(), Failure> {
         "chunks:         {} (partly present images)",
         format_size(store.chunks().used_bytes())
     );
+    for a in &assets {
+        if a["partly_present"] == json!(true) {
+            let (held, size) = (a["resident"].as_u64(), a["size"].as_u64());
+            println!(
+                "  {}: {} of {}",
+                a["name"].as_str().unwrap_or("?"),
+                format_size(held.unwrap_or(0)),
+                size.map(format_size).unwrap_or_else(|| "?".into())
+            );
+        }
+    }
     println!(
         "quota:          {}",
         config

@@ -53,6 +53,33 @@ use recent::RecentChunks;
 use versions::Versions;
 pub use partial::PartialBlob;
 
+/// Bytes of `src`'s chunks `store` holds, with its size, when `src` has a pinned index the
+/// chunk store keeps (what `lazycas ls` and `status` show for partly present blobs).
+pub fn resident_in_store(store: &Store, src: &Source) -> Option<(u64, u64)> {
+    Some(held_bytes(store, &stored_index(store, src)?))
+}
+
+/// `src`'s pinned index, if the chunk store keeps it (checked against the pin, parsed).
+fn stored_index(store: &Store, src: &Source) -> Option<ChunkIndex> {
+    let pin = src.index.as_ref()?;
+    let bytes = store.chunks().get(&pin.digest).ok()??;
+    let index = ChunkIndex::parse(&bytes, &pin.digest).ok()?;
+    src.expected
+        .is_none_or(|d| d == index.file_digest())
+        .then_some(index)
+}
+
+/// Bytes of `index`'s chunks `store` holds, with the file's size.
+fn held_bytes(store: &Store, index: &ChunkIndex) -> (u64, u64) {
+    let chunks = store.chunks();
+    let held = (0..index.chunks().len())
+        .filter(|&i| chunks.contains(&index.chunks()[i].digest))
+        .filter_map(|i| index.chunk_range(i))
+        .map(|r| r.len())
+        .sum();
+    (held, index.size())
+}
+
 /// Bytes of the chunks verified last kept in memory (twice the largest readahead window).
 const RECENT_BUDGET: usize = 64 << 20;
 
@@ -97,16 +124,18 @@ impl Chunked {
         self.indexes.lock().get(&pin.digest).cloned()
     }
 
-    /// Bytes of `src`'s chunks held, with its size, when its index is loaded.
+    /// Bytes of `src`'s chunks held, with its size, when its index is loaded here or kept in
+    /// the chunk store (then it is loaded, without any network).
     pub fn resident(&self, src: &Source) -> Option<(u64, u64)> {
-        let index = self.loaded_index(src)?;
-        let chunks = self.store.chunks();
-        let held = (0..index.chunks().len())
-            .filter(|&i| chunks.contains(&index.chunks()[i].digest))
-            .filter_map(|i| index.chunk_range(i))
-            .map(|r| r.len())
-            .sum();
-        Some((held, index.size()))
+        let index = match self.loaded_index(src) {
+            Some(index) => index,
+            None => {
+                let index = Arc::new(stored_index(&self.store, src)?);
+                let pin = src.index.as_ref()?;
+                self.indexes.lock().entry(pin.digest).or_insert(index).clone()
+            }
+        };
+        Some(held_bytes(&self.store, &index))
     }
 
     /// The index of `src` (pinned by `pin`): in memory, in the chunk store, or fetched once
