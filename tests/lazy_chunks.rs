@@ -347,6 +347,43 @@ fn a_restart_keeps_the_chunks_already_fetched() {
     drop(daemon);
     let before = nginx.log();
     let daemon = node.mount();
+    // Before any open after the restart: the partly present image shows as such, from the
+    // index and chunks kept in the store.
+    let status = node.cli(&["status", "--json"]);
+    status.assert_success();
+    let status: serde_json::Value = serde_json::from_str(&status.stdout).expect("status json");
+    let entry = status["assets"]
+        .as_array()
+        .and_then(|a| a.iter().find(|e| e["name"] == "img"))
+        .expect("img in status");
+    let resident = entry["resident"].as_u64().expect("resident");
+    assert_eq!(entry["partly_present"], serde_json::json!(true), "{entry}");
+    assert!(
+        resident >= region.1 as u64 && resident < size,
+        "status says {resident} bytes of img resident"
+    );
+    let text = node.cli(&["status"]);
+    assert!(
+        text.stdout.contains("  img: "),
+        "status lists the partly present image: {}",
+        text.stdout
+    );
+    let ls = node.cli(&["ls"]);
+    ls.assert_success();
+    let line = ls
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("img "))
+        .unwrap_or_else(|| panic!("img in ls: {}", ls.stdout));
+    let columns: Vec<&str> = line.split_whitespace().collect();
+    assert!(
+        columns.len() > 3 && columns[3] != "0B" && columns[2] != columns[3],
+        "ls shows part of img resident: {line}"
+    );
+    let by_digest = daemon.path(&format!("sha256/{}", image.sha256));
+    let cached = common::xattr::get_string(&by_digest, "user.lazycas.cached")
+        .expect("getxattr on sha256/<hex>");
+    assert_eq!(cached, format!("{resident}/{size}"), "sha256/ node");
     let got = pread(&daemon.path("img"), region.0, region.1).expect("read after restart");
     assert!(got == source[region.0 as usize..region.0 as usize + region.1]);
     let after = nginx.log();

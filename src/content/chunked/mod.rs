@@ -125,17 +125,13 @@ impl Chunked {
     }
 
     /// Bytes of `src`'s chunks held, with its size, when its index is loaded here or kept in
-    /// the chunk store (then it is loaded, without any network).
+    /// the chunk store (read from there each time, without any network: loading it for reads
+    /// is `ensure_index`'s, which also prefetches the image's metadata).
     pub fn resident(&self, src: &Source) -> Option<(u64, u64)> {
-        let index = match self.loaded_index(src) {
-            Some(index) => index,
-            None => {
-                let index = Arc::new(stored_index(&self.store, src)?);
-                let pin = src.index.as_ref()?;
-                self.indexes.lock().entry(pin.digest).or_insert(index).clone()
-            }
-        };
-        Some(held_bytes(&self.store, &index))
+        match self.loaded_index(src) {
+            Some(index) => Some(held_bytes(&self.store, &index)),
+            None => resident_in_store(&self.store, src),
+        }
     }
 
     /// The index of `src` (pinned by `pin`): in memory, in the chunk store, or fetched once
