@@ -1,8 +1,10 @@
-//! [`PartialBlob`]: a [`BlobRead`] over a chunk index. A read copies present chunks from the
-//! chunk store; missing ones are fetched first (neighbours coalesced into runs of at most
-//! [`RUN_MAX`] bytes, runs in parallel), a sequential reader's readahead in the background.
-//! Each caller claims the chunks it fetches ([`Claims`]), so concurrent readers of one chunk
-//! cause one fetch.
+//! [`PartialBlob`]: a [`BlobRead`] over a chunk index. A read copies present chunks from memory
+//! (chunks verified last) or the chunk store; missing ones are fetched first (neighbours
+//! coalesced into runs of at most [`RUN_MAX`] bytes, runs in parallel), a sequential reader's
+//! readahead (`readahead`) in the background. Each caller claims the chunks it fetches
+//! (`claims`), so concurrent readers of one chunk cause one fetch, and each waiter is served
+//! when its chunk is stored. Range requests name the version of the file first seen
+//! (`versions`); `fill = "background"` starts a fill after the first read (`fill`).
 
 use std::io;
 use std::ops::Range;
@@ -331,6 +333,23 @@ impl PartialBlob {
         });
     }
 
+    /// Starts fetching, in the background, what the readahead says should follow a read of
+    /// `want` (chunks `needed`).
+    fn read_ahead_of(&self, want: ByteRange, needed: &Range<usize>) {
+        let Some(ahead) = self.readahead.after_read(want) else {
+            return;
+        };
+        let ahead: Vec<usize> = self
+            .index
+            .chunks_covering(ahead)
+            .filter(|i| !needed.contains(i) && self.is_missing(*i))
+            .collect();
+        if let (false, Some(me)) = (ahead.is_empty(), self.me.upgrade()) {
+            self.runtime
+                .spawn(async move { me.fetch_for_reader(&ahead).await });
+        }
+    }
+
     /// Copies chunk `i`'s part of `want` into `buf` (which holds `want`); fetches the chunk
     /// once more if it is missing (or was torn).
     fn copy_chunk(&self, i: usize, want: ByteRange, buf: &mut [u8]) -> io::Result<()> {
@@ -391,17 +410,7 @@ impl BlobRead for PartialBlob {
             return Ok(0);
         }
         let needed = self.index.chunks_covering(want);
-        if let Some(ahead) = self.readahead.after_read(want) {
-            let ahead: Vec<usize> = self
-                .index
-                .chunks_covering(ahead)
-                .filter(|i| !needed.contains(i) && self.is_missing(*i))
-                .collect();
-            if let (false, Some(me)) = (ahead.is_empty(), self.me.upgrade()) {
-                self.runtime
-                    .spawn(async move { me.fetch_for_reader(&ahead).await });
-            }
-        }
+        self.read_ahead_of(want, &needed);
         let missing: Vec<usize> = needed.clone().filter(|i| self.is_missing(*i)).collect();
         if !missing.is_empty() {
             self.runtime.block_on(self.fetch_for_reader(&missing));
