@@ -926,6 +926,27 @@ insecure = true
     }
 
     #[test]
+    fn fill_is_global_and_per_asset() {
+        let asset = |extra: &str| {
+            format!(
+                "[[asset]]\nname = \"a\"\nurl = \"http://x/a\"\nsha256 = \"{HEX}\"\nindex_sha256 = \"{HEX}\"\n{extra}"
+            )
+        };
+        let plain = Config::parse(&asset(""), None).unwrap();
+        assert_eq!(plain.fill, Fill::OnDemand);
+        assert_eq!(plain.assets[0].fill, None);
+        let global = Config::parse(&format!("fill = \"background\"\n{}", asset("")), None).unwrap();
+        assert_eq!(global.fill, Fill::Background);
+        let own = Config::parse(&asset("fill = \"on-demand\"\n"), None).unwrap();
+        let pin = own.assets[0].source().index.unwrap();
+        assert_eq!(pin.fill, Some(Fill::OnDemand));
+        let e = Config::parse("fill = \"sometimes\"\n", None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("fill"), "{e}");
+    }
+
+    #[test]
     fn errors_name_the_key() {
         let e = Config::parse("quotaa = \"1G\"\n", None)
             .unwrap_err()

@@ -727,7 +727,10 @@ fn a_global_fill_applies_to_assets_that_do_not_say_and_on_demand_stays_lazy() {
     let file = dir.path().join("random.bin");
     std::fs::write(&file, common::random_bytes(8 << 20, 78)).expect("write random");
     let random = Image::indexed(dir, PathBuf::new(), file);
-    nginx.put("img/random", std::fs::read(&random.file).expect("read random"));
+    nginx.put(
+        "img/random",
+        std::fs::read(&random.file).expect("read random"),
+    );
     nginx.put(
         "img/random.lazycas-index",
         std::fs::read(&random.index_file).expect("read random index"),

@@ -117,7 +117,10 @@ mod tests {
         assert!(!v.same_file(etag.as_ref()));
         let date = Validator::of(&headers(Some("\"a\""), Some(LATER)));
         assert!(!v.same_file(date.as_ref()));
-        assert!(!v.same_file(None), "a response without a validator cannot be trusted");
+        assert!(
+            !v.same_file(None),
+            "a response without a validator cannot be trusted"
+        );
         let only_date = Validator::of(&headers(None, Some(DATE)));
         assert!(v.same_file(only_date.as_ref()), "the one they share agrees");
     }

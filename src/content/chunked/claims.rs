@@ -40,11 +40,7 @@ pub struct Claimed<'a> {
 
 impl ClaimTable {
     /// Claims those of `digests` not claimed yet (skipping ones `held` says are stored).
-    pub fn claim<'a>(
-        &'a self,
-        digests: &[Digest],
-        held: impl Fn(&Digest) -> bool,
-    ) -> Claimed<'a> {
+    pub fn claim<'a>(&'a self, digests: &[Digest], held: impl Fn(&Digest) -> bool) -> Claimed<'a> {
         let owner = self.next_owner.fetch_add(1, Ordering::Relaxed);
         let mut claimed = Claimed {
             claims: Claims {

@@ -98,7 +98,10 @@ mod tests {
         tokio::task::yield_now().await;
         drop(first);
         tokio::task::yield_now().await;
-        assert!(!waiter.is_finished(), "one foreground fetch is still in flight");
+        assert!(
+            !waiter.is_finished(),
+            "one foreground fetch is still in flight"
+        );
         drop(second);
         waiter.await.expect("the waiter wakes");
     }

@@ -49,9 +49,9 @@ use crate::store::{BlobInfo, BlobRead, Store, StoreError};
 
 use claims::ClaimTable;
 use fill::Priority;
+pub use partial::PartialBlob;
 use recent::RecentChunks;
 use versions::Versions;
-pub use partial::PartialBlob;
 
 /// Bytes of `src`'s chunks `store` holds, with its size, when `src` has a pinned index the
 /// chunk store keeps (what `lazycas ls` and `status` show for partly present blobs).

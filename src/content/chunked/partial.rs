@@ -109,7 +109,10 @@ impl PartialBlob {
             .copied()
             .filter(|&i| i < self.index.chunks().len())
             .collect();
-        let digests: Vec<Digest> = wanted.iter().map(|&i| self.index.chunks()[i].digest).collect();
+        let digests: Vec<Digest> = wanted
+            .iter()
+            .map(|&i| self.index.chunks()[i].digest)
+            .collect();
         let claimed = self.chunked.claims.claim(&digests, |d| chunks.contains(d));
         let mine: Vec<usize> = claimed.mine.iter().map(|&pos| wanted[pos]).collect();
         let owner = claimed.claims.owner();

@@ -92,7 +92,11 @@ mod tests {
         }
         assert!(!asked.is_empty());
         for pair in asked.windows(2) {
-            assert_eq!(pair[0].end(), pair[1].start(), "no byte asked for twice: {asked:?}");
+            assert_eq!(
+                pair[0].end(),
+                pair[1].start(),
+                "no byte asked for twice: {asked:?}"
+            );
         }
         let last = asked.last().unwrap();
         assert!(last.end() >= 200 * read + WINDOW_MAX / 2, "{last:?}");
@@ -107,12 +111,19 @@ mod tests {
             .iter()
             .filter_map(|k| ra.after_read(ByteRange::at(k * read, read)))
             .collect();
-        assert_eq!(asked.first().map(|r| r.start()), Some(3 * read), "{asked:?}");
+        assert_eq!(
+            asked.first().map(|r| r.start()),
+            Some(3 * read),
+            "{asked:?}"
+        );
         for pair in asked.windows(2) {
             assert_eq!(pair[0].end(), pair[1].start(), "{asked:?}");
         }
         let end = asked.last().map_or(0, |r| r.end());
-        assert!(end >= 7 * read + 4 * WINDOW_MIN, "the window kept growing: {asked:?}");
+        assert!(
+            end >= 7 * read + 4 * WINDOW_MIN,
+            "the window kept growing: {asked:?}"
+        );
     }
 
     #[test]
