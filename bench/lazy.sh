@@ -192,24 +192,16 @@ served_requests() { awk -v u="$1" 'index($7, u) == 1 { n++ } END { print n + 0 }
 clear_log() { : >"$access"; }
 
 # --- lazycas ------------------------------------------------------------------------------------
-cat >"$work/lazycas.toml" <<EOF
-store = "$work/store"
-${BENCH_CONFIG:-}
-
-[[asset]]
-name = "img"
-url = "$url1"
-sha256 = "$(sha256sum "$v1" | cut -d' ' -f1)"
-index_sha256 = "$(cat "$v1.pin")"
-kind = "file"
-
-[[asset]]
-name = "img2"
-url = "$url2"
-sha256 = "$(sha256sum "$v2" | cut -d' ' -f1)"
-index_sha256 = "$(cat "$v2.pin")"
-kind = "file"
-EOF
+# asset NAME URL IMAGE: a catalog entry pinning IMAGE's sha256 and its index.
+asset() {
+    printf '\n[[asset]]\nname = "%s"\nurl = "%s"\nsha256 = "%s"\nindex_sha256 = "%s"\nkind = "file"\n' \
+        "$1" "$2" "$(sha256sum "$3" | cut -d' ' -f1)" "$(cat "$3.pin")"
+}
+{
+    printf 'store = "%s"\n%s\n' "$work/store" "${BENCH_CONFIG:-}"
+    asset img "$url1" "$v1"
+    asset img2 "$url2" "$v2"
+} >"$work/lazycas.toml"
 
 fresh_daemon() {
     stop_daemon

@@ -131,6 +131,24 @@ fn chunked_asset(name: &str, url: &str, image: &Image) -> Asset {
     asset
 }
 
+/// A second content: 8 MiB of random bytes from `seed` with its own index, served by `nginx`
+/// at `/img/random[.lazycas-index]`.
+fn random_content_at(nginx: &Nginx, seed: u64) -> Image {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("random.bin");
+    std::fs::write(&file, common::random_bytes(8 << 20, seed)).expect("write random");
+    let random = Image::indexed(dir, PathBuf::new(), file);
+    nginx.put(
+        "img/random",
+        std::fs::read(&random.file).expect("read random"),
+    );
+    nginx.put(
+        "img/random.lazycas-index",
+        std::fs::read(&random.index_file).expect("read random index"),
+    );
+    random
+}
+
 /// Body bytes nginx sent for the image (not counting the index).
 fn image_bytes_served(nginx: &impl Origin) -> u64 {
     nginx.log().bytes_served("/img/image")
@@ -563,19 +581,7 @@ fn the_quota_counts_chunks_and_evicts_those_of_closed_images() {
     require_fuse!();
     let image = image();
     let nginx = origin_with(image, |_| {});
-    // A second content: 8 MiB of random bytes with its own index.
-    let dir = tempfile::tempdir().expect("tempdir");
-    let file = dir.path().join("random.bin");
-    std::fs::write(&file, common::random_bytes(8 << 20, 77)).expect("write random");
-    let random = Image::indexed(dir, PathBuf::new(), file);
-    nginx.put(
-        "img/random",
-        std::fs::read(&random.file).expect("read random"),
-    );
-    nginx.put(
-        "img/random.lazycas-index",
-        std::fs::read(&random.index_file).expect("read random index"),
-    );
+    let random = random_content_at(&nginx, 77);
     let quota: u64 = 3 << 20;
     let mut node = node_for(image, &nginx);
     node.config.quota = Some(quota.to_string());
@@ -723,18 +729,7 @@ fn a_global_fill_applies_to_assets_that_do_not_say_and_on_demand_stays_lazy() {
     require_fuse!();
     let image = image();
     let nginx = origin_with(image, |_| {});
-    let dir = tempfile::tempdir().expect("tempdir");
-    let file = dir.path().join("random.bin");
-    std::fs::write(&file, common::random_bytes(8 << 20, 78)).expect("write random");
-    let random = Image::indexed(dir, PathBuf::new(), file);
-    nginx.put(
-        "img/random",
-        std::fs::read(&random.file).expect("read random"),
-    );
-    nginx.put(
-        "img/random.lazycas-index",
-        std::fs::read(&random.index_file).expect("read random index"),
-    );
+    let random = random_content_at(&nginx, 78);
     let mut node = node_for(image, &nginx);
     node.config.extra.push_str("fill = \"background\"\n");
     let mut lazy = chunked_asset("rnd", &nginx.url("img/random"), &random);
