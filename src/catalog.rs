@@ -379,6 +379,7 @@ fn parse_row(
         kind: AssetKind::parse(kind).ok_or_else(|| format!("kind {kind:?}"))?,
         index_sha256: digest("index_sha256", index)?,
         size: size.map(|s| s.max(0) as u64),
+        fill: None,
         name: name.to_string(),
     })
 }
@@ -437,6 +438,7 @@ mod tests {
             kind: AssetKind::File,
             index_sha256: None,
             size: None,
+            fill: None,
         }
     }
 

@@ -13,7 +13,7 @@ use serde::Deserialize;
 use url::Url;
 
 use crate::digest::Digest;
-use crate::source::{IndexPin, Location, Source, WeakAlgorithm, WeakPin};
+use crate::source::{Fill, IndexPin, Location, Source, WeakAlgorithm, WeakPin};
 
 /// A configuration problem; `Display` is one line naming the file and the key.
 #[derive(Debug, thiserror::Error)]
@@ -147,6 +147,8 @@ pub struct AssetConfig {
     pub index_sha256: Option<Digest>,
     /// The blob's size, when the publisher knows it (lets `ls -l` show it before any fetch).
     pub size: Option<u64>,
+    /// `fill =` for this asset's chunks nobody read (`None`: the global setting).
+    pub fill: Option<Fill>,
 }
 
 impl AssetConfig {
@@ -160,7 +162,7 @@ impl AssetConfig {
             size_hint: self.size,
             index: self
                 .index_sha256
-                .map(|d| IndexPin::beside(d, &self.location)),
+                .map(|d| IndexPin::beside(d, &self.location).with_fill(self.fill)),
         }
     }
 }
@@ -307,6 +309,8 @@ pub struct Config {
     pub archive_cache: u64,
     /// Catalog assets from the file.
     pub assets: Vec<AssetConfig>,
+    /// What happens to the chunks of range-lazy blobs nobody read, unless an asset says.
+    pub fill: Fill,
     /// Registry settings by `host[:port]`.
     pub registries: BTreeMap<String, RegistryConfig>,
     /// Library and shub hosts.
@@ -335,6 +339,8 @@ struct RawConfig {
     allow_other: bool,
     archive_cache: Option<String>,
     #[serde(default)]
+    fill: Fill,
+    #[serde(default)]
     asset: Vec<RawAsset>,
     #[serde(default)]
     registries: BTreeMap<String, RegistryConfig>,
@@ -362,6 +368,7 @@ struct RawAsset {
     mirrors: Vec<String>,
     index_sha256: Option<String>,
     size: Option<u64>,
+    fill: Option<Fill>,
 }
 
 /// Names the mount keeps for itself at the top level.
@@ -531,6 +538,7 @@ impl Config {
             allow_other: raw.allow_other,
             archive_cache,
             assets,
+            fill: raw.fill,
             registries: raw.registries,
             publishers: Publishers {
                 library_host: raw.library_host,
@@ -600,6 +608,7 @@ fn check_asset(a: RawAsset, allow_unpinned: bool) -> Result<AssetConfig, (&'stat
         weak,
         index_sha256,
         size: a.size,
+        fill: a.fill,
     })
 }
 
@@ -1004,6 +1013,27 @@ insecure = true
         .unwrap_err()
         .to_string();
         assert!(err.contains("registries.\"r:1\".readers"), "{err}");
+    }
+
+    #[test]
+    fn fill_is_global_and_per_asset() {
+        let asset = |extra: &str| {
+            format!(
+                "[[asset]]\nname = \"a\"\nurl = \"http://x/a\"\nsha256 = \"{HEX}\"\nindex_sha256 = \"{HEX}\"\n{extra}"
+            )
+        };
+        let plain = Config::parse(&asset(""), None).unwrap();
+        assert_eq!(plain.fill, Fill::OnDemand);
+        assert_eq!(plain.assets[0].fill, None);
+        let global = Config::parse(&format!("fill = \"background\"\n{}", asset("")), None).unwrap();
+        assert_eq!(global.fill, Fill::Background);
+        let own = Config::parse(&asset("fill = \"on-demand\"\n"), None).unwrap();
+        let pin = own.assets[0].source().index.unwrap();
+        assert_eq!(pin.fill, Some(Fill::OnDemand));
+        let e = Config::parse("fill = \"sometimes\"\n", None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("fill"), "{e}");
     }
 
     #[test]

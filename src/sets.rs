@@ -298,6 +298,7 @@ fn check_member(
             kind,
             index_sha256: None,
             size: raw.size,
+            fill: None,
         }),
         path,
     })

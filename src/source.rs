@@ -190,6 +190,21 @@ pub struct IndexPin {
     pub digest: Digest,
     /// Where the index file is, tried in order.
     pub urls: Vec<Url>,
+    /// Whether the chunks nobody read are fetched too; `None`: the config's global `fill`.
+    pub fill: Option<Fill>,
+}
+
+/// What happens to the chunks of a range-lazy blob that no reader asked for (`fill =` in the
+/// config, per asset or global).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Fill {
+    /// Fetched only when read.
+    #[default]
+    OnDemand,
+    /// After the first read, fetched in the background at low priority (foreground reads go
+    /// first), until the blob is complete.
+    Background,
 }
 
 impl IndexPin {
@@ -207,7 +222,16 @@ impl IndexPin {
             | Location::Registry { .. }
             | Location::Image(_) => Vec::new(),
         };
-        IndexPin { digest, urls }
+        IndexPin {
+            digest,
+            urls,
+            fill: None,
+        }
+    }
+
+    /// The same pin with the asset's own `fill` setting.
+    pub fn with_fill(self, fill: Option<Fill>) -> IndexPin {
+        IndexPin { fill, ..self }
     }
 }
 

@@ -126,6 +126,7 @@ pub fn add(config: &Config, a: AddArgs) -> Result<(), Failure> {
         kind,
         index_sha256,
         size,
+        fill: None,
     };
     let store = open_store(config)?;
     let conn = store.connect_db().map_err(|e| Failure::Runtime(e.into()))?;
@@ -242,11 +243,19 @@ pub fn ls(config: &Config) -> Result<(), Failure> {
         };
         let (size, resident, digest) = match &a.config.location {
             Location::Image(r) => super::images::asset_columns(&images, r),
-            _ => (
-                held.map(|h| h.size).or(a.config.size),
-                held.map(|h| h.size).unwrap_or(0),
-                a.digest().map(|d| d.to_string()),
-            ),
+            _ => {
+                let partly = match held {
+                    Some(_) => None,
+                    None => crate::content::resident_in_store(&store, &a.source()),
+                };
+                (
+                    held.map(|h| h.size)
+                        .or(partly.map(|(_, size)| size))
+                        .or(a.config.size),
+                    held.map(|h| h.size).or(partly.map(|(n, _)| n)).unwrap_or(0),
+                    a.digest().map(|d| d.to_string()),
+                )
+            }
         };
         let from = match a.origin {
             Origin::Config => "config",
@@ -374,9 +383,11 @@ pub fn status(config: &Config, as_json: bool) -> Result<(), Failure> {
             if let Location::Image(r) = &a.config.location {
                 return super::images::asset_json(&images, a.name(), r);
             }
-            let resident = a.digest().and_then(|d| store.blob(&d).ok().flatten()).map(|b| b.size).unwrap_or(0);
+            let complete = a.digest().and_then(|d| store.blob(&d).ok().flatten()).map(|b| b.size);
+            let partly = complete.is_none().then(|| crate::content::resident_in_store(&store, &a.source())).flatten();
+            let resident = complete.or(partly.map(|(n, _)| n)).unwrap_or(0);
             json!({"name": a.name(), "digest": a.digest().map(|d| d.to_string()), "resident": resident,
-                   "size": a.config.size})
+                   "size": a.config.size.or(partly.map(|(_, size)| size)), "partly_present": partly.is_some()})
         })
         .collect();
     let sets = catalog
@@ -437,6 +448,17 @@ pub fn status(config: &Config, as_json: bool) -> Result<(), Failure> {
         "chunks:         {} (partly present images)",
         format_size(store.chunks().used_bytes())
     );
+    for a in &assets {
+        if a["partly_present"] == json!(true) {
+            let (held, size) = (a["resident"].as_u64(), a["size"].as_u64());
+            println!(
+                "  {}: {} of {}",
+                a["name"].as_str().unwrap_or("?"),
+                format_size(held.unwrap_or(0)),
+                size.map(format_size).unwrap_or_else(|| "?".into())
+            );
+        }
+    }
     println!(
         "quota:          {}",
         config

@@ -34,7 +34,7 @@ use crate::store::{BlobInfo, BlobRead, ByteObserver, Store, StoreError, TempSink
 use weak::{Tee, WeakHash};
 
 pub use archives::{Archives, OpenArchive};
-pub use chunked::{Chunked, PartialBlob};
+pub use chunked::{resident_in_store, Chunked, PartialBlob};
 pub use flight::SingleFlight;
 pub use images::{Images, OpenImage};
 pub use registry::{Readers, RegistryError, RegistrySettings, ResolvedImage};
@@ -193,6 +193,11 @@ impl Content {
         *self.fetcher.write() = Arc::new(fetcher);
     }
 
+    /// Sets the config's global `fill` for range-lazy blobs (start, SIGHUP).
+    pub fn set_fill_default(&self, fill: crate::source::Fill) {
+        self.chunked.set_fill_default(fill);
+    }
+
     /// Replaces where `library://` and `shub://` references are asked (start, SIGHUP).
     pub fn set_publishers(&self, publishers: Publishers) {
         *self.publishers.write() = Arc::new(publishers);
@@ -265,7 +270,7 @@ impl Content {
     }
 
     /// Bytes held of a partly present `src` (its chunks), with its size; `None` unless it has
-    /// a pinned index loaded in this process.
+    /// a pinned index loaded in this process or kept in the chunk store.
     pub fn chunked_resident(&self, src: &Source) -> Option<(u64, u64)> {
         self.chunked.resident(src)
     }

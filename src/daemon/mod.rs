@@ -73,6 +73,7 @@ pub fn run(req: &MountRequest, config: Config) -> anyhow::Result<()> {
     let fetcher = Fetcher::new(FetchSettings::from_config(&config))?;
     let content = Arc::new(Content::new(store.clone(), fetcher, config.archive_cache)?);
     content.set_publishers(config.publishers.clone());
+    content.set_fill_default(config.fill);
     content.set_registry_settings(RegistrySettings::from_config(&config));
     let catalog =
         Arc::new(LiveCatalog::new(&config, store.connect_db()?).context("loading the catalog")?);
@@ -332,6 +333,7 @@ fn reload_config(path: &Path, req: &MountRequest, live: &Live) -> Result<(), Str
     }
     store.set_limits(limits_of(&c));
     live.content.set_publishers(c.publishers.clone());
+    live.content.set_fill_default(c.fill);
     let mut outcome = Ok(());
     live.content
         .set_registry_settings(RegistrySettings::from_config(&c));

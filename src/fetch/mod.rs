@@ -20,6 +20,7 @@ mod document;
 mod hashing;
 mod routes;
 mod span;
+mod validator;
 
 use std::io;
 use std::time::{Duration, Instant};
@@ -31,7 +32,8 @@ use crate::digest::Digest;
 
 pub use document::{Document, DocumentRequest};
 pub use routes::Routes;
-pub use span::{SpanAnswer, SpanSink};
+pub use span::{SpanAnswer, SpanReply, SpanSink};
+pub use validator::Validator;
 
 /// Receives a blob's bytes in order. `restart` is called before every attempt, so a sink can
 /// throw away what a failed source delivered.
@@ -167,6 +169,18 @@ pub enum FetchError {
         label: String,
         /// The I/O error.
         source: io::Error,
+    },
+    /// The file at the URL is another version than the one earlier ranges came from.
+    #[error("{label}: {url} changed while being read ({was}, now {now}): not mixing versions")]
+    Changed {
+        /// Asset name.
+        label: String,
+        /// Source URL.
+        url: String,
+        /// The validator of the version read so far.
+        was: String,
+        /// The validator the server answered with.
+        now: String,
     },
     /// The asset has no URL to try.
     #[error("{label}: no source to fetch from")]

@@ -3,6 +3,8 @@
 //! [`Fetcher::fetch_span`] asks one URL for one byte range and hands the body, in order and
 //! tagged with file offsets, to a callback; a server that ignores `Range` answers 200 and its
 //! whole body is handed over from offset 0 (the caller keeps what it can use).
+//! [`Fetcher::fetch_span_of_version`] does the same for one version of the file (`If-Range`
+//! with the validator of an earlier answer; see `validator`).
 //! [`Fetcher::fetch_pinned_document`] downloads a small file (a chunk index) into memory,
 //! verified against its pinned digest, through the same routes, mirrors, retries and deadlines
 //! as a blob (for documents whose digest is not known beforehand and whose status matters, see
@@ -16,6 +18,7 @@ use reqwest::StatusCode;
 use url::Url;
 
 use super::attempt::{self, Plan};
+use super::validator::Validator;
 use super::{BlobRequest, BlobSink, FetchError, Fetcher};
 use crate::config::Route;
 use crate::digest::Digest;
@@ -36,6 +39,15 @@ pub enum SpanAnswer {
 /// A document larger than this is refused (a chunk index of a 20 GiB image is ~7 MiB).
 const DOCUMENT_MAX: usize = 64 << 20;
 
+/// What a span request got: the kind of answer, and the version of the file it came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpanReply {
+    /// A range or the whole file.
+    pub answer: SpanAnswer,
+    /// The response's validator (strong `ETag` / `Last-Modified`), when it carried one.
+    pub validator: Option<Validator>,
+}
+
 impl Fetcher {
     /// `range` of the file at `url`, handed to `sink` as it arrives. `no_cache` asks caches on
     /// the way to revalidate (after the bytes from one source failed to verify).
@@ -47,10 +59,31 @@ impl Fetcher {
         no_cache: bool,
         sink: SpanSink<'_>,
     ) -> Result<SpanAnswer, FetchError> {
+        let reply = self
+            .fetch_span_of_version(label, url, range, no_cache, None, sink)
+            .await?;
+        Ok(reply.answer)
+    }
+
+    /// As [`Fetcher::fetch_span`], from the version of the file `version` identifies (a
+    /// validator an earlier answer from `url` carried): it is sent as `If-Range`, and an answer
+    /// from another version fails with [`FetchError::Changed`] before any byte reaches `sink`.
+    pub async fn fetch_span_of_version(
+        &self,
+        label: &str,
+        url: &Url,
+        range: ByteRange,
+        no_cache: bool,
+        version: Option<&Validator>,
+        sink: SpanSink<'_>,
+    ) -> Result<SpanReply, FetchError> {
         let mut last = FetchError::NoSource {
             label: label.to_string(),
         };
-        let no_headers = reqwest::header::HeaderMap::new();
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(v) = version {
+            v.add_if_range(&mut headers);
+        }
         for group in 0..self.routes.group_count() {
             let mut tried: Vec<Route> = Vec::new();
             while let Some((route, client)) = self.routes.pick(group, url, &tried) {
@@ -58,16 +91,18 @@ impl Fetcher {
                 let plan = Plan {
                     label,
                     url,
-                    headers: &no_headers,
+                    headers: &headers,
                     client: &client,
                     settings: &self.settings,
                     use_ranges: true,
                     no_cache,
                     progress: &|_| {},
                 };
-                let e = match span_attempt(&plan, range, sink).await {
-                    Ok(answer) => return Ok(answer),
-                    Err(e @ FetchError::Sink { .. }) => return Err(e),
+                let e = match span_attempt(&plan, range, version, sink).await {
+                    Ok(reply) => return Ok(reply),
+                    Err(e @ (FetchError::Sink { .. } | FetchError::Changed { .. })) => {
+                        return Err(e)
+                    }
                     Err(e) => e,
                 };
                 let proxy_down = e.is_proxy_down(&route);
@@ -104,12 +139,25 @@ impl Fetcher {
 }
 
 /// One GET with `Range` through one route, retried on 5xx and resets before the body starts.
+/// An answer from another version than `version` is refused before its body is read.
 async fn span_attempt(
     plan: &Plan<'_>,
     range: ByteRange,
+    version: Option<&Validator>,
     sink: SpanSink<'_>,
-) -> Result<SpanAnswer, FetchError> {
+) -> Result<SpanReply, FetchError> {
     let resp = attempt::with_retries(plan, || attempt::request(plan, Some(range))).await?;
+    let validator = Validator::of(resp.headers());
+    if let Some(v) = version {
+        if resp.status().is_success() && !v.same_file(validator.as_ref()) {
+            return Err(FetchError::Changed {
+                label: plan.label.to_string(),
+                url: plan.url.to_string(),
+                was: v.to_string(),
+                now: validator.map_or_else(|| "no validator".to_string(), |n| n.to_string()),
+            });
+        }
+    }
     let (answer, start, end) = match resp.status() {
         StatusCode::PARTIAL_CONTENT => {
             let start = attempt::content_range_start(plan, &resp)?;
@@ -148,7 +196,7 @@ async fn span_attempt(
         let msg = format!("short body: ended at {offset}, expected {end}");
         return Err(attempt::network(plan, msg));
     }
-    Ok(answer)
+    Ok(SpanReply { answer, validator })
 }
 
 /// Collects a document in memory, refusing one larger than [`DOCUMENT_MAX`].

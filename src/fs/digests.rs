@@ -153,7 +153,10 @@ impl Namespace for Digests {
             .unwrap_or_else(|| "store".to_string());
         let cached = match self.content.held(d)? {
             Some(info) => format!("{}/{}", info.size, info.size),
-            None => "0/unknown".to_string(),
+            None => match self.content.chunked_resident(&catalog.source_of(d)) {
+                Some((held, size)) => format!("{held}/{size}"),
+                None => "0/unknown".to_string(),
+            },
         };
         Ok(vec![
             (b"user.lazycas.digest".to_vec(), d.to_string().into_bytes()),

@@ -271,6 +271,7 @@ pub fn entries(conn: &Connection, dir: &DirectoryConfig) -> rusqlite::Result<Vec
             weak,
             index_sha256: None,
             size: l.size,
+            fill: None,
         });
     }
     Ok(out)

@@ -1,6 +1,7 @@
 //! Real container images for tests: a tree of real files (copied from the system's Python
-//! standard library and /usr/share/doc, up to a byte budget) plus random bytes, packed with
-//! `mksquashfs`, and wrapped in a SIF with `siftool` as its primary system partition.
+//! standard library, /usr/share/doc, then /usr/lib/x86_64-linux-gnu and /usr/share, up to a
+//! byte budget) plus random bytes, packed with `mksquashfs`, and wrapped in a SIF with `siftool`
+//! as its primary system partition.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -27,6 +28,9 @@ fn real_file_sources() -> Vec<PathBuf> {
         .unwrap_or_default();
     out.sort();
     out.push(PathBuf::from("/usr/share/doc"));
+    // For trees of a few hundred MiB (the range-lazy tests' image).
+    out.push(PathBuf::from("/usr/lib/x86_64-linux-gnu"));
+    out.push(PathBuf::from("/usr/share"));
     out
 }
 

@@ -24,8 +24,13 @@
 //! Not here: HTTP (`fetch`), the chunk files and their crash rule (`store::ChunkStore`), the
 //! index format (`chunk`).
 
+mod claims;
+mod fill;
 mod partial;
+mod readahead;
+mod recent;
 mod span_chunks;
+mod versions;
 
 use std::collections::{HashMap, HashSet};
 use std::io::{self, Write};
@@ -34,23 +39,63 @@ use std::sync::{Arc, OnceLock};
 
 use parking_lot::Mutex;
 use tokio::runtime::Handle;
-use tokio::sync::watch;
 
 use super::{ContentError, SingleFlight};
 use crate::chunk::ChunkIndex;
 use crate::digest::{Digest, Hasher};
 use crate::fetch::Fetcher;
-use crate::source::{IndexPin, Source};
-use crate::store::{BlobInfo, Store, StoreError};
+use crate::source::{Fill, IndexPin, Source};
+use crate::store::{BlobInfo, BlobRead, Store, StoreError};
 
+use claims::ClaimTable;
+use fill::Priority;
 pub use partial::PartialBlob;
+use recent::RecentChunks;
+use versions::Versions;
+
+/// Bytes of `src`'s chunks `store` holds, with its size, when `src` has a pinned index the
+/// chunk store keeps (what `lazycas ls` and `status` show for partly present blobs).
+pub fn resident_in_store(store: &Store, src: &Source) -> Option<(u64, u64)> {
+    Some(held_bytes(store, &stored_index(store, src)?))
+}
+
+/// `src`'s pinned index, if the chunk store keeps it (checked against the pin, parsed).
+fn stored_index(store: &Store, src: &Source) -> Option<ChunkIndex> {
+    let pin = src.index.as_ref()?;
+    let bytes = store.chunks().get(&pin.digest).ok()??;
+    let index = ChunkIndex::parse(&bytes, &pin.digest).ok()?;
+    src.expected
+        .is_none_or(|d| d == index.file_digest())
+        .then_some(index)
+}
+
+/// Bytes of `index`'s chunks `store` holds, with the file's size.
+fn held_bytes(store: &Store, index: &ChunkIndex) -> (u64, u64) {
+    let chunks = store.chunks();
+    let held = (0..index.chunks().len())
+        .filter(|&i| chunks.contains(&index.chunks()[i].digest))
+        .filter_map(|i| index.chunk_range(i))
+        .map(|r| r.len())
+        .sum();
+    (held, index.size())
+}
+
+/// Bytes of the chunks verified last kept in memory (twice the largest readahead window).
+const RECENT_BUDGET: usize = 64 << 20;
 
 /// Chunk indexes and chunk fetches of one process.
 pub struct Chunked {
     store: Arc<Store>,
     indexes: Mutex<HashMap<Digest, Arc<ChunkIndex>>>,
     index_flights: SingleFlight<Digest, Result<Arc<ChunkIndex>, Arc<ContentError>>>,
-    claims: Mutex<HashMap<Digest, watch::Receiver<bool>>>,
+    claims: ClaimTable,
+    versions: Versions,
+    priority: Priority,
+    recent: RecentChunks,
+    /// `fill` for sources whose asset does not say.
+    fill_default: Mutex<Fill>,
+    /// Blobs being filled in the background.
+    filling: Mutex<HashSet<Digest>>,
     runtime: OnceLock<Handle>,
     assembling: Mutex<HashSet<Digest>>,
 }
@@ -62,7 +107,12 @@ impl Chunked {
             store,
             indexes: Mutex::new(HashMap::new()),
             index_flights: SingleFlight::default(),
-            claims: Mutex::new(HashMap::new()),
+            claims: ClaimTable::default(),
+            versions: Versions::default(),
+            priority: Priority::default(),
+            recent: RecentChunks::new(RECENT_BUDGET),
+            fill_default: Mutex::new(Fill::OnDemand),
+            filling: Mutex::new(HashSet::new()),
             runtime: OnceLock::new(),
             assembling: Mutex::new(HashSet::new()),
         }
@@ -74,16 +124,14 @@ impl Chunked {
         self.indexes.lock().get(&pin.digest).cloned()
     }
 
-    /// Bytes of `src`'s chunks held, with its size, when its index is loaded.
+    /// Bytes of `src`'s chunks held, with its size, when its index is loaded here or kept in
+    /// the chunk store (read from there each time, without any network: loading it for reads
+    /// is `ensure_index`'s, which also prefetches the image's metadata).
     pub fn resident(&self, src: &Source) -> Option<(u64, u64)> {
-        let index = self.loaded_index(src)?;
-        let chunks = self.store.chunks();
-        let held = (0..index.chunks().len())
-            .filter(|&i| chunks.contains(&index.chunks()[i].digest))
-            .filter_map(|i| index.chunk_range(i))
-            .map(|r| r.len())
-            .sum();
-        Some((held, index.size()))
+        match self.loaded_index(src) {
+            Some(index) => Some(held_bytes(&self.store, &index)),
+            None => resident_in_store(&self.store, src),
+        }
     }
 
     /// The index of `src` (pinned by `pin`): in memory, in the chunk store, or fetched once
@@ -156,8 +204,35 @@ impl Chunked {
             .iter()
             .map(|c| AtomicBool::new(chunks.contains(&c.digest)))
             .collect();
-        let blob = PartialBlob::new(self.clone(), src, index, fetcher, runtime, present);
+        let fill = src
+            .index
+            .as_ref()
+            .and_then(|pin| pin.fill)
+            .unwrap_or(*self.fill_default.lock());
+        let blob = PartialBlob::new(self.clone(), src, index, fetcher, runtime, present, fill);
         Ok(blob)
+    }
+
+    /// Sets `fill` for sources whose asset does not say (the config's global setting).
+    pub fn set_fill_default(&self, fill: Fill) {
+        *self.fill_default.lock() = fill;
+    }
+
+    /// Starts filling `blob` in the background on `runtime`, unless a fill of it runs.
+    fn start_fill(&self, blob: Arc<PartialBlob>, runtime: &Handle) {
+        let digest = *blob.digest();
+        if !self.filling.lock().insert(digest) {
+            return;
+        }
+        let label = blob.label().to_string();
+        runtime.spawn(async move {
+            let chunked = blob.chunked().clone();
+            match blob.fill_rest().await {
+                0 => tracing::info!(asset = %label, "background fill done"),
+                n => tracing::warn!(asset = %label, "background fill stopped: {n} chunks could not be fetched"),
+            }
+            chunked.filling.lock().remove(&digest);
+        });
     }
 
     /// Puts the chunks of `index` together into a store blob, checked against the file's

@@ -1,8 +1,10 @@
-//! [`PartialBlob`]: a [`BlobRead`] over a chunk index. A read copies present chunks from the
-//! chunk store; missing ones are fetched first (neighbours coalesced into runs of at most
-//! [`RUN_MAX`] bytes, runs in parallel), a sequential reader's readahead in the background.
-//! Each caller claims the chunks it fetches ([`Claims`]), so concurrent readers of one chunk
-//! cause one fetch.
+//! [`PartialBlob`]: a [`BlobRead`] over a chunk index. A read copies present chunks from memory
+//! (chunks verified last) or the chunk store; missing ones are fetched first (neighbours
+//! coalesced into runs of at most [`RUN_MAX`] bytes, runs in parallel), a sequential reader's
+//! readahead (`readahead`) in the background. Each caller claims the chunks it fetches
+//! (`claims`), so concurrent readers of one chunk cause one fetch, and each waiter is served
+//! when its chunk is stored. Range requests name the version of the file first seen
+//! (`versions`); `fill = "background"` starts a fill after the first read (`fill`).
 
 use std::io;
 use std::ops::Range;
@@ -10,26 +12,22 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 
 use futures_util::StreamExt;
-use parking_lot::Mutex;
 use tokio::runtime::Handle;
-use tokio::sync::watch;
 use url::Url;
 
+use super::fill::Priority;
+use super::readahead::Readahead;
 use super::span_chunks::{CheckedChunk, SpanChunks};
 use super::Chunked;
 use crate::chunk::ChunkIndex;
 use crate::digest::Digest;
 use crate::fetch::Fetcher;
 use crate::range::ByteRange;
-use crate::source::{Location, Source};
+use crate::source::{Fill, Location, Source};
 use crate::store::BlobRead;
 
 /// The most bytes one range request asks for (a run of neighbouring missing chunks).
 pub const RUN_MAX: u64 = 4 << 20;
-
-/// The readahead window a sequential reader starts with, and the most it grows to.
-const READAHEAD_MIN: u64 = 512 << 10;
-const READAHEAD_MAX: u64 = 4 << 20;
 
 /// A blob read through its chunk index: present chunks from the chunk store, missing ones
 /// fetched on demand.
@@ -46,8 +44,11 @@ pub struct PartialBlob {
     runtime: Handle,
     present: Vec<AtomicBool>,
     present_count: AtomicUsize,
-    /// Where the last read ended, and the readahead window then.
-    readahead: Mutex<(u64, u64)>,
+    /// A sequential reader's window.
+    readahead: Readahead,
+    /// Whether the chunks nobody reads are fetched in the background after the first read.
+    fill: Fill,
+    fill_started: AtomicBool,
     /// False when the caller plans its own fetches ([`PartialBlob::stop_readahead`]).
     reads_ahead: AtomicBool,
 }
@@ -61,6 +62,7 @@ impl PartialBlob {
         fetcher: Arc<Fetcher>,
         runtime: Handle,
         present: Vec<AtomicBool>,
+        fill: Fill,
     ) -> Arc<PartialBlob> {
         let count = present.iter().filter(|p| p.load(Ordering::Relaxed)).count();
         let digests = index.chunks().iter().map(|c| &c.digest);
@@ -81,7 +83,9 @@ impl PartialBlob {
             runtime,
             present,
             present_count: AtomicUsize::new(count),
-            readahead: Mutex::new((u64::MAX, 0)),
+            readahead: Readahead::default(),
+            fill,
+            fill_started: AtomicBool::new(false),
             reads_ahead: AtomicBool::new(true),
         });
         if count == blob.present.len() {
@@ -94,7 +98,7 @@ impl PartialBlob {
     /// a decoder's chain of dependent reads is served locally.
     pub async fn prefetch(&self) {
         let wanted: Vec<usize> = self.index.prefetch_chunks().into_iter().flatten().collect();
-        self.fetch_chunks(&wanted).await;
+        self.fetch_for_reader(&wanted).await;
     }
 
     /// Bytes of the chunks known present (for `user.lazycas.cached`).
@@ -121,64 +125,77 @@ impl PartialBlob {
             .filter(|&i| self.is_missing(i))
             .collect();
         if !wanted.is_empty() {
-            self.runtime.block_on(self.fetch_chunks(&wanted));
+            self.runtime.block_on(self.fetch_for_reader(&wanted));
         }
     }
 
     /// Fetches those of `wanted` (chunk numbers, ascending) that are missing; chunks another
-    /// caller is fetching are waited for instead. Failures are logged; the reads that needed
-    /// a chunk find it missing.
-    async fn fetch_chunks(&self, wanted: &[usize]) {
+    /// caller is fetching are waited for instead (each until it arrives, not until the other
+    /// caller's whole fetch ends). Failures are logged; the reads that needed a chunk find it
+    /// missing.
+    pub(super) async fn fetch_chunks(&self, wanted: &[usize]) {
         let chunks = self.chunked.store.chunks();
-        let mut claims = Claims {
-            chunked: &self.chunked,
-            senders: Vec::new(),
-        };
-        let mut mine = Vec::new();
-        let mut waits = Vec::new();
-        {
-            let mut held = self.chunked.claims.lock();
-            for &i in wanted {
-                let Some(c) = self.index.chunks().get(i) else {
-                    continue;
-                };
-                if chunks.contains(&c.digest) {
-                    continue;
-                }
-                if let Some(rx) = held.get(&c.digest) {
-                    waits.push(rx.clone());
-                    continue;
-                }
-                let (tx, rx) = watch::channel(false);
-                held.insert(c.digest, rx);
-                claims.senders.push((c.digest, tx));
-                mine.push(i);
-            }
-        }
+        let wanted: Vec<usize> = wanted
+            .iter()
+            .copied()
+            .filter(|&i| i < self.index.chunks().len())
+            .collect();
+        let digests: Vec<Digest> = wanted
+            .iter()
+            .map(|&i| self.index.chunks()[i].digest)
+            .collect();
+        let claimed = self.chunked.claims.claim(&digests, |d| chunks.contains(d));
+        let mine: Vec<usize> = claimed.mine.iter().map(|&pos| wanted[pos]).collect();
+        let owner = claimed.claims.owner();
         let parallel = self.fetcher.settings().parallel.max(1);
         futures_util::stream::iter(self.runs(&mine))
-            .map(|run| self.fetch_run(run))
+            .map(|run| self.fetch_run(run, owner))
             .buffer_unordered(parallel)
             .collect::<Vec<()>>()
             .await;
-        drop(claims);
+        drop(claimed.claims);
         if !mine.is_empty() {
             let store = &self.chunked.store;
             if let Err(e) = store.enforce_limits(&store.limits(), 0) {
                 tracing::warn!(asset = %self.label, "making room after fetching chunks: {e}");
             }
         }
-        for mut rx in waits {
+        for mut rx in claimed.waits {
             // An error means the fetching caller went away: the read finds the chunk missing.
             let _ = rx.wait_for(|done| *done).await;
         }
-        for &i in wanted {
-            if let Some(c) = self.index.chunks().get(i) {
-                if chunks.contains(&c.digest) {
-                    self.mark_present(i);
-                }
+        for &i in &wanted {
+            if chunks.contains(&self.index.chunks()[i].digest) {
+                self.mark_present(i);
             }
         }
+    }
+
+    /// [`PartialBlob::fetch_chunks`] for a reader (a read, its readahead, an open's prefetch):
+    /// background fills wait while it is in flight.
+    async fn fetch_for_reader(&self, wanted: &[usize]) {
+        let _foreground = self.chunked.priority.foreground();
+        self.fetch_chunks(wanted).await;
+    }
+
+    /// The asset name, for log lines.
+    pub(super) fn label(&self) -> &str {
+        &self.label
+    }
+
+    /// The chunk table this blob reads through.
+    pub(super) fn chunked(&self) -> &Arc<Chunked> {
+        &self.chunked
+    }
+
+    /// The number of chunks of the blob.
+    pub(super) fn chunk_count(&self) -> usize {
+        self.index.chunks().len()
+    }
+
+    /// The foreground/background arbiter of this process.
+    pub(super) fn priority(&self) -> &Priority {
+        &self.chunked.priority
     }
 
     /// `chunks` (ascending) as runs of neighbours, each at most [`RUN_MAX`] bytes (or one
@@ -198,7 +215,7 @@ impl PartialBlob {
     }
 
     /// The file bytes of chunks `run` (non-empty, in range).
-    fn bytes_of(&self, run: Range<usize>) -> ByteRange {
+    pub(super) fn bytes_of(&self, run: Range<usize>) -> ByteRange {
         let start = self.index.chunk_range(run.start).map_or(0, |r| r.start());
         let end = self
             .index
@@ -207,8 +224,8 @@ impl PartialBlob {
         ByteRange::new(start, end)
     }
 
-    /// One run: from each URL in turn until every chunk of it is stored.
-    async fn fetch_run(&self, run: Range<usize>) {
+    /// One run (claimed by `owner`): from each URL in turn until every chunk of it is stored.
+    async fn fetch_run(&self, run: Range<usize>, owner: u64) {
         let mut todo = Some(run);
         let mut no_cache = false;
         for url in &self.urls {
@@ -218,14 +235,27 @@ impl PartialBlob {
             let range = self.bytes_of(run.clone());
             let mut spans = SpanChunks::new(&self.index);
             let mut bad = 0;
-            let mut keep = |c: CheckedChunk<'_>| self.keep_chunk(c, url, &mut bad);
+            let mut keep = |c: CheckedChunk<'_>| self.keep_chunk(c, url, owner, &mut bad);
             let mut sink = |offset: u64, data: &[u8]| spans.push(offset, data, &mut keep);
+            let version = self.chunked.versions.get(&self.digest, url);
             let answer = self
                 .fetcher
-                .fetch_span(&self.label, url, range, no_cache, &mut sink)
+                .fetch_span_of_version(
+                    &self.label,
+                    url,
+                    range,
+                    no_cache,
+                    version.as_ref(),
+                    &mut sink,
+                )
                 .await;
-            if let Err(e) = answer {
-                tracing::warn!("{e}");
+            match answer {
+                Ok(reply) => {
+                    if let (None, Some(v)) = (version, reply.validator) {
+                        self.chunked.versions.record(&self.digest, url, v);
+                    }
+                }
+                Err(e) => tracing::warn!("{e}"),
             }
             no_cache |= bad > 0;
             todo = self.still_missing(run);
@@ -241,8 +271,15 @@ impl PartialBlob {
         }
     }
 
-    /// Stores a verified chunk; logs and counts a mismatched one.
-    fn keep_chunk(&self, c: CheckedChunk<'_>, url: &Url, bad: &mut usize) -> io::Result<()> {
+    /// Stores a verified chunk and ends `owner`'s claim on it (its waiters are served at
+    /// once); logs and counts a mismatched one.
+    fn keep_chunk(
+        &self,
+        c: CheckedChunk<'_>,
+        url: &Url,
+        owner: u64,
+        bad: &mut usize,
+    ) -> io::Result<()> {
         let store = &self.chunked.store;
         match c {
             CheckedChunk::Verified { index, bytes } => {
@@ -251,8 +288,10 @@ impl PartialBlob {
                     .chunks()
                     .put(&digest, bytes)
                     .map_err(io::Error::other)?;
+                self.chunked.recent.insert(digest, bytes);
                 store.stats().chunk_fetched(url, bytes.len() as u64);
                 self.mark_present(index);
+                self.chunked.claims.release(owner, &digest);
             }
             CheckedChunk::Mismatch {
                 index,
@@ -288,7 +327,7 @@ impl PartialBlob {
     }
 
     /// Whether chunk `i` must be fetched.
-    fn is_missing(&self, i: usize) -> bool {
+    pub(super) fn is_missing(&self, i: usize) -> bool {
         let present = self
             .present
             .get(i)
@@ -328,18 +367,24 @@ impl PartialBlob {
         });
     }
 
-    /// Where the readahead for a read of `want` should end: past it by a window that doubles
-    /// while reads continue each other, and none for a read elsewhere.
-    fn fetch_end(&self, want: ByteRange) -> u64 {
-        let mut ra = self.readahead.lock();
-        let (last_end, window) = *ra;
-        let window = if want.start() == last_end && self.reads_ahead.load(Ordering::Relaxed) {
-            (window * 2).clamp(READAHEAD_MIN, READAHEAD_MAX)
-        } else {
-            0
+    /// Starts fetching, in the background, what the readahead says should follow a read of
+    /// `want` (chunks `needed`).
+    fn read_ahead_of(&self, want: ByteRange, needed: &Range<usize>) {
+        if !self.reads_ahead.load(Ordering::Relaxed) {
+            return;
+        }
+        let Some(ahead) = self.readahead.after_read(want) else {
+            return;
         };
-        *ra = (want.end(), window);
-        want.end().saturating_add(window)
+        let ahead: Vec<usize> = self
+            .index
+            .chunks_covering(ahead)
+            .filter(|i| !needed.contains(i) && self.is_missing(*i))
+            .collect();
+        if let (false, Some(me)) = (ahead.is_empty(), self.me.upgrade()) {
+            self.runtime
+                .spawn(async move { me.fetch_for_reader(&ahead).await });
+        }
     }
 
     /// Copies chunk `i`'s part of `want` into `buf` (which holds `want`); fetches the chunk
@@ -351,12 +396,16 @@ impl PartialBlob {
         let from = want.start().max(r.start());
         let to = want.end().min(r.end());
         let dst = &mut buf[(from - want.start()) as usize..(to - want.start()) as usize];
+        if self.chunked.recent.read(&c.digest, from - r.start(), dst) == Some(dst.len()) {
+            self.mark_present(i);
+            return Ok(());
+        }
         let chunks = self.chunked.store.chunks();
         let mut got = chunks
             .read(&c.digest, from - r.start(), dst)
             .map_err(io::Error::other)?;
         if got.is_none() {
-            self.runtime.block_on(self.fetch_chunks(&[i]));
+            self.runtime.block_on(self.fetch_for_reader(&[i]));
             got = chunks
                 .read(&c.digest, from - r.start(), dst)
                 .map_err(io::Error::other)?;
@@ -398,21 +447,15 @@ impl BlobRead for PartialBlob {
             return Ok(0);
         }
         let needed = self.index.chunks_covering(want);
-        let ahead = ByteRange::new(want.end(), self.fetch_end(want));
-        let ahead: Vec<usize> = self
-            .index
-            .chunks_covering(ahead)
-            .filter(|i| !needed.contains(i) && self.is_missing(*i))
-            .collect();
-        if !ahead.is_empty() {
-            if let Some(me) = self.me.upgrade() {
-                self.runtime
-                    .spawn(async move { me.fetch_chunks(&ahead).await });
-            }
-        }
+        self.read_ahead_of(want, &needed);
         let missing: Vec<usize> = needed.clone().filter(|i| self.is_missing(*i)).collect();
         if !missing.is_empty() {
-            self.runtime.block_on(self.fetch_chunks(&missing));
+            self.runtime.block_on(self.fetch_for_reader(&missing));
+        }
+        if self.fill == Fill::Background && !self.fill_started.swap(true, Ordering::AcqRel) {
+            if let Some(me) = self.me.upgrade() {
+                self.chunked.start_fill(me, &self.runtime);
+            }
         }
         let mut filled = 0u64;
         for i in needed {
@@ -443,22 +486,5 @@ fn location_urls(src: &Source) -> Vec<Url> {
         | Location::Shub { .. }
         | Location::Registry { .. }
         | Location::Image(_) => Vec::new(),
-    }
-}
-
-/// Chunks this caller is fetching; released (waiters woken) when dropped, even if the fetch
-/// was abandoned half-way.
-struct Claims<'a> {
-    chunked: &'a Chunked,
-    senders: Vec<(Digest, watch::Sender<bool>)>,
-}
-
-impl Drop for Claims<'_> {
-    fn drop(&mut self) {
-        let mut held = self.chunked.claims.lock();
-        for (d, tx) in self.senders.drain(..) {
-            held.remove(&d);
-            let _ = tx.send(true);
-        }
     }
 }
