@@ -54,10 +54,7 @@ runs=${BENCH_RUNS:-3}
 
 source "$(dirname "$0")/lib.sh"
 
-for tool in nginx curl fusermount3 python3 pigz tar archivemount; do
-    command -v "$tool" >/dev/null || [ -x "/usr/sbin/$tool" ] || die "$tool not found"
-done
-[ -e /dev/fuse ] || die "/dev/fuse is missing"
+require_tools nginx curl fusermount3 python3 pigz tar archivemount
 
 ratarmount_bin=${RATARMOUNT:-$(command -v ratarmount || true)}
 if [ -z "$ratarmount_bin" ]; then
@@ -70,10 +67,7 @@ if [ -z "$ratarmount_bin" ]; then
 fi
 [ -x "$ratarmount_bin" ] || die "no ratarmount at $ratarmount_bin"
 
-say "building the release binary"
-cargo build --release --manifest-path "$repo/Cargo.toml" >&2
-bin=$target/release/lazycas
-[ -x "$bin" ] || die "no binary at $bin"
+build_lazycas "$repo" "$target"
 
 # --- the archive (cached) ---------------------------------------------------------------------
 archive=$cache/bench-v1.tar.gz

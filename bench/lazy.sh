@@ -35,15 +35,9 @@ added_mib=${BENCH_ADDED_MIB:-16}
 
 source "$(dirname "$0")/lib.sh"
 
-for tool in nginx curl fusermount3 python3 squashfuse mksquashfs sha256sum; do
-    command -v "$tool" >/dev/null || [ -x "/usr/sbin/$tool" ] || die "$tool not found (see .ci/run)"
-done
-[ -e /dev/fuse ] || die "/dev/fuse is missing"
+require_tools nginx curl fusermount3 python3 squashfuse mksquashfs sha256sum
 
-say "building the release binary"
-cargo build --release --manifest-path "$repo/Cargo.toml" >&2
-bin=$target/release/lazycas
-[ -x "$bin" ] || die "no binary at $bin"
+build_lazycas "$repo" "$target"
 
 # --- the images (cached) ----------------------------------------------------------------------
 key="r${real_mib}-x${random_mib}-a${added_mib}"

@@ -21,6 +21,23 @@ stop_pid() {
     wait "$pid" 2>/dev/null || true
 }
 
+# require_tools TOOL...: dies naming the first tool that is not installed, or a missing /dev/fuse.
+require_tools() {
+    local tool
+    for tool in "$@"; do
+        command -v "$tool" >/dev/null || [ -x "/usr/sbin/$tool" ] || die "$tool not found (see .ci/run)"
+    done
+    [ -e /dev/fuse ] || die "/dev/fuse is missing"
+}
+
+# build_lazycas REPO TARGET: builds the release binary and sets bin to it.
+build_lazycas() {
+    say "building the release binary"
+    cargo build --release --manifest-path "$1/Cargo.toml" >&2
+    bin=$2/release/lazycas
+    [ -x "$bin" ] || die "no binary at $bin"
+}
+
 now() { date +%s.%N; }
 
 # Seconds since T0 (a `now` value).

@@ -37,16 +37,10 @@ runs=${BENCH_RUNS:-3}
 
 source "$(dirname "$0")/lib.sh"
 
-for tool in docker-registry skopeo umoci runc fusermount3 python3 curl ldd tar du; do
-    command -v "$tool" >/dev/null || [ -x "/usr/sbin/$tool" ] || die "$tool not found (see .ci/run)"
-done
+require_tools docker-registry skopeo umoci runc fusermount3 python3 curl ldd tar du
 [ "$(id -u)" -eq 0 ] || die "runc needs root"
-[ -e /dev/fuse ] || die "/dev/fuse is missing"
 
-say "building the release binary"
-cargo build --release --manifest-path "$repo/Cargo.toml" >&2
-bin=$target/release/lazycas
-[ -x "$bin" ] || die "no binary at $bin"
+build_lazycas "$repo" "$target"
 
 # --- the image (cached) -------------------------------------------------------------------------
 layout=$cache/layout

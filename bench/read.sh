@@ -25,15 +25,9 @@ bench_dir=${BENCH_DIR:-$target}
 
 source "$(dirname "$0")/lib.sh"
 
-for tool in nginx curl fusermount3 sha256sum python3; do
-    command -v "$tool" >/dev/null || [ -x "/usr/sbin/$tool" ] || die "$tool not found (see .ci/run)"
-done
-[ -e /dev/fuse ] || die "/dev/fuse is missing"
+require_tools nginx curl fusermount3 sha256sum python3
 
-say "building the release binary"
-cargo build --release --manifest-path "$repo/Cargo.toml" >&2
-bin=$target/release/lazycas
-[ -x "$bin" ] || die "no binary at $bin"
+build_lazycas "$repo" "$target"
 
 mkdir -p "$bench_dir"
 work=$(mktemp -d "$bench_dir/bench-read.XXXXXX")
