@@ -1,5 +1,5 @@
-//! Harness for the archive acceptance tests (`tests/archive_mount.rs`, issue 3), on top of the
-//! shared one in `tests/common/`:
+//! Harness for the archive acceptance tests (`tests/archive_mount.rs`, issue 3) and the hostile
+//! archives (`tests/hostile_archives.rs`, issue 13), on top of the shared one in `tests/common/`:
 //!
 //! - [`fixtures`]: the generated trees of the suite (GNU, PAX, ustar, sparse, links, names,
 //!   20,000 files).

@@ -166,3 +166,11 @@ pub fn big_fixture() -> &'static Path {
         path
     })
 }
+
+/// A fresh temporary directory for one test's archives and extractions.
+pub fn workdir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("lazycas-archive-test-")
+        .tempdir()
+        .expect("tempdir")
+}

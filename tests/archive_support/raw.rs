@@ -5,7 +5,9 @@
 //! Headers use the GNU magic (`ustar  \0`) so numbers too large for octal are written in GNU's
 //! base-256 form, which GNU tar reads back.
 
+use std::fs;
 use std::io::Write;
+use std::path::{Path, PathBuf};
 
 use flate2::write::GzEncoder;
 use flate2::Compression;
@@ -202,4 +204,11 @@ pub fn gzip_bytes(data: &[u8]) -> Vec<u8> {
     let mut enc = GzEncoder::new(Vec::new(), Compression::new(6));
     enc.write_all(data).expect("gzip");
     enc.finish().expect("gzip")
+}
+
+/// Writes `tar` gzipped to `dir/file`.
+pub fn write_tgz(dir: &Path, file: &str, tar: &RawTar) -> PathBuf {
+    let p = dir.join(file);
+    fs::write(&p, gzip_bytes(&tar.finish())).expect("write archive");
+    p
 }

@@ -109,3 +109,14 @@ impl Served {
             .unwrap_or_else(|| panic!("no archive named {name}"))
     }
 }
+
+/// The daemon did not panic.
+#[track_caller]
+pub fn assert_log_clean(daemon: &Daemon) {
+    let log = daemon.log();
+    assert!(
+        !log.contains("panicked"),
+        "the daemon panicked:\n{}",
+        crate::common::lazycas::tail(&log, 80)
+    );
+}
