@@ -38,8 +38,9 @@ struct AheadState {
     jobs: u64,
 }
 
-/// Starts read-ahead jobs for one archive reader.
-pub(crate) struct ReadAhead {
+/// What the reader and its jobs share: where to decode from and where the results go.
+#[derive(Clone)]
+struct Shared {
     index: Arc<ArchiveIndex>,
     blob: Arc<dyn BlobRead>,
     cache: Arc<SpanCache>,
@@ -48,14 +49,14 @@ pub(crate) struct ReadAhead {
     state: Arc<Mutex<AheadState>>,
 }
 
-/// Everything a job needs, owned (it runs on its own thread).
+/// Starts read-ahead jobs for one archive reader.
+pub(crate) struct ReadAhead {
+    shared: Shared,
+}
+
+/// One region to decode, on its own thread.
 struct Job {
-    index: Arc<ArchiveIndex>,
-    blob: Arc<dyn BlobRead>,
-    cache: Arc<SpanCache>,
-    idle: IdleDecoders,
-    max_idle: usize,
-    state: Arc<Mutex<AheadState>>,
+    shared: Shared,
     from: u64,
     budget: u64,
 }
@@ -71,23 +72,25 @@ impl ReadAhead {
         max_idle: usize,
     ) -> ReadAhead {
         ReadAhead {
-            index,
-            blob,
-            cache,
-            idle,
-            max_idle,
-            state: Arc::new(Mutex::new(AheadState::default())),
+            shared: Shared {
+                index,
+                blob,
+                cache,
+                idle,
+                max_idle,
+                state: Arc::new(Mutex::new(AheadState::default())),
+            },
         }
     }
 
     /// How many read-ahead jobs were started.
     pub(crate) fn jobs(&self) -> u64 {
-        self.state.lock().jobs
+        self.shared.state.lock().jobs
     }
 
     /// True while a job is decoding.
     pub(crate) fn is_running(&self) -> bool {
-        self.state.lock().running
+        self.shared.state.lock().running
     }
 
     /// Notes that `[start, end)` was read; when that continues a sequential stream and the next
@@ -103,19 +106,19 @@ impl ReadAhead {
 
     /// [`ReadAhead::after_read`], with the index's errors.
     fn start_job(&self, start: u64, end: u64) -> Result<(), ArchiveError> {
-        let budget = self.cache.capacity() / 4;
+        let budget = self.shared.cache.capacity() / 4;
         if budget < 2 * SPAN_SIZE {
             return Ok(());
         }
         {
-            let mut state = self.state.lock();
+            let mut state = self.shared.state.lock();
             let sequential = start.abs_diff(state.last_end) <= SEQUENTIAL_SLACK;
             state.last_end = end;
             if !sequential || state.running {
                 return Ok(());
             }
         }
-        let Some(next) = self.index.checkpoint_after(end)? else {
+        let Some(next) = self.shared.index.checkpoint_after(end)? else {
             return Ok(());
         };
         // Only the next region: further ahead would hold spans the reader needs much later.
@@ -123,7 +126,7 @@ impl ReadAhead {
             return Ok(());
         }
         {
-            let mut state = self.state.lock();
+            let mut state = self.shared.state.lock();
             if state.running || state.last_job_from.is_some_and(|at| at >= next) {
                 return Ok(());
             }
@@ -132,12 +135,7 @@ impl ReadAhead {
             state.jobs += 1;
         }
         let job = Job {
-            index: self.index.clone(),
-            blob: self.blob.clone(),
-            cache: self.cache.clone(),
-            idle: self.idle.clone(),
-            max_idle: self.max_idle,
-            state: self.state.clone(),
+            shared: self.shared.clone(),
             from: next,
             budget,
         };
@@ -146,7 +144,7 @@ impl ReadAhead {
             .spawn(move || job.run());
         if let Err(e) = spawned {
             tracing::debug!(error = %e, "no read-ahead thread");
-            self.state.lock().running = false;
+            self.shared.state.lock().running = false;
         }
         Ok(())
     }
@@ -159,31 +157,31 @@ impl Job {
             // The reader decodes the region itself and reports any error it meets there.
             tracing::debug!(error = %e, "read-ahead stopped");
         }
-        self.state.lock().running = false;
+        self.shared.state.lock().running = false;
     }
 
     /// Decodes from the checkpoint at `from` up to the next checkpoint or the budget.
     fn decode(&self) -> Result<(), ArchiveError> {
-        let cp = self.index.checkpoint_before(self.from)?;
-        let stop = match self.index.checkpoint_after(cp.uoff)? {
+        let cp = self.shared.index.checkpoint_before(self.from)?;
+        let stop = match self.shared.index.checkpoint_after(cp.uoff)? {
             Some(next) => next.min(cp.uoff + self.budget),
             None => cp.uoff + self.budget,
         };
-        let mut dec = StreamDecoder::resume(self.blob.as_ref(), &cp)?;
+        let mut dec = StreamDecoder::resume(self.shared.blob.as_ref(), &cp)?;
         while dec.position() < stop {
-            let Some(span) = dec.next_span(self.blob.as_ref())? else {
+            let Some(span) = dec.next_span(self.shared.blob.as_ref())? else {
                 return Ok(());
             };
             let key = SpanKey {
-                archive: *self.index.digest(),
+                archive: *self.shared.index.digest(),
                 slot: span.start / SPAN_SIZE,
             };
-            self.cache.insert(key, Arc::new(span));
+            self.shared.cache.insert(key, Arc::new(span));
         }
         if !dec.is_done() {
-            let mut idle = self.idle.lock();
+            let mut idle = self.shared.idle.lock();
             idle.push(dec);
-            if idle.len() > self.max_idle {
+            if idle.len() > self.shared.max_idle {
                 idle.remove(0);
             }
         }
