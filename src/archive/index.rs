@@ -476,6 +476,19 @@ impl ArchiveIndex {
         row.ok_or_else(|| self.corrupt(format!("no checkpoint at or before stream offset {uoff}")))
     }
 
+    /// The offset of the first checkpoint after `uoff`, if there is one.
+    pub(crate) fn checkpoint_after(&self, uoff: u64) -> Result<Option<u64>, ArchiveError> {
+        let conn = self.conn.lock();
+        let row = conn
+            .prepare_cached(
+                "SELECT uoff FROM archive_checkpoints
+                 WHERE aid = ?1 AND uoff > ?2 ORDER BY uoff LIMIT 1",
+            )?
+            .query_row(params![self.aid, uoff as i64], |r| r.get::<_, i64>(0))
+            .optional()?;
+        Ok(row.map(|u| u as u64))
+    }
+
     /// An inconsistency error for this archive.
     pub(crate) fn corrupt(&self, what: String) -> ArchiveError {
         ArchiveError::CorruptIndex {

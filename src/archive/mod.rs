@@ -75,6 +75,7 @@ mod gzip;
 mod index;
 mod inflate;
 pub mod published;
+mod read_ahead;
 mod reader;
 mod scan;
 mod span_cache;

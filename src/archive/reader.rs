@@ -19,6 +19,7 @@ use super::builder::Format;
 use super::checkpoint::Checkpoint;
 use super::decoder::{read_exact, StreamDecoder, SPAN_SIZE};
 use super::index::DataLayout;
+use super::read_ahead::{IdleDecoders, ReadAhead};
 use super::span_cache::{Span, SpanKey};
 use super::{ArchiveError, ArchiveIndex, MemberId, SpanCache};
 use crate::store::BlobRead;
@@ -36,7 +37,8 @@ pub struct ArchiveReader {
     blob: Arc<dyn BlobRead>,
     cache: Arc<SpanCache>,
     layouts: Mutex<LruCache<MemberId, Arc<DataLayout>>>,
-    decoders: Mutex<Vec<StreamDecoder>>,
+    decoders: IdleDecoders,
+    ahead: ReadAhead,
     resumes: AtomicU64,
 }
 
@@ -56,12 +58,21 @@ impl ArchiveReader {
         cache: Arc<SpanCache>,
     ) -> ArchiveReader {
         let layouts = NonZeroUsize::new(LAYOUT_CACHE).unwrap_or(NonZeroUsize::MIN);
+        let decoders: IdleDecoders = Arc::default();
+        let ahead = ReadAhead::new(
+            index.clone(),
+            blob.clone(),
+            cache.clone(),
+            decoders.clone(),
+            MAX_IDLE_DECODERS,
+        );
         ArchiveReader {
             index,
             blob,
             cache,
             layouts: Mutex::new(LruCache::new(layouts)),
-            decoders: Mutex::new(Vec::new()),
+            decoders,
+            ahead,
             resumes: AtomicU64::new(0),
         }
     }
@@ -74,6 +85,17 @@ impl ArchiveReader {
     /// How many times a decoder was started from a checkpoint (the expensive path).
     pub fn checkpoint_resumes(&self) -> u64 {
         self.resumes.load(Ordering::Relaxed)
+    }
+
+    /// How many read-ahead jobs were started (each decodes from a checkpoint ahead of a
+    /// sequential reader on another thread).
+    pub fn read_ahead_jobs(&self) -> u64 {
+        self.ahead.jobs()
+    }
+
+    /// True while a read-ahead job is decoding.
+    pub fn read_ahead_running(&self) -> bool {
+        self.ahead.is_running()
     }
 
     /// Up to `len` bytes of regular file `id` from `offset` (fewer at the end of the file; none
@@ -180,6 +202,7 @@ impl ArchiveReader {
         if let Some(d) = held {
             self.park(d);
         }
+        self.ahead.after_read(start, end);
         Ok(out)
     }
 

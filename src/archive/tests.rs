@@ -502,6 +502,61 @@ fn sequential_reads_continue_one_decoder() {
     );
 }
 
+/// A tar.gz of one member `name` holding `data`.
+fn one_member_tar_gz(path: &Path, name: &str, data: &[u8]) {
+    let mut b = ::tar::Builder::new(Vec::new());
+    let mut h = ::tar::Header::new_gnu();
+    h.set_size(data.len() as u64);
+    b.append_data(&mut h, name, data).unwrap();
+    let tar = b.into_inner().unwrap();
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(6));
+    enc.write_all(&tar).unwrap();
+    fs::write(path, enc.finish().unwrap()).unwrap();
+}
+
+#[test]
+fn read_ahead_regions_give_identical_bytes() {
+    let work = tempfile::tempdir().unwrap();
+    let data = pseudo_random(24 << 20, 11, true);
+    let path = work.path().join("big.tar.gz");
+    one_member_tar_gz(&path, "big", &data);
+    // Checkpoints every MiB, an 8 MiB cache: jobs of 2 MiB from each checkpoint ahead.
+    let ix = index_file(&path, 1 << 20, 8 << 20);
+    let id = ix.index.lookup(MemberId::ROOT, b"big").unwrap().unwrap().id;
+    // Waiting for each job after each read: the reader arrives at regions the jobs decoded.
+    let mut got = Vec::new();
+    while got.len() < data.len() {
+        let chunk = ix.reader.read(id, got.len() as u64, 128 * 1024).unwrap();
+        assert!(!chunk.is_empty(), "short read at {}", got.len());
+        got.extend(chunk);
+        while ix.reader.read_ahead_running() {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
+    assert!(got == data, "bytes differ");
+    let mut checkpoints = 0;
+    let mut at = 0;
+    while let Some(next) = ix.index.checkpoint_after(at).unwrap() {
+        checkpoints += 1;
+        at = next;
+    }
+    assert!(checkpoints >= 8, "{checkpoints} checkpoints");
+    // A job from every checkpoint after the first.
+    let jobs = ix.reader.read_ahead_jobs();
+    assert_eq!(jobs, checkpoints, "read-ahead jobs");
+    // The reader itself never started from a checkpoint after the first: it read what the jobs
+    // decoded and continued the decoders they left.
+    assert_eq!(ix.reader.checkpoint_resumes(), 1);
+
+    // Without waiting (the job and the reader race), and with random reads in between.
+    let ix = index_file(&path, 1 << 20, 8 << 20);
+    assert!(read_all(&ix.reader, id, data.len() as u64, 128 * 1024) == data);
+    let mid = ix.reader.read(id, 5_000_000, 4096).unwrap();
+    assert_eq!(mid, data[5_000_000..5_004_096]);
+    assert!(read_all(&ix.reader, id, data.len() as u64, 96 * 1024) == data);
+    assert!(ix.reader.read_ahead_jobs() > 0);
+}
+
 #[test]
 fn index_is_identical_whatever_the_feed_chunking() {
     let work = tempfile::tempdir().unwrap();
