@@ -1,5 +1,10 @@
 //! Open files by handle number, and the kernel's passthrough backing ids (one per blob while
 //! any handle on it is open), so a complete blob is read by the kernel from its local file.
+//!
+//! The kernel fails an open with EIO when it would mix two io modes on one inode: passthrough
+//! while a file of that inode is open through the page cache, or the reverse. A blob becomes
+//! complete (or a member is kept decoded) while files of it are open, so the mode of an inode's
+//! first open holds until its last handle is released: later opens follow it.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -15,13 +20,33 @@ use crate::digest::Digest;
 pub struct Handle {
     /// What reads go to.
     pub file: Arc<dyn OpenFile>,
+    /// The inode it was opened on.
+    ino: u64,
     /// Keeps the kernel's backing file registered while this handle is open.
     _backing: Option<Arc<BackingId>>,
+}
+
+/// How the open handles of one inode are read by the kernel, and how many there are.
+enum IoMode {
+    /// Through the page cache.
+    Cached(u32),
+    /// From this backing file.
+    Passthrough(u32, Arc<BackingId>),
+}
+
+impl IoMode {
+    fn count(&mut self) -> &mut u32 {
+        match self {
+            IoMode::Cached(n) | IoMode::Passthrough(n, _) => n,
+        }
+    }
 }
 
 /// The handle table.
 pub struct Handles {
     open: Mutex<HashMap<u64, Handle>>,
+    /// The io mode of every inode with open handles.
+    modes: Mutex<HashMap<u64, IoMode>>,
     backing: Mutex<HashMap<Digest, Weak<BackingId>>>,
     passthrough: AtomicBool,
     next: AtomicU64,
@@ -31,6 +56,7 @@ impl Default for Handles {
     fn default() -> Handles {
         Handles {
             open: Mutex::new(HashMap::new()),
+            modes: Mutex::new(HashMap::new()),
             backing: Mutex::new(HashMap::new()),
             passthrough: AtomicBool::new(false),
             next: AtomicU64::new(1),
@@ -44,17 +70,37 @@ impl Handles {
         self.passthrough.store(on, Ordering::Relaxed);
     }
 
-    /// Registers `file` and answers the open: with passthrough when the file is one complete
-    /// local blob and the kernel takes it, else with the page cache kept between opens (the
-    /// content never changes).
-    pub fn open(&self, file: Box<dyn OpenFile>, reply: ReplyOpen) {
+    /// Registers `file`, opened on inode `ino`, and answers the open: with passthrough when the
+    /// file is one complete local blob and the kernel takes it, else with the page cache kept
+    /// between opens (the content never changes); in the inode's current mode while it has
+    /// other handles open.
+    pub fn open(&self, ino: u64, file: Box<dyn OpenFile>, reply: ReplyOpen) {
         let file: Arc<dyn OpenFile> = Arc::from(file);
-        let backing = self.backing_for(&reply, file.as_ref());
+        let backing = {
+            let mut modes = self.modes.lock();
+            let mode = match modes.remove(&ino) {
+                Some(mut held) => {
+                    *held.count() += 1;
+                    held
+                }
+                None => match self.backing_for(&reply, file.as_ref()) {
+                    Some(id) => IoMode::Passthrough(1, id),
+                    None => IoMode::Cached(1),
+                },
+            };
+            let backing = match &mode {
+                IoMode::Passthrough(_, id) => Some(id.clone()),
+                IoMode::Cached(_) => None,
+            };
+            modes.insert(ino, mode);
+            backing
+        };
         let fh = self.next.fetch_add(1, Ordering::Relaxed);
         self.open.lock().insert(
             fh,
             Handle {
                 file,
+                ino,
                 _backing: backing.clone(),
             },
         );
@@ -74,7 +120,16 @@ impl Handles {
 
     /// Closes handle `fh` (the blob it held is released when the last reference goes).
     pub fn release(&self, fh: u64) {
-        self.open.lock().remove(&fh);
+        let Some(handle) = self.open.lock().remove(&fh) else {
+            return;
+        };
+        let mut modes = self.modes.lock();
+        if let Some(mode) = modes.get_mut(&handle.ino) {
+            *mode.count() -= 1;
+            if *mode.count() == 0 {
+                modes.remove(&handle.ino);
+            }
+        }
     }
 
     /// The backing id for `file`'s blob, registering it on first use.

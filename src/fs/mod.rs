@@ -288,13 +288,16 @@ impl Filesystem for LazyFs {
             Ok(n) => n,
             Err(e) => return reply.error(errno::of(&e)),
         };
-        self.inner
-            .when_ready(ino, node, Need::Open, reply, |d, node, reply| {
-                match node.ns.open(&node.key) {
-                    Ok(file) => d.handles.open(file, reply),
-                    Err(e) => reply.error(errno::of(&e)),
-                }
-            });
+        self.inner.when_ready(
+            ino,
+            node,
+            Need::Open,
+            reply,
+            move |d, node, reply| match node.ns.open(&node.key) {
+                Ok(file) => d.handles.open(ino.0, file, reply),
+                Err(e) => reply.error(errno::of(&e)),
+            },
+        );
     }
 
     fn read(
