@@ -201,15 +201,7 @@ fresh_daemon() {
     stop_daemon
     rm -rf "$work/store"
     drop_caches
-    "$bin" mount "$mnt" --config "$work/lazycas.toml" 2>>"$work/daemon.log" &
-    daemon_pid=$!
-    for _ in $(seq 300); do
-        mounted "$mnt" && return 0
-        alive "$daemon_pid" || break
-        sleep 0.1
-    done
-    tail -n 50 "$work/daemon.log" >&2
-    die "lazycas did not mount $mnt"
+    start_lazycas "$bin" "$mnt" "$work/lazycas.toml" "$work/daemon.log"
 }
 
 # squashfuse IMAGE, wait for the mount, cat the small file.
