@@ -10,7 +10,7 @@ seconds=${1:?usage: fuzz/run.sh SECONDS [TARGET...]}
 shift
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-    targets=(tar_index archive_read chunk_index reference manifest api_json)
+    targets=(tar_index archive_read chunk_index span_index reference manifest api_json)
 fi
 ./build.sh --quiet || exit 2
 triple=$(rustc -vV | sed -n 's/^host: //p')
