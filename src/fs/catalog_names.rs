@@ -18,7 +18,8 @@ use super::archive_tree::ArchiveTree;
 use super::asset_node::AssetNodes;
 use super::docker::Docker;
 use super::namespace::{
-    Attr, DirEntry, Entry, Key, Namespace, Need, NodeRef, NsError, OpenFile, Ttl, Wait, Xattrs,
+    list_from, Attr, DirEntry, Entry, Key, Namespace, Need, NodeRef, NsError, OpenFile, Ttl, Wait,
+    Xattrs,
 };
 use super::sets::Sets;
 use crate::catalog::{self, Asset, LiveCatalog};
@@ -153,21 +154,13 @@ impl Namespace for CatalogNames {
             },
         };
         let children = self.catalog.current().children(&path);
-        for (i, (name, entry)) in children.into_iter().enumerate().skip(after as usize) {
+        list_from(children, after, add, |(name, entry)| {
             let node = match &entry {
                 catalog::Entry::Set(s) => self.sets.top_of(&s.name),
                 _ => self.node(&full_path(dir, &name)),
             };
-            let full = add(DirEntry {
-                node,
-                kind: kind_of(&entry),
-                name: name.into_bytes(),
-                cookie: i as u64 + 1,
-            });
-            if full {
-                break;
-            }
-        }
+            (name.into_bytes(), kind_of(&entry), node)
+        });
         Ok(())
     }
 

@@ -9,7 +9,8 @@ use fuser::FileType;
 
 use super::blob_file;
 use super::namespace::{
-    Attr, DirEntry, Entry, Key, Namespace, Need, NodeRef, NsError, OpenFile, Ttl, Wait, Xattrs,
+    list_from, Attr, DirEntry, Entry, Key, Namespace, Need, NodeRef, NsError, OpenFile, Ttl, Wait,
+    Xattrs,
 };
 use crate::catalog::LiveCatalog;
 use crate::content::Content;
@@ -122,17 +123,10 @@ impl Namespace for Digests {
         digests.extend(self.catalog.current().pinned_digests());
         digests.sort();
         digests.dedup();
-        for (i, d) in digests.into_iter().enumerate().skip(after as usize) {
-            let full = add(DirEntry {
-                name: d.hex().into_bytes(),
-                node: self.node(Key::Digest(d)),
-                kind: FileType::RegularFile,
-                cookie: i as u64 + 1,
-            });
-            if full {
-                break;
-            }
-        }
+        list_from(digests, after, add, |d| {
+            let name = d.hex().into_bytes();
+            (name, FileType::RegularFile, self.node(Key::Digest(d)))
+        });
         Ok(())
     }
 

@@ -18,7 +18,8 @@ use fuser::FileType;
 use super::blob_file;
 use super::image_tree::ImageTree;
 use super::namespace::{
-    Attr, DirEntry, Entry, Key, Namespace, Need, NodeRef, NsError, OpenFile, Ttl, Wait, Xattrs,
+    list_from, Attr, DirEntry, Entry, Key, Namespace, Need, NodeRef, NsError, OpenFile, Ttl, Wait,
+    Xattrs,
 };
 use super::resolutions::{image_xattrs, Resolutions};
 use crate::content::{Content, Readers, ResolvedImage};
@@ -338,22 +339,10 @@ impl Namespace for Docker {
             }
             Place::File(..) => return Err(NsError::NotDir),
         };
-        for (i, (name, kind)) in names
-            .into_iter()
-            .zip(kinds)
-            .enumerate()
-            .skip(after as usize)
-        {
-            let full = add(DirEntry {
-                node: self.path_node(&format!("{prefix}{name}")),
-                name: name.into_bytes(),
-                kind,
-                cookie: i as u64 + 1,
-            });
-            if full {
-                break;
-            }
-        }
+        list_from(names.into_iter().zip(kinds), after, add, |(name, kind)| {
+            let node = self.path_node(&format!("{prefix}{name}"));
+            (name.into_bytes(), kind, node)
+        });
         Ok(())
     }
 

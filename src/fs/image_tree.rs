@@ -8,7 +8,7 @@ use std::sync::{Arc, Weak};
 
 use super::archive_tree::{file_type, ArchiveTree};
 use super::namespace::{
-    Attr, DirEntry, Entry, Key, Namespace, NodeRef, NsError, OpenFile, Ttl, Xattrs,
+    list_from, Attr, DirEntry, Entry, Key, Namespace, NodeRef, NsError, OpenFile, Ttl, Xattrs,
 };
 use crate::archive::MemberId;
 use crate::content::{Content, OpenArchive, OpenImage};
@@ -69,17 +69,9 @@ impl ImageTree {
         after: u64,
         add: &mut dyn FnMut(DirEntry) -> bool,
     ) -> Result<(), NsError> {
-        for (i, (id, n)) in image.tree.children(dir).enumerate().skip(after as usize) {
-            let full = add(DirEntry {
-                name: n.name.to_vec(),
-                node: self.node(image, id),
-                kind: file_type(n.kind),
-                cookie: i as u64 + 1,
-            });
-            if full {
-                break;
-            }
-        }
+        list_from(image.tree.children(dir), after, add, |(id, n)| {
+            (n.name.to_vec(), file_type(n.kind), self.node(image, id))
+        });
         Ok(())
     }
 

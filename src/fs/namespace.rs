@@ -214,6 +214,31 @@ pub struct DirEntry {
     pub cookie: u64,
 }
 
+/// Lists `items` into `add`, from the one after cookie `after` (cookies number the items from
+/// 1), making each listed item an entry (name, type, node) with `entry`; stops when `add` says
+/// the kernel's buffer is full, and returns whether it did.
+pub fn list_from<T>(
+    items: impl IntoIterator<Item = T>,
+    after: u64,
+    add: &mut dyn FnMut(DirEntry) -> bool,
+    mut entry: impl FnMut(T) -> (Vec<u8>, FileType, NodeRef),
+) -> bool {
+    let skip = usize::try_from(after).unwrap_or(usize::MAX);
+    for (i, item) in items.into_iter().enumerate().skip(skip) {
+        let (name, kind, node) = entry(item);
+        let cookie = i as u64 + 1;
+        if add(DirEntry {
+            name,
+            node,
+            kind,
+            cookie,
+        }) {
+            return true;
+        }
+    }
+    false
+}
+
 /// What a request needs ready before it can be answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Need {

@@ -14,7 +14,8 @@ use fuser::FileType;
 use super::blob_file;
 use super::docker::{image_root_end, is_dir_name};
 use super::namespace::{
-    Attr, DirEntry, Entry, Key, Namespace, Need, NodeRef, NsError, OpenFile, Ttl, Wait, Xattrs,
+    list_from, Attr, DirEntry, Entry, Key, Namespace, Need, NodeRef, NsError, OpenFile, Ttl, Wait,
+    Xattrs,
 };
 use super::resolutions::{image_xattrs, Resolutions};
 use crate::content::{Content, ResolvedImage};
@@ -170,7 +171,7 @@ impl Namespace for Oras {
             Place::Artifact(..) => return Err(NsError::NotDir),
         };
         let names = self.resolved.names_under(&prefix);
-        for (i, name) in names.into_iter().enumerate().skip(after as usize) {
+        list_from(names, after, add, |name| {
             let path = if prefix.is_empty() {
                 name.clone()
             } else {
@@ -180,16 +181,9 @@ impl Namespace for Oras {
                 Some(_) => FileType::RegularFile,
                 None => FileType::Directory,
             };
-            let full = add(DirEntry {
-                node: self.node(Key::Path(Arc::from(path.as_str()))),
-                name: name.into_bytes(),
-                kind,
-                cookie: i as u64 + 1,
-            });
-            if full {
-                break;
-            }
-        }
+            let node = self.node(Key::Path(Arc::from(path.as_str())));
+            (name.into_bytes(), kind, node)
+        });
         Ok(())
     }
 

@@ -9,7 +9,7 @@ use fuser::FileType;
 
 use super::catalog_names::CatalogNames;
 use super::namespace::{
-    Attr, DirEntry, Entry, Key, Namespace, NodeRef, NsError, OpenFile, Ttl, Xattrs,
+    list_from, Attr, DirEntry, Entry, Key, Namespace, NodeRef, NsError, OpenFile, Ttl, Xattrs,
 };
 
 /// The top directory.
@@ -60,16 +60,11 @@ impl Namespace for Root {
         add: &mut dyn FnMut(DirEntry) -> bool,
     ) -> Result<(), NsError> {
         let fixed = self.reserved.len() as u64;
-        for (i, (name, node)) in self.reserved.iter().enumerate().skip(after as usize) {
-            let entry = DirEntry {
-                name: name.as_bytes().to_vec(),
-                node: node.clone(),
-                kind: FileType::Directory,
-                cookie: i as u64 + 1,
-            };
-            if add(entry) {
-                return Ok(());
-            }
+        let full = list_from(self.reserved.iter(), after, add, |(name, node)| {
+            (name.as_bytes().to_vec(), FileType::Directory, node.clone())
+        });
+        if full {
+            return Ok(());
         }
         // The catalog's cookies follow the reserved ones.
         self.catalog

@@ -21,7 +21,8 @@ use super::archive_tree::ArchiveTree;
 use super::asset_node::AssetNodes;
 use super::docker::Docker;
 use super::namespace::{
-    Attr, DirEntry, Entry, Key, Namespace, Need, NodeRef, NsError, OpenFile, Ttl, Wait, Xattrs,
+    list_from, Attr, DirEntry, Entry, Key, Namespace, Need, NodeRef, NsError, OpenFile, Ttl, Wait,
+    Xattrs,
 };
 use crate::catalog::{self, LiveCatalog};
 use crate::content::{Content, ContentError};
@@ -255,21 +256,15 @@ impl Namespace for Sets {
             };
         }
         let children = children_of(&set, &rel);
-        for (i, (name, is_dir)) in children.into_iter().enumerate().skip(after as usize) {
-            let full = add(DirEntry {
-                node: self.node(&set.name, &join(&rel, &name)),
-                kind: if is_dir {
-                    FileType::Directory
-                } else {
-                    FileType::RegularFile
-                },
-                name: name.into_bytes(),
-                cookie: i as u64 + 1,
-            });
-            if full {
-                break;
-            }
-        }
+        list_from(children, after, add, |(name, is_dir)| {
+            let kind = if is_dir {
+                FileType::Directory
+            } else {
+                FileType::RegularFile
+            };
+            let node = self.node(&set.name, &join(&rel, &name));
+            (name.into_bytes(), kind, node)
+        });
         Ok(())
     }
 
