@@ -354,8 +354,9 @@ fn a_restart_keeps_the_chunks_already_fetched() {
     let mut daemon = node.mount();
     let got = pread(&daemon.path("img"), region.0, region.1).expect("first read");
     assert!(got == source[region.0 as usize..region.0 as usize + region.1]);
-    // Let the readahead the read started finish before the stop.
-    let _ = nginx.log();
+    // Let the readahead the read started finish before the stop: what a stop cuts off in
+    // flight was served by nginx but never stored, and would rightly be fetched again.
+    wait_until_settled(&daemon.path("img"), &nginx);
     daemon.stop();
     drop(daemon);
     let before = nginx.log();
@@ -676,6 +677,22 @@ fn an_origin_file_replaced_mid_read_is_never_mixed_in() {
     // What was fetched before the change still serves.
     let again = pread(&path, first.0, first.1).expect("read of the chunks held");
     assert!(again == source[first.0 as usize..first.0 as usize + first.1]);
+}
+
+/// Waits until the bytes resident for `path` (its `user.lazycas.cached`) and the origin's log
+/// have both stopped changing for a second: no fetch is in flight any more.
+fn wait_until_settled(path: &Path, nginx: &Nginx) {
+    let resident = || common::xattr::get_string(path, "user.lazycas.cached").unwrap_or_default();
+    let mut last = (resident(), nginx.log().bytes_served("/img/image"));
+    let mut quiet = 0;
+    let settled = wait_until(Duration::from_secs(60), || {
+        std::thread::sleep(Duration::from_millis(250));
+        let now = (resident(), nginx.log().bytes_served("/img/image"));
+        quiet = if now == last { quiet + 1 } else { 0 };
+        last = now;
+        quiet >= 3
+    });
+    assert!(settled, "fetches for {} never settled", path.display());
 }
 
 /// Waits until the complete blob of `image` is in `node`'s store, and checks it.
