@@ -424,10 +424,15 @@ fn flipped_bit_in_a_stored_chunk_is_fetched_again_never_served() {
         f.read_at(&mut buf, 0).expect("read")
     });
     scene.daemon.stop();
-    let chunks = files_under(&scene.node.store.join("chunks"));
-    assert!(!chunks.is_empty(), "chunks were stored");
-    for c in &chunks {
-        flip_bit(c, 17);
+    // Chunks live in pack files: flip a bit every 32 KiB (the smallest chunk), so that every
+    // stored chunk's bytes (or its record's header) are damaged.
+    let packs = files_under(&scene.node.store.join("chunks"));
+    assert!(!packs.is_empty(), "chunks were stored");
+    for p in &packs {
+        let len = std::fs::metadata(p).expect("stat pack").len();
+        for at in (17..len).step_by(32 << 10) {
+            flip_bit(p, at);
+        }
     }
     scene.daemon = scene.node.mount();
     expect_bytes(

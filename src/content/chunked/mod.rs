@@ -250,7 +250,7 @@ impl Chunked {
                 .chunks()
                 .get(&c.digest)?
                 .ok_or_else(|| StoreError::Io {
-                    path: self.store.chunks().path(&c.digest),
+                    path: self.store.chunks().dir().to_path_buf(),
                     source: io::Error::other(format!("chunk {i} went away while assembling")),
                 })?;
             hasher.update(&bytes);
