@@ -36,6 +36,8 @@ use crate::digest::Digest;
 
 /// Bytes after which the writer starts a new pack.
 const PACK_SIZE: u64 = 256 << 20;
+/// Blocks reserved at a time ahead of the writer's end.
+const RESERVE_STEP: u64 = 32 << 20;
 
 /// Where one chunk is.
 #[derive(Clone, Copy, Debug)]
@@ -63,6 +65,8 @@ struct Writer {
     key: u32,
     pack: Arc<Pack>,
     end: u64,
+    /// Bytes from the start of the pack whose blocks are reserved.
+    reserved: u64,
 }
 
 /// The chunk packs of one store.
@@ -93,6 +97,7 @@ impl ChunkStore {
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
                 Err(e) => return Err(StoreError::io(&path, e)),
             };
+            pack.free_reserved_if_unwritten();
             let records = pack.records().map_err(|e| StoreError::io(&path, e))?;
             let key = table.next_pack;
             table.next_pack += 1;
@@ -322,6 +327,13 @@ impl ChunkStore {
         };
         let offset = w.end;
         w.end += len;
+        if w.end > w.reserved && w.reserved < PACK_SIZE {
+            let step = (w.end - w.reserved).max(RESERVE_STEP);
+            w.reserved = match w.pack.reserve(w.reserved, step) {
+                true => w.reserved + step,
+                false => PACK_SIZE,
+            };
+        }
         Ok((w.key, w.pack.clone(), offset))
     }
 
@@ -340,7 +352,12 @@ impl ChunkStore {
         table.next_pack += 1;
         table.packs.insert(key, pack.clone());
         table.live.insert(key, 0);
-        Ok(Writer { key, pack, end: 0 })
+        Ok(Writer {
+            key,
+            pack,
+            end: 0,
+            reserved: 0,
+        })
     }
 
     /// Removes chunk `d`: marks its record dead and frees its bytes; the bytes it held.
@@ -417,6 +434,14 @@ impl ChunkStore {
         match fs::remove_dir_all(old) {
             Ok(()) => tracing::info!(kept, dropped, "moved chunk files into a pack"),
             Err(e) => tracing::warn!("could not remove {}: {e}", old.display()),
+        }
+    }
+}
+
+impl Drop for ChunkStore {
+    fn drop(&mut self) {
+        if let Some(w) = self.writer.lock().take() {
+            w.pack.finish_writing();
         }
     }
 }
@@ -564,6 +589,29 @@ mod tests {
         assert_eq!(chunks.get(&d).unwrap().as_deref(), Some(&good[..]));
         assert!(!chunks.contains(&liar));
         assert!(!dir.path().join("chunks/sha256").exists());
+    }
+
+    #[test]
+    fn blocks_reserved_ahead_are_freed_when_the_writer_ends() {
+        use std::os::unix::fs::MetadataExt;
+        let (dir, chunks) = store();
+        let bytes = vec![4u8; 10_000];
+        chunks.put(&Digest::of(&bytes), &bytes).unwrap();
+        let pack = pack_paths(chunks.dir()).pop().unwrap();
+        let allocated = || fs::metadata(&pack).unwrap().blocks() * 512;
+        assert_eq!(fs::metadata(&pack).unwrap().len(), HEADER_LEN + 10_000);
+        assert!(
+            allocated() >= RESERVE_STEP,
+            "reserved ahead: {}",
+            allocated()
+        );
+        drop(chunks);
+        assert!(allocated() < 1 << 20, "still allocated: {}", allocated());
+        let again = ChunkStore::open(dir.path()).unwrap();
+        assert_eq!(
+            again.get(&Digest::of(&bytes)).unwrap().as_deref(),
+            Some(&bytes[..])
+        );
     }
 
     #[test]

@@ -175,9 +175,37 @@ impl Pack {
         Ok(())
     }
 
-    /// Ends this process's writing (drops the writer's lock).
+    /// Reserves the blocks of bytes `from..from + len` ahead of the writes (`fallocate`, size
+    /// kept): ext4 then skips its delayed-allocation work per page, about 30% of a buffered
+    /// write's CPU here. Best effort: whether it worked.
+    pub fn reserve(&self, from: u64, len: u64) -> bool {
+        let (Ok(from), Ok(len)) = (libc::off_t::try_from(from), libc::off_t::try_from(len)) else {
+            return false;
+        };
+        // SAFETY: fallocate on an fd we own.
+        unsafe { libc::fallocate(self.file.as_raw_fd(), libc::FALLOC_FL_KEEP_SIZE, from, len) == 0 }
+    }
+
+    /// Ends this process's writing: frees blocks reserved past the last record (a truncate to
+    /// the file's own size does that) and drops the writer's lock.
     pub fn finish_writing(&self) {
+        self.free_reserved();
         let _ = lock(&self.file, libc::LOCK_UN);
+    }
+
+    /// Frees blocks a writer that died reserved past the end, unless some process writes to
+    /// the pack.
+    pub fn free_reserved_if_unwritten(&self) {
+        if lock(&self.file, libc::LOCK_EX | libc::LOCK_NB).is_ok() {
+            self.free_reserved();
+            let _ = lock(&self.file, libc::LOCK_UN);
+        }
+    }
+
+    fn free_reserved(&self) {
+        if let Ok(meta) = self.file.metadata() {
+            let _ = self.file.set_len(meta.len());
+        }
     }
 
     /// Deletes the pack if no process writes to it; whether it was deleted.
