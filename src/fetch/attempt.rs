@@ -2,8 +2,10 @@
 //!
 //! Producers (the first request, then range workers) push [`Piece`]s tagged with their offset
 //! down a channel; one blocking consumer thread puts them back in order and writes them to the
-//! sink, and a hashing thread hashes them in the same order ([`InOrderHasher`]). A semaphore bounds how many chunks may be in flight or buffered, so memory is
-//! `(2 × parallel + 1) × chunk_size` at most whatever the blob size.
+//! sink, and a hashing thread hashes them in the same order ([`InOrderHasher`]). A semaphore
+//! bounds how many chunks may be in flight or buffered, so memory is
+//! `(2 × parallel + 1) × chunk_size` at most whatever the blob size. The size the first answer
+//! announces goes down the same channel ahead of the first piece, so the sink can reserve room.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -44,10 +46,18 @@ struct Piece {
     data: Bytes,
 }
 
+/// What the producers tell the writer.
+enum ToWriter {
+    /// The size the first answer announced (before any piece).
+    Size(u64),
+    /// The next bytes at some offset.
+    Piece(Piece),
+}
+
 /// Shared by the producers of one attempt.
 struct Flow<'a> {
     plan: &'a Plan<'a>,
-    tx: mpsc::Sender<Piece>,
+    tx: mpsc::Sender<ToWriter>,
     received: AtomicU64,
 }
 
@@ -58,7 +68,7 @@ pub(super) async fn run(
     plan: Plan<'_>,
     sink: Box<dyn BlobSink>,
 ) -> (Option<Box<dyn BlobSink>>, Result<(Digest, u64), FetchError>) {
-    let (tx, rx) = mpsc::channel::<Piece>(PIECES_IN_FLIGHT);
+    let (tx, rx) = mpsc::channel::<ToWriter>(PIECES_IN_FLIGHT);
     let window = Arc::new(Semaphore::new(plan.settings.parallel * 2));
     let chunk = plan.settings.chunk_size;
     let consumer = {
@@ -97,7 +107,7 @@ pub(super) async fn run(
 }
 
 fn consume(
-    mut rx: mpsc::Receiver<Piece>,
+    mut rx: mpsc::Receiver<ToWriter>,
     mut sink: Box<dyn BlobSink>,
     window: &Semaphore,
     chunk: u64,
@@ -106,7 +116,14 @@ fn consume(
     let mut next = 0u64;
     let mut pending: BTreeMap<u64, Bytes> = BTreeMap::new();
     let mut result = Ok(());
-    while let Some(piece) = rx.blocking_recv() {
+    while let Some(message) = rx.blocking_recv() {
+        let piece = match message {
+            ToWriter::Size(size) => {
+                sink.expect_size(size);
+                continue;
+            }
+            ToWriter::Piece(piece) => piece,
+        };
         pending.insert(piece.offset, piece.data);
         while let Some(data) = pending.remove(&next) {
             if let Err(e) = sink.write(&data) {
@@ -146,6 +163,7 @@ async fn produce(flow: &Flow<'_>, window: &Semaphore) -> Result<Option<u64>, Fet
     match resp.status() {
         StatusCode::PARTIAL_CONTENT => {
             let total = content_range_total(plan, &resp)?;
+            announce_size(flow, total).await?;
             let first = ByteRange::at(0, chunk).clamp_to(total);
             let rest = ByteRange::new(first.end(), total);
             let first_body = stream_body(flow, resp, first);
@@ -164,6 +182,9 @@ async fn produce(flow: &Flow<'_>, window: &Semaphore) -> Result<Option<u64>, Fet
         }
         StatusCode::OK => {
             let total = resp.content_length();
+            if let Some(total) = total {
+                announce_size(flow, total).await?;
+            }
             let range = ByteRange::new(0, total.unwrap_or(u64::MAX));
             stream_body(flow, resp, range).await?;
             Ok(total)
@@ -171,6 +192,14 @@ async fn produce(flow: &Flow<'_>, window: &Semaphore) -> Result<Option<u64>, Fet
         StatusCode::RANGE_NOT_SATISFIABLE => Ok(Some(0)),
         s => Err(status_error(plan, s)),
     }
+}
+
+/// Tells the writer the size the server announced, ahead of the first piece.
+async fn announce_size(flow: &Flow<'_>, size: u64) -> Result<(), FetchError> {
+    flow.tx
+        .send(ToWriter::Size(size))
+        .await
+        .map_err(|_| writer_stopped(flow.plan))
 }
 
 /// Fetches `rest` as parallel range requests of `chunk_size`.
@@ -270,14 +299,13 @@ async fn stream_body(
             ));
         }
         let len = data.len() as u64;
-        if flow.tx.send(Piece { offset, data }).await.is_err() {
-            return Err(BodyBreak::At(
-                offset,
-                FetchError::Sink {
-                    label: plan.label.to_string(),
-                    source: std::io::Error::other("download writer stopped"),
-                },
-            ));
+        if flow
+            .tx
+            .send(ToWriter::Piece(Piece { offset, data }))
+            .await
+            .is_err()
+        {
+            return Err(BodyBreak::At(offset, writer_stopped(plan)));
         }
         offset += len;
         let total = flow.received.fetch_add(len, Ordering::Relaxed) + len;
@@ -397,6 +425,14 @@ fn parse_content_range_value(v: &str) -> Option<(u64, Option<u64>)> {
         t => Some(t.parse().ok()?),
     };
     Some((start.trim().parse().ok()?, total))
+}
+
+/// The writer thread is gone (it failed to write, or died).
+fn writer_stopped(plan: &Plan<'_>) -> FetchError {
+    FetchError::Sink {
+        label: plan.label.to_string(),
+        source: std::io::Error::other("download writer stopped"),
+    }
 }
 
 pub(super) fn status_error(plan: &Plan<'_>, status: StatusCode) -> FetchError {
