@@ -486,4 +486,117 @@ mod tests {
         assert_eq!(parse_content_range_value("bytes */1000"), None);
         assert_eq!(parse_content_range_value("items 0-1/2"), None);
     }
+
+    /// What a sink was told and given.
+    #[derive(Default)]
+    struct Record {
+        announced: Vec<u64>,
+        bytes: Vec<u8>,
+    }
+
+    struct RecordingSink(Arc<std::sync::Mutex<Record>>);
+
+    impl BlobSink for RecordingSink {
+        fn restart(&mut self) -> std::io::Result<()> {
+            *self.0.lock().unwrap() = Record::default();
+            Ok(())
+        }
+        fn write(&mut self, data: &[u8]) -> std::io::Result<()> {
+            self.0.lock().unwrap().bytes.extend_from_slice(data);
+            Ok(())
+        }
+        fn expect_size(&mut self, size: u64) {
+            self.0.lock().unwrap().announced.push(size);
+        }
+    }
+
+    /// A loopback HTTP/1.1 server for `body`: one request per connection, answering `Range`
+    /// with 206 when `ranges`, else always 200 with the whole body.
+    fn serve(body: Arc<[u8]>, ranges: bool) -> u16 {
+        use std::io::{BufRead, BufReader, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { return };
+                let body = body.clone();
+                std::thread::spawn(move || {
+                    let mut range = None;
+                    let mut reader = BufReader::new(conn.try_clone().unwrap());
+                    let mut line = String::new();
+                    while reader.read_line(&mut line).is_ok_and(|n| n > 0) && line != "\r\n" {
+                        let lower = line.to_ascii_lowercase();
+                        if let Some(v) = lower.strip_prefix("range: bytes=") {
+                            let (a, b) = v.trim().split_once('-').unwrap();
+                            range =
+                                Some((a.parse::<usize>().unwrap(), b.parse::<usize>().unwrap()));
+                        }
+                        line.clear();
+                    }
+                    let head = match range.filter(|_| ranges) {
+                        Some((a, b)) => {
+                            let b = b.min(body.len() - 1);
+                            let head = format!(
+                                "HTTP/1.1 206 Partial Content\r\nContent-Range: bytes {a}-{b}/{}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                                body.len(),
+                                b + 1 - a
+                            );
+                            (head, &body[a..=b])
+                        }
+                        None => (
+                            format!(
+                                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                                body.len()
+                            ),
+                            &body[..],
+                        ),
+                    };
+                    let _ = conn.write_all(head.0.as_bytes());
+                    let _ = conn.write_all(head.1);
+                });
+            }
+        });
+        port
+    }
+
+    /// Downloads from a loopback server and returns what the sink saw.
+    fn download(ranges: bool, body: Arc<[u8]>) -> (Record, Digest) {
+        let port = serve(body, ranges);
+        let settings = FetchSettings {
+            timeout: Duration::from_secs(10),
+            chunk_size: 1 << 20,
+            parallel: 2,
+            proxies: crate::config::parse_proxies(&["DIRECT".to_string()]).unwrap(),
+            retries: 1,
+            proxy_reset: Duration::from_secs(60),
+        };
+        let fetcher = super::super::Fetcher::new(settings).unwrap();
+        let url = Url::parse(&format!("http://127.0.0.1:{port}/blob")).unwrap();
+        let headers = reqwest::header::HeaderMap::new();
+        let request = super::super::BlobRequest {
+            label: "blob",
+            urls: std::slice::from_ref(&url),
+            expected: None,
+            headers: &headers,
+        };
+        let record = Arc::new(std::sync::Mutex::new(Record::default()));
+        let sink = Box::new(RecordingSink(record.clone()));
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let (fetched, _) = runtime
+            .block_on(fetcher.fetch_blob(&request, sink, &|_| {}))
+            .unwrap();
+        let record = std::mem::take(&mut *record.lock().unwrap());
+        (record, fetched.digest)
+    }
+
+    #[test]
+    fn the_writer_is_told_the_announced_size_before_the_bytes() {
+        let body: Arc<[u8]> = (0..(3 << 20) + 17).map(|i| (i % 253) as u8).collect();
+        for ranges in [true, false] {
+            let (record, digest) = download(ranges, body.clone());
+            assert_eq!(record.announced, [body.len() as u64], "ranges: {ranges}");
+            assert_eq!(record.bytes, &body[..], "ranges: {ranges}");
+            assert_eq!(digest, Digest::of(&body));
+        }
+    }
 }

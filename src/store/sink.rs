@@ -77,12 +77,7 @@ impl TempSink {
         // SAFETY: plain syscall on an fd we own. KEEP_SIZE leaves the file's length to the
         // writes, so a short download leaves no hole that reads as zeros.
         let done = unsafe {
-            libc::fallocate(
-                self.file.as_raw_fd(),
-                libc::FALLOC_FL_KEEP_SIZE,
-                start,
-                len,
-            )
+            libc::fallocate(self.file.as_raw_fd(), libc::FALLOC_FL_KEEP_SIZE, start, len)
         };
         if done == 0 {
             self.reserved = upto;
