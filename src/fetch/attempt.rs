@@ -2,8 +2,10 @@
 //!
 //! Producers (the first request, then range workers) push [`Piece`]s tagged with their offset
 //! down a channel; one blocking consumer thread puts them back in order and writes them to the
-//! sink, and a hashing thread hashes them in the same order ([`InOrderHasher`]). A semaphore bounds how many chunks may be in flight or buffered, so memory is
-//! `(2 × parallel + 1) × chunk_size` at most whatever the blob size.
+//! sink, and a hashing thread hashes them in the same order ([`InOrderHasher`]). A semaphore
+//! bounds how many chunks may be in flight or buffered, so memory is
+//! `(2 × parallel + 1) × chunk_size` at most whatever the blob size. The size the first answer
+//! announces goes down the same channel ahead of the first piece, so the sink can reserve room.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -44,10 +46,18 @@ struct Piece {
     data: Bytes,
 }
 
+/// What the producers tell the writer.
+enum ToWriter {
+    /// The size the first answer announced (before any piece).
+    Size(u64),
+    /// The next bytes at some offset.
+    Piece(Piece),
+}
+
 /// Shared by the producers of one attempt.
 struct Flow<'a> {
     plan: &'a Plan<'a>,
-    tx: mpsc::Sender<Piece>,
+    tx: mpsc::Sender<ToWriter>,
     received: AtomicU64,
 }
 
@@ -58,7 +68,7 @@ pub(super) async fn run(
     plan: Plan<'_>,
     sink: Box<dyn BlobSink>,
 ) -> (Option<Box<dyn BlobSink>>, Result<(Digest, u64), FetchError>) {
-    let (tx, rx) = mpsc::channel::<Piece>(PIECES_IN_FLIGHT);
+    let (tx, rx) = mpsc::channel::<ToWriter>(PIECES_IN_FLIGHT);
     let window = Arc::new(Semaphore::new(plan.settings.parallel * 2));
     let chunk = plan.settings.chunk_size;
     let consumer = {
@@ -97,7 +107,7 @@ pub(super) async fn run(
 }
 
 fn consume(
-    mut rx: mpsc::Receiver<Piece>,
+    mut rx: mpsc::Receiver<ToWriter>,
     mut sink: Box<dyn BlobSink>,
     window: &Semaphore,
     chunk: u64,
@@ -106,7 +116,14 @@ fn consume(
     let mut next = 0u64;
     let mut pending: BTreeMap<u64, Bytes> = BTreeMap::new();
     let mut result = Ok(());
-    while let Some(piece) = rx.blocking_recv() {
+    while let Some(message) = rx.blocking_recv() {
+        let piece = match message {
+            ToWriter::Size(size) => {
+                sink.expect_size(size);
+                continue;
+            }
+            ToWriter::Piece(piece) => piece,
+        };
         pending.insert(piece.offset, piece.data);
         while let Some(data) = pending.remove(&next) {
             if let Err(e) = sink.write(&data) {
@@ -146,6 +163,7 @@ async fn produce(flow: &Flow<'_>, window: &Semaphore) -> Result<Option<u64>, Fet
     match resp.status() {
         StatusCode::PARTIAL_CONTENT => {
             let total = content_range_total(plan, &resp)?;
+            announce_size(flow, total).await?;
             let first = ByteRange::at(0, chunk).clamp_to(total);
             let rest = ByteRange::new(first.end(), total);
             let first_body = stream_body(flow, resp, first);
@@ -164,6 +182,9 @@ async fn produce(flow: &Flow<'_>, window: &Semaphore) -> Result<Option<u64>, Fet
         }
         StatusCode::OK => {
             let total = resp.content_length();
+            if let Some(total) = total {
+                announce_size(flow, total).await?;
+            }
             let range = ByteRange::new(0, total.unwrap_or(u64::MAX));
             stream_body(flow, resp, range).await?;
             Ok(total)
@@ -171,6 +192,14 @@ async fn produce(flow: &Flow<'_>, window: &Semaphore) -> Result<Option<u64>, Fet
         StatusCode::RANGE_NOT_SATISFIABLE => Ok(Some(0)),
         s => Err(status_error(plan, s)),
     }
+}
+
+/// Tells the writer the size the server announced, ahead of the first piece.
+async fn announce_size(flow: &Flow<'_>, size: u64) -> Result<(), FetchError> {
+    flow.tx
+        .send(ToWriter::Size(size))
+        .await
+        .map_err(|_| writer_stopped(flow.plan))
 }
 
 /// Fetches `rest` as parallel range requests of `chunk_size`.
@@ -270,14 +299,13 @@ async fn stream_body(
             ));
         }
         let len = data.len() as u64;
-        if flow.tx.send(Piece { offset, data }).await.is_err() {
-            return Err(BodyBreak::At(
-                offset,
-                FetchError::Sink {
-                    label: plan.label.to_string(),
-                    source: std::io::Error::other("download writer stopped"),
-                },
-            ));
+        if flow
+            .tx
+            .send(ToWriter::Piece(Piece { offset, data }))
+            .await
+            .is_err()
+        {
+            return Err(BodyBreak::At(offset, writer_stopped(plan)));
         }
         offset += len;
         let total = flow.received.fetch_add(len, Ordering::Relaxed) + len;
@@ -399,6 +427,14 @@ fn parse_content_range_value(v: &str) -> Option<(u64, Option<u64>)> {
     Some((start.trim().parse().ok()?, total))
 }
 
+/// The writer thread is gone (it failed to write, or died).
+fn writer_stopped(plan: &Plan<'_>) -> FetchError {
+    FetchError::Sink {
+        label: plan.label.to_string(),
+        source: std::io::Error::other("download writer stopped"),
+    }
+}
+
 pub(super) fn status_error(plan: &Plan<'_>, status: StatusCode) -> FetchError {
     FetchError::Status {
         label: plan.label.to_string(),
@@ -449,5 +485,118 @@ mod tests {
         assert_eq!(parse_content_range_value("bytes 5-9/*"), Some((5, None)));
         assert_eq!(parse_content_range_value("bytes */1000"), None);
         assert_eq!(parse_content_range_value("items 0-1/2"), None);
+    }
+
+    /// What a sink was told and given.
+    #[derive(Default)]
+    struct Record {
+        announced: Vec<u64>,
+        bytes: Vec<u8>,
+    }
+
+    struct RecordingSink(Arc<std::sync::Mutex<Record>>);
+
+    impl BlobSink for RecordingSink {
+        fn restart(&mut self) -> std::io::Result<()> {
+            *self.0.lock().unwrap() = Record::default();
+            Ok(())
+        }
+        fn write(&mut self, data: &[u8]) -> std::io::Result<()> {
+            self.0.lock().unwrap().bytes.extend_from_slice(data);
+            Ok(())
+        }
+        fn expect_size(&mut self, size: u64) {
+            self.0.lock().unwrap().announced.push(size);
+        }
+    }
+
+    /// A loopback HTTP/1.1 server for `body`: one request per connection, answering `Range`
+    /// with 206 when `ranges`, else always 200 with the whole body.
+    fn serve(body: Arc<[u8]>, ranges: bool) -> u16 {
+        use std::io::{BufRead, BufReader, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { return };
+                let body = body.clone();
+                std::thread::spawn(move || {
+                    let mut range = None;
+                    let mut reader = BufReader::new(conn.try_clone().unwrap());
+                    let mut line = String::new();
+                    while reader.read_line(&mut line).is_ok_and(|n| n > 0) && line != "\r\n" {
+                        let lower = line.to_ascii_lowercase();
+                        if let Some(v) = lower.strip_prefix("range: bytes=") {
+                            let (a, b) = v.trim().split_once('-').unwrap();
+                            range =
+                                Some((a.parse::<usize>().unwrap(), b.parse::<usize>().unwrap()));
+                        }
+                        line.clear();
+                    }
+                    let head = match range.filter(|_| ranges) {
+                        Some((a, b)) => {
+                            let b = b.min(body.len() - 1);
+                            let head = format!(
+                                "HTTP/1.1 206 Partial Content\r\nContent-Range: bytes {a}-{b}/{}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                                body.len(),
+                                b + 1 - a
+                            );
+                            (head, &body[a..=b])
+                        }
+                        None => (
+                            format!(
+                                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                                body.len()
+                            ),
+                            &body[..],
+                        ),
+                    };
+                    let _ = conn.write_all(head.0.as_bytes());
+                    let _ = conn.write_all(head.1);
+                });
+            }
+        });
+        port
+    }
+
+    /// Downloads from a loopback server and returns what the sink saw.
+    fn download(ranges: bool, body: Arc<[u8]>) -> (Record, Digest) {
+        let port = serve(body, ranges);
+        let settings = FetchSettings {
+            timeout: Duration::from_secs(10),
+            chunk_size: 1 << 20,
+            parallel: 2,
+            proxies: crate::config::parse_proxies(&["DIRECT".to_string()]).unwrap(),
+            retries: 1,
+            proxy_reset: Duration::from_secs(60),
+        };
+        let fetcher = super::super::Fetcher::new(settings).unwrap();
+        let url = Url::parse(&format!("http://127.0.0.1:{port}/blob")).unwrap();
+        let headers = reqwest::header::HeaderMap::new();
+        let request = super::super::BlobRequest {
+            label: "blob",
+            urls: std::slice::from_ref(&url),
+            expected: None,
+            headers: &headers,
+        };
+        let record = Arc::new(std::sync::Mutex::new(Record::default()));
+        let sink = Box::new(RecordingSink(record.clone()));
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let (fetched, _) = runtime
+            .block_on(fetcher.fetch_blob(&request, sink, &|_| {}))
+            .unwrap();
+        let record = std::mem::take(&mut *record.lock().unwrap());
+        (record, fetched.digest)
+    }
+
+    #[test]
+    fn the_writer_is_told_the_announced_size_before_the_bytes() {
+        let body: Arc<[u8]> = (0..(3 << 20) + 17).map(|i| (i % 253) as u8).collect();
+        for ranges in [true, false] {
+            let (record, digest) = download(ranges, body.clone());
+            assert_eq!(record.announced, [body.len() as u64], "ranges: {ranges}");
+            assert_eq!(record.bytes, &body[..], "ranges: {ranges}");
+            assert_eq!(digest, Digest::of(&body));
+        }
     }
 }

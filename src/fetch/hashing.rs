@@ -1,10 +1,13 @@
 //! [`InOrderHasher`]: sha256 of a download on a thread of its own.
 //!
 //! The download writer puts pieces back in order, writes them to the temp file and hashes them.
-//! Hashing (SHA-NI: ~1.7 GB/s a core) and the write's copy into the page cache cost about the
-//! same, so on one thread they halve what the writer keeps up with; here the writer hands each
-//! piece (a reference-counted [`Bytes`], no copy) to a hashing thread through a short queue,
-//! and the two run on separate cores. If the thread cannot be started, hashing stays inline.
+//! Hashing (SHA-NI: 2.1 GB/s of one core's CPU time, sha2 and ring alike, 0.51 s per GiB) costs
+//! twice what the write into the page cache does (0.26 s per GiB with `sync_file_range`), so on
+//! one thread they would bound the download at ~1.3 GB/s; here the writer hands each piece (a
+//! reference-counted [`Bytes`], no copy) to a hashing thread through a short queue, and the two
+//! run on separate cores. In a cold 1 GiB read from a loopback nginx the hash ends within ~1 ms
+//! of the writer's last piece: it keeps up, and receiving and writing set the pace. If the
+//! thread cannot be started, hashing stays inline.
 
 use std::sync::mpsc::{sync_channel, SyncSender};
 use std::thread::JoinHandle;

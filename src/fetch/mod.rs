@@ -42,6 +42,10 @@ pub trait BlobSink: Send + 'static {
     fn restart(&mut self) -> io::Result<()>;
     /// The next bytes of the blob.
     fn write(&mut self, data: &[u8]) -> io::Result<()>;
+    /// The size the server announced for this attempt (not verified: a server may lie), told
+    /// before its first byte when the answer carries one. A sink may reserve room ahead of its
+    /// writes; the default ignores it.
+    fn expect_size(&mut self, _size: u64) {}
 }
 
 /// How the fetcher behaves; built from the config.
