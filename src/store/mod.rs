@@ -13,6 +13,7 @@
 //! blobs through [`Store::open_blob`] and read them through the [`BlobRead`] trait.
 
 mod blob;
+mod blocks;
 mod chunks;
 pub mod db;
 mod decoded;

@@ -67,26 +67,12 @@ impl TempSink {
             return;
         }
         let upto = end.saturating_add(RESERVE_STEP).min(self.announced);
-        let (Ok(start), Ok(len)) = (
-            libc::off_t::try_from(self.reserved),
-            libc::off_t::try_from(upto - self.reserved),
-        ) else {
-            self.announced = 0;
-            return;
-        };
-        // SAFETY: plain syscall on an fd we own. KEEP_SIZE leaves the file's length to the
-        // writes, so a short download leaves no hole that reads as zeros.
-        let done = unsafe {
-            libc::fallocate(self.file.as_raw_fd(), libc::FALLOC_FL_KEEP_SIZE, start, len)
-        };
-        if done == 0 {
-            self.reserved = upto;
-        } else {
-            tracing::debug!(
-                "not reserving download blocks: {}",
-                io::Error::last_os_error()
-            );
-            self.announced = 0;
+        match super::blocks::reserve(&self.file, self.reserved, upto - self.reserved) {
+            Ok(()) => self.reserved = upto,
+            Err(e) => {
+                tracing::debug!("not reserving download blocks: {e}");
+                self.announced = 0;
+            }
         }
     }
 }

@@ -175,15 +175,10 @@ impl Pack {
         Ok(())
     }
 
-    /// Reserves the blocks of bytes `from..from + len` ahead of the writes (`fallocate`, size
-    /// kept): ext4 then skips its delayed-allocation work per page, about 30% of a buffered
-    /// write's CPU here. Best effort: whether it worked.
+    /// Reserves the blocks of bytes `from..from + len` ahead of the writes (see
+    /// `store::blocks`); whether it worked.
     pub fn reserve(&self, from: u64, len: u64) -> bool {
-        let (Ok(from), Ok(len)) = (libc::off_t::try_from(from), libc::off_t::try_from(len)) else {
-            return false;
-        };
-        // SAFETY: fallocate on an fd we own.
-        unsafe { libc::fallocate(self.file.as_raw_fd(), libc::FALLOC_FL_KEEP_SIZE, from, len) == 0 }
+        super::super::blocks::reserve(&self.file, from, len).is_ok()
     }
 
     /// Ends this process's writing: frees blocks reserved past the last record (a truncate to
