@@ -5,7 +5,9 @@
 //! ones with a [`StreamDecoder`]: an idle one already positioned at or shortly before the read
 //! (a sequential reader continues its decoder), else a new one from the nearest checkpoint at or
 //! before the read. Every span a decoder passes is cached, so neighbours of what was read are
-//! served without decoding again. Memory: the cache bound, plus a few idle decoders (about
+//! served without decoding again. A decoder started at a checkpoint for a read stops at the
+//! read's end (a random read of a small member decodes half as much on average); one continued
+//! by the next read decodes whole slots, and the cache joins the two pieces of a slot. Memory: the cache bound, plus a few idle decoders (about
 //! 100 KiB each) and a small layout cache per reader; nothing grows with the archive.
 
 use std::num::NonZeroUsize;
@@ -171,6 +173,11 @@ impl ArchiveReader {
         // `fresh`: the held decoder was chosen for this position and has not been overtaken by
         // cache hits, so it needs no re-check.
         let mut fresh = false;
+        // `resumed`: the held decoder started at a checkpoint for this read (a random access),
+        // so it stops at the read's end instead of finishing the slot: nothing says the bytes
+        // after are wanted, and a small member's read decodes half as much on average. A
+        // decoder continued from an earlier read (a sequential reader) decodes whole slots.
+        let mut resumed = false;
         while pos < end {
             if let Some(span) = self.cached(pos) {
                 copy_span(&span, &mut pos, end, &mut out);
@@ -183,15 +190,20 @@ impl ArchiveReader {
                     if let Some(d) = other {
                         self.park(d);
                     }
-                    self.decoder_for(pos)?
+                    let (d, from_checkpoint) = self.decoder_for(pos)?;
+                    resumed = from_checkpoint;
+                    d
                 }
             };
             fresh = true;
+            let limit = if resumed { end } else { u64::MAX };
             // A decoding error leaves the decoder unusable: it is dropped with `dec`.
-            let span = dec.next_span(self.blob.as_ref())?.ok_or_else(|| {
-                self.index
-                    .corrupt(format!("tar stream ends before offset {pos} while reading"))
-            })?;
+            let span = dec
+                .next_span_until(self.blob.as_ref(), limit)?
+                .ok_or_else(|| {
+                    self.index
+                        .corrupt(format!("tar stream ends before offset {pos} while reading"))
+                })?;
             let span = Arc::new(span);
             self.cache.insert(self.key(span.start), span.clone());
             if span.contains(pos) {
@@ -231,8 +243,9 @@ impl ArchiveReader {
         Ok(self.index.checkpoint_before(pos)?.uoff <= at)
     }
 
-    /// A decoder positioned at or before `pos`: the best idle one, else one from a checkpoint.
-    fn decoder_for(&self, pos: u64) -> Result<StreamDecoder, ArchiveError> {
+    /// A decoder positioned at or before `pos`: the best idle one, else one from a checkpoint
+    /// (then the flag is true).
+    fn decoder_for(&self, pos: u64) -> Result<(StreamDecoder, bool), ArchiveError> {
         let candidate = {
             let mut idle = self.decoders.lock();
             let best = idle
@@ -245,17 +258,17 @@ impl ArchiveReader {
         };
         if let Some(d) = candidate {
             if pos - d.position() <= CONTINUE_LIMIT {
-                return Ok(d);
+                return Ok((d, false));
             }
             let cp = self.index.checkpoint_before(pos)?;
             if cp.uoff <= d.position() {
-                return Ok(d);
+                return Ok((d, false));
             }
             self.park(d);
-            return self.resume(&cp);
+            return Ok((self.resume(&cp)?, true));
         }
         let cp = self.index.checkpoint_before(pos)?;
-        self.resume(&cp)
+        Ok((self.resume(&cp)?, true))
     }
 
     /// A new decoder at a checkpoint.

@@ -26,6 +26,7 @@ struct Indexed {
     digest: Digest,
     index: Arc<ArchiveIndex>,
     reader: ArchiveReader,
+    cache: Arc<SpanCache>,
 }
 
 fn build(bytes: &[u8], spacing: u64, chunk: usize) -> Result<BuiltIndex, ArchiveError> {
@@ -51,10 +52,11 @@ fn store(path: &Path, bytes: &[u8], built: BuiltIndex, cache: u64) -> Indexed {
     ArchiveIndex::init_schema(&conn).unwrap();
     ArchiveIndex::save(&conn, &digest, built).unwrap();
     let index = Arc::new(ArchiveIndex::open(&db, &digest).unwrap());
+    let cache = Arc::new(SpanCache::new(cache));
     let reader = ArchiveReader::new(
         index.clone(),
         Arc::new(BytesBlob::new(fs::read(path).unwrap())),
-        Arc::new(SpanCache::new(cache)),
+        cache.clone(),
     );
     Indexed {
         _db_dir: db_dir,
@@ -62,6 +64,7 @@ fn store(path: &Path, bytes: &[u8], built: BuiltIndex, cache: u64) -> Indexed {
         digest,
         index,
         reader,
+        cache,
     }
 }
 
@@ -500,6 +503,34 @@ fn sequential_reads_continue_one_decoder() {
         "{} resumes",
         ix.reader.checkpoint_resumes()
     );
+}
+
+#[test]
+fn a_read_from_a_checkpoint_stops_at_its_end_and_the_next_read_continues() {
+    let work = tempfile::tempdir().unwrap();
+    let data = pseudo_random(3 << 20, 9, true);
+    let path = work.path().join("r.tar.gz");
+    one_member_tar_gz(&path, "r", &data);
+    // A 1 MiB cache: too small for read-ahead jobs, which would fill it behind our back.
+    let ix = index_file(&path, 1 << 20, 1 << 20);
+    let id = ix.index.lookup(MemberId::ROOT, b"r").unwrap().unwrap().id;
+    let cache = ix.cache.clone();
+    // The member's data starts at stream offset 512: [1000, 5000) is inside the first slot.
+    assert_eq!(ix.reader.read(id, 1000, 4000).unwrap(), data[1000..5000]);
+    assert_eq!(ix.reader.checkpoint_resumes(), 1);
+    assert_eq!(
+        cache.resident_bytes(),
+        512 + 5000,
+        "decoded past the read's end"
+    );
+    // The next read continues that decoder (no new resume) to the end of the slot, and the
+    // slot is held whole: a read before the first one is a cache hit.
+    assert_eq!(ix.reader.read(id, 5000, 4000).unwrap(), data[5000..9000]);
+    assert_eq!(ix.reader.checkpoint_resumes(), 1);
+    assert_eq!(cache.resident_bytes(), 256 * 1024);
+    assert_eq!(ix.reader.read(id, 0, 1000).unwrap(), data[..1000]);
+    assert_eq!(ix.reader.checkpoint_resumes(), 1);
+    assert!(read_all(&ix.reader, id, data.len() as u64, 100_000) == data);
 }
 
 /// A tar.gz of one member `name` holding `data`.
