@@ -23,6 +23,7 @@ use parking_lot::Mutex;
 use super::{Content, ContentError, SingleFlight};
 use crate::archive::{
     ArchiveError, ArchiveIndex, ArchiveReader, IndexBuilder, MemberId, SpanCache,
+    ThreadedIndexBuilder,
 };
 use crate::digest::Digest;
 use crate::source::Source;
@@ -275,7 +276,7 @@ fn index_blob(blob: &dyn BlobRead) -> Result<crate::archive::BuiltIndex, Archive
     builder.finish()
 }
 struct IndexState {
-    builder: IndexBuilder,
+    builder: ThreadedIndexBuilder,
     seen: u64,
     error: Option<ArchiveError>,
 }
@@ -290,7 +291,7 @@ struct IndexingObserver {
 impl ByteObserver for IndexingObserver {
     fn restart(&mut self) {
         *self.slot.lock() = Some(IndexState {
-            builder: IndexBuilder::new(),
+            builder: ThreadedIndexBuilder::new(),
             seen: 0,
             error: None,
         });
