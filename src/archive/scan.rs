@@ -24,7 +24,7 @@ use super::window_worker::WindowWorker;
 use super::ArchiveError;
 
 /// Most output decoded from a checkpoint before a member's header (see the module doc).
-pub(crate) const MEMBER_REACH: u64 = 512 * 1024;
+pub(crate) const MEMBER_REACH: u64 = 256 * 1024;
 /// Member starts closer than this to the previous checkpoint get none (many tiny members).
 const MIN_MEMBER_CHECKPOINT_GAP: u64 = 64 * 1024;
 /// Output buffer size.
