@@ -5,8 +5,6 @@
 //! socket and file waited for it. Here `feed` only copies the bytes into batches for the builder
 //! thread, so on a machine with two cores the download and the inflate overlap. The batches in
 //! flight are bounded (a few MiB), so a slow builder slows the download instead of filling memory.
-//! Each batch carries the feeder's tracing span, so the builder's warnings ("entry dropped") name
-//! the archive as they did inline.
 
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::thread::JoinHandle;
@@ -18,12 +16,9 @@ const BATCH: usize = 256 * 1024;
 /// Batches in flight before `feed` waits for the builder.
 const IN_FLIGHT: usize = 8;
 
-/// A batch of bytes and the span it was fed in.
-type Batch = (tracing::Span, Vec<u8>);
-
 /// The builder thread, while it runs.
 struct Worker {
-    batches: SyncSender<Batch>,
+    batches: SyncSender<Vec<u8>>,
     handle: JoinHandle<Result<BuiltIndex, ArchiveError>>,
 }
 
@@ -115,11 +110,7 @@ impl ThreadedIndexBuilder {
                 "index builder already finished".into(),
             ));
         };
-        if worker
-            .batches
-            .send((tracing::Span::current(), batch))
-            .is_ok()
-        {
+        if worker.batches.send(batch).is_ok() {
             return Ok(());
         }
         let error = match self.worker.take() {
@@ -134,17 +125,13 @@ impl ThreadedIndexBuilder {
     }
 }
 
-/// The builder thread: feeds every batch in its span, stops at the first error (dropping the
-/// queue, which `hand_over` sees), finishes in the last batch's span when the feeder hangs up.
-fn build(queue: Receiver<Batch>) -> Result<BuiltIndex, ArchiveError> {
+/// The builder thread: feeds every batch, stops at the first error (dropping the queue, which
+/// `hand_over` sees), finishes when the feeder hangs up.
+fn build(queue: Receiver<Vec<u8>>) -> Result<BuiltIndex, ArchiveError> {
     let mut builder = IndexBuilder::new();
-    let mut span = tracing::Span::none();
-    while let Ok((fed_in, batch)) = queue.recv() {
-        span = fed_in;
-        let _in_archive = span.enter();
+    while let Ok(batch) = queue.recv() {
         builder.feed(&batch)?;
     }
-    let _in_archive = span.enter();
     builder.finish()
 }
 
