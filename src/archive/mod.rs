@@ -15,7 +15,6 @@
 //! `gzip` (header/trailer framing), `inflate` (raw deflate through zlib-rs; the only `unsafe`),
 //! `checkpoint` (window storage), `scan` (push-style gzip walk that records checkpoints),
 //! `window_worker` (probes and packs the checkpoint windows on a second thread),
-//! `threaded` (the builder on its own thread, for the download path),
 //! `tar` (push-style tar parser: ustar, GNU, PAX, sparse), `tree` (GNU tar extraction semantics),
 //! `builder`, `index` (SQLite), `decoder` + `span_cache` + `reader` (the read path);
 //! `published` (the seek index as `lazycas index` ships it) and `span_map` (which compressed
@@ -83,7 +82,6 @@ mod scan;
 mod span_cache;
 mod span_map;
 mod tar;
-mod threaded;
 mod tree;
 mod window_worker;
 
@@ -96,7 +94,6 @@ pub use published::PublishedIndexError;
 pub use reader::ArchiveReader;
 pub use span_cache::{SpanCache, DEFAULT_SPAN_CACHE_BYTES};
 pub use span_map::SpanMap;
-pub use threaded::ThreadedIndexBuilder;
 
 /// A member's number inside one archive index. Stable for a given archive content; hard links
 /// share one. The root directory is [`MemberId::ROOT`].

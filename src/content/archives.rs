@@ -23,7 +23,6 @@ use parking_lot::Mutex;
 use super::{Content, ContentError, SingleFlight};
 use crate::archive::{
     ArchiveError, ArchiveIndex, ArchiveReader, IndexBuilder, MemberId, SpanCache,
-    ThreadedIndexBuilder,
 };
 use crate::digest::Digest;
 use crate::source::Source;
@@ -276,7 +275,7 @@ fn index_blob(blob: &dyn BlobRead) -> Result<crate::archive::BuiltIndex, Archive
     builder.finish()
 }
 struct IndexState {
-    builder: ThreadedIndexBuilder,
+    builder: IndexBuilder,
     seen: u64,
     error: Option<ArchiveError>,
 }
@@ -291,7 +290,7 @@ struct IndexingObserver {
 impl ByteObserver for IndexingObserver {
     fn restart(&mut self) {
         *self.slot.lock() = Some(IndexState {
-            builder: ThreadedIndexBuilder::new(),
+            builder: IndexBuilder::new(),
             seen: 0,
             error: None,
         });
