@@ -89,11 +89,6 @@ impl StreamDecoder {
         self.state == State::Done
     }
 
-    /// Decodes up to the end of the current slot; `None` at the end of the stream.
-    pub(crate) fn next_span(&mut self, blob: &dyn BlobRead) -> Result<Option<Span>, ArchiveError> {
-        self.next_span_until(blob, u64::MAX)
-    }
-
     /// Decodes up to the end of the current slot or to stream offset `limit`, whichever comes
     /// first (at least one byte: a limit at or before the position is ignored); `None` at the
     /// end of the stream.

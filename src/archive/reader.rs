@@ -110,7 +110,11 @@ impl ArchiveReader {
         }
         let end = layout.size.min(offset.saturating_add(u64::from(len)));
         match &layout.sparse {
-            None => self.read_stream(layout.data_offset + offset, (end - offset) as usize),
+            None => self.read_stream(
+                layout.data_offset + offset,
+                (end - offset) as usize,
+                layout.data_offset + layout.size,
+            ),
             Some(chunks) => self.read_sparse(chunks, offset, end),
         }
     }
@@ -133,6 +137,8 @@ impl ArchiveReader {
         end: u64,
     ) -> Result<Vec<u8>, ArchiveError> {
         let mut out = vec![0u8; (end - offset) as usize];
+        // Where the member's stored data ends in the stream (after its last chunk).
+        let data_end = chunks.last().map_or(0, |(c, phys)| phys + c.len);
         let first = chunks.partition_point(|(c, _)| c.offset + c.len <= offset);
         for (c, phys) in &chunks[first..] {
             if c.offset >= end {
@@ -140,15 +146,21 @@ impl ArchiveReader {
             }
             let from = c.offset.max(offset);
             let to = (c.offset + c.len).min(end);
-            let bytes = self.read_stream(phys + (from - c.offset), (to - from) as usize)?;
+            let bytes =
+                self.read_stream(phys + (from - c.offset), (to - from) as usize, data_end)?;
             let at = (from - offset) as usize;
             out[at..at + bytes.len()].copy_from_slice(&bytes);
         }
         Ok(out)
     }
 
-    /// `len` bytes of the tar stream from `start`.
-    fn read_stream(&self, start: u64, len: usize) -> Result<Vec<u8>, ArchiveError> {
+    /// `len` bytes of the tar stream from `start`, for a member whose data ends at `member_end`.
+    fn read_stream(
+        &self,
+        start: u64,
+        len: usize,
+        member_end: u64,
+    ) -> Result<Vec<u8>, ArchiveError> {
         let end = start.saturating_add(len as u64);
         if end > self.index.stream_len() {
             return Err(self.index.corrupt(format!(
@@ -161,12 +173,12 @@ impl ArchiveReader {
                 read_exact(self.blob.as_ref(), start, &mut buf)?;
                 Ok(buf)
             }
-            Format::Gzip => self.read_gzip(start, end),
+            Format::Gzip => self.read_gzip(start, end, member_end),
         }
     }
 
     /// `[start, end)` of a gzip archive's tar stream, from cached spans and decoders.
-    fn read_gzip(&self, start: u64, end: u64) -> Result<Vec<u8>, ArchiveError> {
+    fn read_gzip(&self, start: u64, end: u64, member_end: u64) -> Result<Vec<u8>, ArchiveError> {
         let mut out = Vec::with_capacity((end - start) as usize);
         let mut pos = start;
         let mut held: Option<StreamDecoder> = None;
@@ -214,7 +226,7 @@ impl ArchiveReader {
         if let Some(d) = held {
             self.park(d);
         }
-        self.ahead.after_read(start, end);
+        self.ahead.after_read(start, end, member_end);
         Ok(out)
     }
 
