@@ -540,16 +540,8 @@ fn read_ahead_does_not_decode_past_the_member_being_read() {
     let work = tempfile::tempdir().unwrap();
     let first = pseudo_random(6 << 20, 21, true);
     let second = pseudo_random(12 << 20, 22, true);
-    let mut b = ::tar::Builder::new(Vec::new());
-    for (name, data) in [("first", &first), ("second", &second)] {
-        let mut h = ::tar::Header::new_gnu();
-        h.set_size(data.len() as u64);
-        b.append_data(&mut h, name, &data[..]).unwrap();
-    }
-    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(6));
-    enc.write_all(&b.into_inner().unwrap()).unwrap();
     let path = work.path().join("two.tar.gz");
-    fs::write(&path, enc.finish().unwrap()).unwrap();
+    members_tar_gz(&path, &[("first", &first), ("second", &second)]);
     // Checkpoints every MiB, a 16 MiB cache: read-ahead jobs of 4 MiB.
     let ix = index_file(&path, 1 << 20, 16 << 20);
     let id = ix
@@ -586,10 +578,17 @@ fn read_ahead_does_not_decode_past_the_member_being_read() {
 
 /// A tar.gz of one member `name` holding `data`.
 fn one_member_tar_gz(path: &Path, name: &str, data: &[u8]) {
+    members_tar_gz(path, &[(name, data)]);
+}
+
+/// A tar.gz of regular files (name, data), in that order.
+fn members_tar_gz(path: &Path, members: &[(&str, &[u8])]) {
     let mut b = ::tar::Builder::new(Vec::new());
-    let mut h = ::tar::Header::new_gnu();
-    h.set_size(data.len() as u64);
-    b.append_data(&mut h, name, data).unwrap();
+    for (name, data) in members {
+        let mut h = ::tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        b.append_data(&mut h, name, *data).unwrap();
+    }
     let tar = b.into_inner().unwrap();
     let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(6));
     enc.write_all(&tar).unwrap();
