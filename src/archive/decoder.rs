@@ -89,10 +89,20 @@ impl StreamDecoder {
         self.state == State::Done
     }
 
-    /// Decodes up to the end of the current slot; `None` at the end of the stream.
-    pub(crate) fn next_span(&mut self, blob: &dyn BlobRead) -> Result<Option<Span>, ArchiveError> {
+    /// Decodes up to the end of the current slot or to stream offset `limit`, whichever comes
+    /// first (at least one byte: a limit at or before the position is ignored); `None` at the
+    /// end of the stream.
+    pub(crate) fn next_span_until(
+        &mut self,
+        blob: &dyn BlobRead,
+        limit: u64,
+    ) -> Result<Option<Span>, ArchiveError> {
         let start = self.pos;
-        let want = (SPAN_SIZE - start % SPAN_SIZE) as usize;
+        let slot_left = SPAN_SIZE - start % SPAN_SIZE;
+        let want = match limit.checked_sub(start) {
+            Some(left) if left > 0 => slot_left.min(left),
+            _ => slot_left,
+        } as usize;
         let mut data = Vec::with_capacity(want);
         let mut stalls = 0;
         while data.len() < want && self.state != State::Done {

@@ -1,4 +1,6 @@
-//! Raw deflate decoding (no zlib/gzip wrapper) through the zlib C API of `libz-rs-sys`.
+//! Raw deflate (no zlib/gzip wrapper) through the zlib C API of `libz-rs-sys`: decoding, and the
+//! one-shot encoding of checkpoint windows ([`deflate_raw`]; zlib-rs encodes them in about half
+//! the time miniz_oxide, flate2's default backend, takes at the same level and size).
 //!
 //! This is the only file of the archive layer with `unsafe`: it owns one `z_stream`, keeps it at a
 //! fixed heap address (zlib checks `state->strm == strm`), points it at caller slices only for the
@@ -173,10 +175,56 @@ impl Drop for RawInflate {
     }
 }
 
+/// `data` deflated at zlib `level` (0..=9), raw (windowBits -15).
+pub(crate) fn deflate_raw(data: &[u8], level: i32) -> Result<Vec<u8>, String> {
+    let avail_in = u32::try_from(data.len()).map_err(|_| "input too large".to_string())?;
+    let mut strm = Box::<z::z_stream>::default();
+    let stream_size = std::mem::size_of::<z::z_stream>() as c_int;
+    // SAFETY: `strm` is a valid, zeroed z_stream at a stable heap address.
+    let ret = unsafe {
+        z::deflateInit2_(
+            &mut *strm,
+            level,
+            z::Z_DEFLATED,
+            -15,
+            8,
+            z::Z_DEFAULT_STRATEGY,
+            z::zlibVersion(),
+            stream_size,
+        )
+    };
+    if ret != z::Z_OK {
+        return Err(format!("deflateInit2 failed ({ret})"));
+    }
+    // SAFETY: the stream was initialised above.
+    let bound = unsafe { z::deflateBound(&mut *strm, avail_in.into()) } as usize;
+    let mut out = vec![0u8; bound];
+    strm.next_in = data.as_ptr();
+    strm.avail_in = avail_in;
+    strm.next_out = out.as_mut_ptr();
+    strm.avail_out = u32::try_from(bound).map_err(|_| "output too large".to_string())?;
+    // SAFETY: next_in/next_out describe `data` and `out`, both alive for the call; deflateBound
+    // room lets one Z_FINISH call complete.
+    let ret = unsafe { z::deflate(&mut *strm, z::Z_FINISH) };
+    let written = bound - strm.avail_out as usize;
+    strm.next_in = std::ptr::null();
+    strm.next_out = std::ptr::null_mut();
+    // SAFETY: initialised above, ended exactly once.
+    unsafe { z::deflateEnd(&mut *strm) };
+    if ret != z::Z_STREAM_END {
+        return Err(format!("deflate did not finish ({ret})"));
+    }
+    out.truncate(written);
+    // The bound is about the input's size, often 8x what a sparse window packs to: an index
+    // holds thousands of these until it is saved.
+    out.shrink_to_fit();
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::Write;
+    use std::io::{Read, Write};
 
     fn deflate_raw(data: &[u8]) -> Vec<u8> {
         let mut enc = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::new(6));
@@ -202,6 +250,27 @@ mod tests {
             assert!(step.consumed + step.produced > 0);
         }
         assert_eq!(out, data);
+    }
+
+    #[test]
+    fn deflate_raw_round_trips() {
+        let data: Vec<u8> = (0..100_000u32).map(|i| (i * 13 % 97) as u8).collect();
+        for level in [1, 6, 9] {
+            let packed = super::deflate_raw(&data, level).unwrap();
+            assert!(packed.len() < data.len() / 4);
+            // Not the deflate bound's room: an index keeps thousands of packed windows.
+            assert!(
+                packed.capacity() < 2 * packed.len() + 64,
+                "{}",
+                packed.capacity()
+            );
+            let mut out = Vec::new();
+            flate2::read::DeflateDecoder::new(&packed[..])
+                .read_to_end(&mut out)
+                .unwrap();
+            assert_eq!(out, data);
+        }
+        assert!(!super::deflate_raw(b"", 6).unwrap().is_empty());
     }
 
     #[test]

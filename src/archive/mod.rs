@@ -14,6 +14,7 @@
 //! # Layout
 //! `gzip` (header/trailer framing), `inflate` (raw deflate through zlib-rs; the only `unsafe`),
 //! `checkpoint` (window storage), `scan` (push-style gzip walk that records checkpoints),
+//! `window_worker` (probes and packs the checkpoint windows on a second thread),
 //! `tar` (push-style tar parser: ustar, GNU, PAX, sparse), `tree` (GNU tar extraction semantics),
 //! `builder`, `index` (SQLite), `decoder` + `span_cache` + `reader` (the read path);
 //! `published` (the seek index as `lazycas index` ships it) and `span_map` (which compressed
@@ -82,6 +83,7 @@ mod span_cache;
 mod span_map;
 mod tar;
 mod tree;
+mod window_worker;
 
 use std::fmt;
 

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 
 use super::decoder::{StreamDecoder, SPAN_SIZE};
+use super::scan::MEMBER_REACH;
 use super::span_cache::SpanKey;
 use super::{ArchiveError, ArchiveIndex, SpanCache};
 use crate::store::BlobRead;
@@ -59,6 +60,8 @@ struct Job {
     shared: Shared,
     from: u64,
     budget: u64,
+    /// Decodes no further than this stream offset (see [`ReadAhead::after_read`]).
+    stop_at: u64,
 }
 
 impl ReadAhead {
@@ -93,11 +96,18 @@ impl ReadAhead {
         self.shared.state.lock().running
     }
 
-    /// Notes that `[start, end)` was read; when that continues a sequential stream and the next
-    /// checkpoint is near, decodes from it on another thread. The budget of a job is a quarter
-    /// of the cache: a cache too small to hold that beside the reader's own spans gets no jobs.
-    pub(crate) fn after_read(&self, start: u64, end: u64) {
-        if let Err(e) = self.start_job(start, end) {
+    /// Notes that `[start, end)` of a member whose data ends at stream offset `member_end` was
+    /// read; when that continues a sequential stream and the next checkpoint is near, decodes
+    /// from it on another thread. The budget of a job is a quarter of the cache: a cache too
+    /// small to hold that beside the reader's own spans gets no jobs.
+    ///
+    /// A job that starts inside the member stops at its end: the reader may stop there too (one
+    /// file read whole), and for an archive read span by span decoding on would fetch what
+    /// nobody asked for. A job past the member (for a reader going on to the next members, as
+    /// `tar` does) starts only at a checkpoint within `2 * MEMBER_REACH` of the member's end,
+    /// where a run of members has one, and decodes `2 * MEMBER_REACH` at most.
+    pub(crate) fn after_read(&self, start: u64, end: u64, member_end: u64) {
+        if let Err(e) = self.start_job(start, end, member_end) {
             // Read-ahead is an optimisation: the reader decodes the region itself when it gets
             // there, and reports any error of the index then.
             tracing::debug!(error = %e, "no read-ahead");
@@ -105,7 +115,7 @@ impl ReadAhead {
     }
 
     /// [`ReadAhead::after_read`], with the index's errors.
-    fn start_job(&self, start: u64, end: u64) -> Result<(), ArchiveError> {
+    fn start_job(&self, start: u64, end: u64, member_end: u64) -> Result<(), ArchiveError> {
         let budget = self.shared.cache.capacity() / 4;
         if budget < 2 * SPAN_SIZE {
             return Ok(());
@@ -122,9 +132,14 @@ impl ReadAhead {
             return Ok(());
         };
         // Only the next region: further ahead would hold spans the reader needs much later.
-        if next > end + 2 * budget {
+        if next > end + 2 * budget || next > member_end.saturating_add(2 * MEMBER_REACH) {
             return Ok(());
         }
+        let stop_at = if next < member_end {
+            member_end
+        } else {
+            next + 2 * MEMBER_REACH
+        };
         {
             let mut state = self.shared.state.lock();
             if state.running || state.last_job_from.is_some_and(|at| at >= next) {
@@ -138,6 +153,7 @@ impl ReadAhead {
             shared: self.shared.clone(),
             from: next,
             budget,
+            stop_at,
         };
         let spawned = std::thread::Builder::new()
             .name("lazycas-ahead".into())
@@ -166,10 +182,11 @@ impl Job {
         let stop = match self.shared.index.checkpoint_after(cp.uoff)? {
             Some(next) => next.min(cp.uoff + self.budget),
             None => cp.uoff + self.budget,
-        };
+        }
+        .min(self.stop_at);
         let mut dec = StreamDecoder::resume(self.shared.blob.as_ref(), &cp)?;
         while dec.position() < stop {
-            let Some(span) = dec.next_span(self.shared.blob.as_ref())? else {
+            let Some(span) = dec.next_span_until(self.shared.blob.as_ref(), stop)? else {
                 return Ok(());
             };
             let key = SpanKey {

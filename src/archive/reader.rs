@@ -5,7 +5,9 @@
 //! ones with a [`StreamDecoder`]: an idle one already positioned at or shortly before the read
 //! (a sequential reader continues its decoder), else a new one from the nearest checkpoint at or
 //! before the read. Every span a decoder passes is cached, so neighbours of what was read are
-//! served without decoding again. Memory: the cache bound, plus a few idle decoders (about
+//! served without decoding again. A decoder started at a checkpoint for a read stops at the
+//! read's end (a random read of a small member decodes half as much on average); one continued
+//! by the next read decodes whole slots, and the cache joins the two pieces of a slot. Memory: the cache bound, plus a few idle decoders (about
 //! 100 KiB each) and a small layout cache per reader; nothing grows with the archive.
 
 use std::num::NonZeroUsize;
@@ -108,7 +110,11 @@ impl ArchiveReader {
         }
         let end = layout.size.min(offset.saturating_add(u64::from(len)));
         match &layout.sparse {
-            None => self.read_stream(layout.data_offset + offset, (end - offset) as usize),
+            None => self.read_stream(
+                layout.data_offset + offset,
+                (end - offset) as usize,
+                layout.data_offset + layout.size,
+            ),
             Some(chunks) => self.read_sparse(chunks, offset, end),
         }
     }
@@ -131,6 +137,8 @@ impl ArchiveReader {
         end: u64,
     ) -> Result<Vec<u8>, ArchiveError> {
         let mut out = vec![0u8; (end - offset) as usize];
+        // Where the member's stored data ends in the stream (after its last chunk).
+        let data_end = chunks.last().map_or(0, |(c, phys)| phys + c.len);
         let first = chunks.partition_point(|(c, _)| c.offset + c.len <= offset);
         for (c, phys) in &chunks[first..] {
             if c.offset >= end {
@@ -138,15 +146,21 @@ impl ArchiveReader {
             }
             let from = c.offset.max(offset);
             let to = (c.offset + c.len).min(end);
-            let bytes = self.read_stream(phys + (from - c.offset), (to - from) as usize)?;
+            let bytes =
+                self.read_stream(phys + (from - c.offset), (to - from) as usize, data_end)?;
             let at = (from - offset) as usize;
             out[at..at + bytes.len()].copy_from_slice(&bytes);
         }
         Ok(out)
     }
 
-    /// `len` bytes of the tar stream from `start`.
-    fn read_stream(&self, start: u64, len: usize) -> Result<Vec<u8>, ArchiveError> {
+    /// `len` bytes of the tar stream from `start`, for a member whose data ends at `member_end`.
+    fn read_stream(
+        &self,
+        start: u64,
+        len: usize,
+        member_end: u64,
+    ) -> Result<Vec<u8>, ArchiveError> {
         let end = start.saturating_add(len as u64);
         if end > self.index.stream_len() {
             return Err(self.index.corrupt(format!(
@@ -159,18 +173,23 @@ impl ArchiveReader {
                 read_exact(self.blob.as_ref(), start, &mut buf)?;
                 Ok(buf)
             }
-            Format::Gzip => self.read_gzip(start, end),
+            Format::Gzip => self.read_gzip(start, end, member_end),
         }
     }
 
     /// `[start, end)` of a gzip archive's tar stream, from cached spans and decoders.
-    fn read_gzip(&self, start: u64, end: u64) -> Result<Vec<u8>, ArchiveError> {
+    fn read_gzip(&self, start: u64, end: u64, member_end: u64) -> Result<Vec<u8>, ArchiveError> {
         let mut out = Vec::with_capacity((end - start) as usize);
         let mut pos = start;
         let mut held: Option<StreamDecoder> = None;
         // `fresh`: the held decoder was chosen for this position and has not been overtaken by
         // cache hits, so it needs no re-check.
         let mut fresh = false;
+        // `resumed`: the held decoder started at a checkpoint for this read (a random access),
+        // so it stops at the read's end instead of finishing the slot: nothing says the bytes
+        // after are wanted, and a small member's read decodes half as much on average. A
+        // decoder continued from an earlier read (a sequential reader) decodes whole slots.
+        let mut resumed = false;
         while pos < end {
             if let Some(span) = self.cached(pos) {
                 copy_span(&span, &mut pos, end, &mut out);
@@ -183,15 +202,20 @@ impl ArchiveReader {
                     if let Some(d) = other {
                         self.park(d);
                     }
-                    self.decoder_for(pos)?
+                    let (d, from_checkpoint) = self.decoder_for(pos)?;
+                    resumed = from_checkpoint;
+                    d
                 }
             };
             fresh = true;
+            let limit = if resumed { end } else { u64::MAX };
             // A decoding error leaves the decoder unusable: it is dropped with `dec`.
-            let span = dec.next_span(self.blob.as_ref())?.ok_or_else(|| {
-                self.index
-                    .corrupt(format!("tar stream ends before offset {pos} while reading"))
-            })?;
+            let span = dec
+                .next_span_until(self.blob.as_ref(), limit)?
+                .ok_or_else(|| {
+                    self.index
+                        .corrupt(format!("tar stream ends before offset {pos} while reading"))
+                })?;
             let span = Arc::new(span);
             self.cache.insert(self.key(span.start), span.clone());
             if span.contains(pos) {
@@ -202,7 +226,7 @@ impl ArchiveReader {
         if let Some(d) = held {
             self.park(d);
         }
-        self.ahead.after_read(start, end);
+        self.ahead.after_read(start, end, member_end);
         Ok(out)
     }
 
@@ -231,8 +255,9 @@ impl ArchiveReader {
         Ok(self.index.checkpoint_before(pos)?.uoff <= at)
     }
 
-    /// A decoder positioned at or before `pos`: the best idle one, else one from a checkpoint.
-    fn decoder_for(&self, pos: u64) -> Result<StreamDecoder, ArchiveError> {
+    /// A decoder positioned at or before `pos`: the best idle one, else one from a checkpoint
+    /// (then the flag is true).
+    fn decoder_for(&self, pos: u64) -> Result<(StreamDecoder, bool), ArchiveError> {
         let candidate = {
             let mut idle = self.decoders.lock();
             let best = idle
@@ -245,17 +270,17 @@ impl ArchiveReader {
         };
         if let Some(d) = candidate {
             if pos - d.position() <= CONTINUE_LIMIT {
-                return Ok(d);
+                return Ok((d, false));
             }
             let cp = self.index.checkpoint_before(pos)?;
             if cp.uoff <= d.position() {
-                return Ok(d);
+                return Ok((d, false));
             }
             self.park(d);
-            return self.resume(&cp);
+            return Ok((self.resume(&cp)?, true));
         }
         let cp = self.index.checkpoint_before(pos)?;
-        self.resume(&cp)
+        Ok((self.resume(&cp)?, true))
     }
 
     /// A new decoder at a checkpoint.

@@ -17,9 +17,10 @@
 //! bytes after the last member that do not start a new member are ignored with a warning, as
 //! gzip does.
 
-use super::checkpoint::{Checkpoint, WindowProbe};
+use super::checkpoint::{Checkpoint, WINDOW_SIZE};
 use super::gzip::{self, HeaderError, HeaderParse, Trailer, HEADER_CHUNK, TRAILER_LEN};
 use super::inflate::{RawInflate, AT_BLOCK_END, IN_LAST_BLOCK};
+use super::window_worker::WindowWorker;
 use super::ArchiveError;
 
 /// Most output decoded from a checkpoint before a member's header (see the module doc).
@@ -71,8 +72,13 @@ pub(crate) struct GzipScanner {
     spacing: u64,
     want_checkpoints: bool,
     checkpoints: Vec<Checkpoint>,
-    /// Checkpoints whose window is still being probed (index into `checkpoints`).
-    probing: Vec<(usize, WindowProbe)>,
+    /// Probes and packs the windows (on another thread).
+    windows: WindowWorker,
+    /// Compressed bytes are passed to `windows` while the output is before this offset (the
+    /// first window's worth after the last checkpoint, all its probe decodes).
+    probe_until: u64,
+    /// Those bytes, not yet passed.
+    probe_input: Vec<u8>,
     /// The last compressed byte given to inflate (a mid-byte checkpoint needs its high bits).
     last_in: u8,
     warned_trailing: bool,
@@ -97,7 +103,9 @@ impl GzipScanner {
             spacing: spacing.max(1),
             want_checkpoints: true,
             checkpoints: Vec::new(),
-            probing: Vec::new(),
+            windows: WindowWorker::start(),
+            probe_until: 0,
+            probe_input: Vec::new(),
             last_in: 0,
             warned_trailing: false,
         })
@@ -130,7 +138,17 @@ impl GzipScanner {
 
     /// Ends the stream; returns the checkpoints and the decompressed length.
     pub(crate) fn finish(mut self) -> Result<(Vec<Checkpoint>, u64), ArchiveError> {
-        self.settle_probes(true);
+        self.pass_probe_input();
+        let offset = self.cpos;
+        let packed = self
+            .windows
+            .finish()
+            .map_err(|what| ArchiveError::Gzip { offset, what })?;
+        for (at, window) in packed {
+            if let Some(cp) = self.checkpoints.get_mut(at) {
+                cp.window = Some(window);
+            }
+        }
         let what = match self.state {
             State::Deflate => Some("inside deflate data"),
             State::Trailer => Some("inside a member trailer"),
@@ -222,11 +240,8 @@ impl GzipScanner {
             if step.consumed > 0 {
                 let consumed = &input[used..used + step.consumed];
                 self.last_in = consumed[consumed.len() - 1];
-                if !self.probing.is_empty() {
-                    for (_, probe) in &mut self.probing {
-                        probe.feed(consumed);
-                    }
-                    self.settle_probes(false);
+                if self.uoff < self.probe_until {
+                    self.probe_input.extend_from_slice(consumed);
                 }
             }
             used += step.consumed;
@@ -240,10 +255,12 @@ impl GzipScanner {
             }
             if step.stream_end {
                 self.state = State::Trailer;
+                self.pass_probe_input();
                 return Ok(used);
             }
             self.maybe_checkpoint(step.data_type, sink.next_member_at())?;
             if step.consumed == 0 && step.produced == 0 {
+                self.pass_probe_input();
                 return Ok(used);
             }
         }
@@ -283,9 +300,10 @@ impl GzipScanner {
             })?;
         let bits = (data_type & 7) as u8;
         let prime = (bits > 0).then(|| (bits, self.last_in >> (8 - bits)));
-        self.probing
-            .push((self.checkpoints.len(), WindowProbe::new(window, prime)));
-        // The window is filled in when its probe is done (`settle_probes`).
+        self.pass_probe_input();
+        self.windows.probe(self.checkpoints.len(), window, prime);
+        self.probe_until = self.uoff + WINDOW_SIZE as u64;
+        // The window is filled in by `finish`, with what the worker packed.
         self.checkpoints.push(Checkpoint {
             uoff: self.uoff,
             cbyte: self.cpos,
@@ -295,16 +313,10 @@ impl GzipScanner {
         Ok(())
     }
 
-    /// Stores the windows of finished probes (of all of them when `all`: the stream is over).
-    fn settle_probes(&mut self, all: bool) {
-        let mut i = 0;
-        while i < self.probing.len() {
-            if all || self.probing[i].1.is_done() {
-                let (at, probe) = self.probing.swap_remove(i);
-                self.checkpoints[at].window = Some(probe.finish());
-            } else {
-                i += 1;
-            }
+    /// Passes the compressed bytes gathered for the window probes to the worker.
+    fn pass_probe_input(&mut self) {
+        if !self.probe_input.is_empty() {
+            self.windows.input(std::mem::take(&mut self.probe_input));
         }
     }
 

@@ -123,20 +123,26 @@ impl SpanCache {
         freed
     }
 
-    /// Caches `span` under `key` unless a span covering at least as much is already there;
-    /// evicts least recently used spans to stay within the bound.
+    /// Caches `span` under `key` unless a span covering at least as much is already there; a
+    /// cached span that `span` continues (or that continues `span`) is joined with it, so a slot
+    /// decoded in two pieces (a read that stopped at its end, then the next) is held whole.
+    /// Evicts least recently used spans to stay within the bound.
     pub(crate) fn insert(&self, key: SpanKey, span: Arc<Span>) {
-        let len = span.data.len() as u64;
-        if len > self.capacity {
-            return;
-        }
         let mut inner = self.inner.lock();
         let used = Instant::now();
+        let mut span = span;
         if let Some(old) = inner.lru.get_mut(&key) {
             if old.span.start <= span.start && old.span.end() >= span.end() {
                 old.used = used;
                 return;
             }
+            if let Some(joined) = join(&old.span, &span) {
+                span = Arc::new(joined);
+            }
+        }
+        let len = span.data.len() as u64;
+        if len > self.capacity {
+            return;
         }
         if let Some(old) = inner.lru.put(key, Entry { span, used }) {
             inner.bytes -= old.span.data.len() as u64;
@@ -149,6 +155,21 @@ impl SpanCache {
             }
         }
     }
+}
+
+/// `a` and `b` as one span when one ends where the other starts (or overlaps it), else `None`.
+fn join(a: &Span, b: &Span) -> Option<Span> {
+    let (first, second) = if a.start <= b.start { (a, b) } else { (b, a) };
+    if second.start > first.end() || second.end() <= first.end() {
+        return None;
+    }
+    let mut data = Vec::with_capacity((second.end() - first.start) as usize);
+    data.extend_from_slice(&first.data);
+    data.extend_from_slice(&second.data[(first.end() - second.start) as usize..]);
+    Some(Span {
+        start: first.start,
+        data,
+    })
 }
 
 #[cfg(test)]
@@ -199,6 +220,32 @@ mod tests {
         assert_eq!(c.release_idle(Duration::from_secs(3600)), 0);
         assert_eq!(c.release_idle(Duration::ZERO), 200);
         assert_eq!(c.resident_bytes(), 0);
+    }
+
+    #[test]
+    fn adjacent_pieces_of_a_slot_are_joined() {
+        let c = SpanCache::new(1000);
+        let piece = |start: u64, len: usize| {
+            Arc::new(Span {
+                start,
+                data: (start..start + len as u64).map(|i| i as u8).collect(),
+            })
+        };
+        c.insert(key(0), piece(40, 20));
+        c.insert(key(0), piece(60, 40));
+        let s = c.get(&key(0)).unwrap();
+        assert_eq!((s.start, s.end()), (40, 100));
+        assert_eq!(s.data, piece(40, 60).data);
+        // A piece before it that overlaps, and one with a gap (replaces, as before).
+        c.insert(key(0), piece(10, 35));
+        let s = c.get(&key(0)).unwrap();
+        assert_eq!((s.start, s.end()), (10, 100));
+        assert_eq!(s.data, piece(10, 90).data);
+        assert_eq!(c.resident_bytes(), 90);
+        c.insert(key(1), piece(0, 10));
+        c.insert(key(1), piece(20, 10));
+        assert_eq!(c.get(&key(1)).unwrap().start, 20);
+        assert_eq!(c.resident_bytes(), 100);
     }
 
     #[test]

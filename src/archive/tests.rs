@@ -26,6 +26,7 @@ struct Indexed {
     digest: Digest,
     index: Arc<ArchiveIndex>,
     reader: ArchiveReader,
+    cache: Arc<SpanCache>,
 }
 
 fn build(bytes: &[u8], spacing: u64, chunk: usize) -> Result<BuiltIndex, ArchiveError> {
@@ -51,10 +52,11 @@ fn store(path: &Path, bytes: &[u8], built: BuiltIndex, cache: u64) -> Indexed {
     ArchiveIndex::init_schema(&conn).unwrap();
     ArchiveIndex::save(&conn, &digest, built).unwrap();
     let index = Arc::new(ArchiveIndex::open(&db, &digest).unwrap());
+    let cache = Arc::new(SpanCache::new(cache));
     let reader = ArchiveReader::new(
         index.clone(),
         Arc::new(BytesBlob::new(fs::read(path).unwrap())),
-        Arc::new(SpanCache::new(cache)),
+        cache.clone(),
     );
     Indexed {
         _db_dir: db_dir,
@@ -62,6 +64,7 @@ fn store(path: &Path, bytes: &[u8], built: BuiltIndex, cache: u64) -> Indexed {
         digest,
         index,
         reader,
+        cache,
     }
 }
 
@@ -437,7 +440,7 @@ fn random_and_concurrent_reads_match_straight_decompression() {
     let file = BytesBlob::new(fs::read(&path).unwrap());
     for cp in &built.checkpoints {
         let mut dec = super::decoder::StreamDecoder::resume(&file, cp).unwrap();
-        let span = dec.next_span(&file).unwrap().unwrap();
+        let span = dec.next_span_until(&file, u64::MAX).unwrap().unwrap();
         let at = cp.uoff as usize;
         assert!(
             span.data == tar[at..at + span.data.len()],
@@ -502,12 +505,90 @@ fn sequential_reads_continue_one_decoder() {
     );
 }
 
+#[test]
+fn a_read_from_a_checkpoint_stops_at_its_end_and_the_next_read_continues() {
+    let work = tempfile::tempdir().unwrap();
+    let data = pseudo_random(3 << 20, 9, true);
+    let path = work.path().join("r.tar.gz");
+    one_member_tar_gz(&path, "r", &data);
+    // A 1 MiB cache: too small for read-ahead jobs, which would fill it behind our back.
+    let ix = index_file(&path, 1 << 20, 1 << 20);
+    let id = ix.index.lookup(MemberId::ROOT, b"r").unwrap().unwrap().id;
+    let cache = ix.cache.clone();
+    // The member's data starts at stream offset 512: [1000, 5000) is inside the first slot.
+    assert_eq!(ix.reader.read(id, 1000, 4000).unwrap(), data[1000..5000]);
+    assert_eq!(ix.reader.checkpoint_resumes(), 1);
+    assert_eq!(
+        cache.resident_bytes(),
+        512 + 5000,
+        "decoded past the read's end"
+    );
+    // The next read continues that decoder (no new resume) to the end of the slot, and the
+    // slot is held whole: a read before the first one is a cache hit.
+    assert_eq!(ix.reader.read(id, 5000, 4000).unwrap(), data[5000..9000]);
+    assert_eq!(ix.reader.checkpoint_resumes(), 1);
+    assert_eq!(cache.resident_bytes(), 256 * 1024);
+    assert_eq!(ix.reader.read(id, 0, 1000).unwrap(), data[..1000]);
+    assert_eq!(ix.reader.checkpoint_resumes(), 1);
+    assert!(read_all(&ix.reader, id, data.len() as u64, 100_000) == data);
+}
+
+#[test]
+fn read_ahead_does_not_decode_past_the_member_being_read() {
+    use super::decoder::SPAN_SIZE;
+    use super::span_cache::SpanKey;
+    let work = tempfile::tempdir().unwrap();
+    let first = pseudo_random(6 << 20, 21, true);
+    let second = pseudo_random(12 << 20, 22, true);
+    let path = work.path().join("two.tar.gz");
+    members_tar_gz(&path, &[("first", &first), ("second", &second)]);
+    // Checkpoints every MiB, a 16 MiB cache: read-ahead jobs of 4 MiB.
+    let ix = index_file(&path, 1 << 20, 16 << 20);
+    let id = ix
+        .index
+        .lookup(MemberId::ROOT, b"first")
+        .unwrap()
+        .unwrap()
+        .id;
+    let mut got = Vec::new();
+    while got.len() < first.len() {
+        let chunk = ix.reader.read(id, got.len() as u64, 128 * 1024).unwrap();
+        got.extend(chunk);
+        while ix.reader.read_ahead_running() {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
+    assert!(got == first);
+    assert!(ix.reader.read_ahead_jobs() > 0);
+    // The first member's data ends after its 512-byte header; the second's header follows.
+    let member_end = 512 + first.len() as u64;
+    let bound = member_end + 2 * super::scan::MEMBER_REACH + SPAN_SIZE;
+    for slot in bound / SPAN_SIZE..(member_end + second.len() as u64) / SPAN_SIZE + 1 {
+        let key = SpanKey {
+            archive: ix.digest,
+            slot,
+        };
+        assert!(
+            ix.cache.get(&key).is_none(),
+            "slot {slot} (from {}) decoded; the member ends at {member_end}",
+            slot * SPAN_SIZE
+        );
+    }
+}
+
 /// A tar.gz of one member `name` holding `data`.
 fn one_member_tar_gz(path: &Path, name: &str, data: &[u8]) {
+    members_tar_gz(path, &[(name, data)]);
+}
+
+/// A tar.gz of regular files (name, data), in that order.
+fn members_tar_gz(path: &Path, members: &[(&str, &[u8])]) {
     let mut b = ::tar::Builder::new(Vec::new());
-    let mut h = ::tar::Header::new_gnu();
-    h.set_size(data.len() as u64);
-    b.append_data(&mut h, name, data).unwrap();
+    for (name, data) in members {
+        let mut h = ::tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        b.append_data(&mut h, name, *data).unwrap();
+    }
     let tar = b.into_inner().unwrap();
     let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(6));
     enc.write_all(&tar).unwrap();
