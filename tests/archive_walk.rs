@@ -9,7 +9,7 @@
 //! dentry and inode caches before the second and third walks (`echo 2 >
 //! /proc/sys/vm/drop_caches`, root only), so the kernel sends FORGET for every inode it had and
 //! looks each one up again. The daemon's resident memory (VmRSS) after the third walk may exceed
-//! its resident memory after the first by at most 10%: a table that numbers a node anew on every
+//! its resident memory after the first by at most 25%: a table that numbers a node anew on every
 //! lookup without releasing the old number grows by a full table per walk. Figures (RSS before
 //! and after each walk, walk times) are printed; `--nocapture` shows them.
 
@@ -41,8 +41,11 @@ const FILES: usize = TOP_DIRS * SUB_DIRS * FILES_PER_DIR;
 /// Directory entries in the archive: 1,020.
 const DIRS: usize = TOP_DIRS + TOP_DIRS * SUB_DIRS;
 
-/// How much the daemon's RSS after the third walk may exceed its RSS after the first.
-const MAX_RSS_GROWTH: f64 = 0.10;
+/// How much the daemon's RSS after the third walk may exceed its RSS after the first. A table
+/// that never forgets holds another 201,020 nodes after each walk, two more by the third; the
+/// allocator alone moved RSS by up to 15% between walks on a loaded machine (after walk 1:
+/// 78-109 MiB over runs; 12 MiB before any walk), so the bound is 25%.
+const MAX_RSS_GROWTH: f64 = 0.25;
 
 /// Writing "2" here frees the kernel's reclaimable dentries and inodes (not the page cache).
 const DROP_CACHES: &str = "/proc/sys/vm/drop_caches";
