@@ -5,7 +5,7 @@
 //! is served as soon as that chunk has arrived and verified, not when the whole run ends. The
 //! [`Claims`] guard releases what is left (chunks that failed, or a fetch abandoned half-way).
 //!
-//! Not here: fetching (`partial`), the chunk files (`store::ChunkStore`).
+//! Not here: fetching (`partial`), the chunk packs (`store::ChunkStore`).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -1,9 +1,9 @@
 //! [`RecentChunks`]: the chunks verified last, kept in memory (up to a byte budget, oldest
 //! dropped first), so a reader waiting for a chunk that just arrived is served from the bytes
-//! that were hashed, without opening the chunk file it was written to. A sequential reader's
+//! that were hashed, without reading back the pack it was written to. A sequential reader's
 //! readahead lands here shortly before the reads that need it.
 //!
-//! Not here: the chunk files (`store::ChunkStore`), which stay the reference.
+//! Not here: the chunk packs (`store::ChunkStore`), which stay the reference.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
