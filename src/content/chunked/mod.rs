@@ -21,7 +21,7 @@
 //! Files: this one holds [`Chunked`] (indexes, the claims table, assembling the complete blob);
 //! `partial` the reader; `span_chunks` the cutting and checking of arriving bytes.
 //!
-//! Not here: HTTP (`fetch`), the chunk files and their crash rule (`store::ChunkStore`), the
+//! Not here: HTTP (`fetch`), the chunk packs and their crash rule (`store::ChunkStore`), the
 //! index format (`chunk`).
 
 mod claims;
