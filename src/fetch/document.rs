@@ -14,7 +14,6 @@ use url::Url;
 
 use super::attempt::{backoff, reqwest_message};
 use super::{FetchError, Fetcher};
-use crate::config::Route;
 
 /// One document to GET.
 #[derive(Debug, Clone, Copy)]
@@ -68,28 +67,19 @@ impl Fetcher {
     /// the fetcher's deadlines and retries; the first answer that is not a network failure or
     /// a 5xx is returned whatever its status.
     pub async fn get_document(&self, req: &DocumentRequest<'_>) -> Result<Document, FetchError> {
-        let mut last = FetchError::NoSource {
-            label: req.label.to_string(),
-        };
-        for group in 0..self.routes.group_count() {
-            let mut tried: Vec<Route> = Vec::new();
-            while let Some((route, client)) = self.routes.pick(group, req.url, &tried) {
-                tried.push(route.clone());
-                match self.document_with_retries(req, &client).await {
-                    Ok(doc) => return Ok(doc),
-                    Err(e) => {
-                        tracing::warn!("{e}");
-                        let proxy_down = e.is_proxy_down(&route);
-                        last = e;
-                        if !proxy_down {
-                            break;
-                        }
-                        self.routes.mark_failed(&route);
-                    }
+        let mut routes = self.routes.search(req.url);
+        while let Some((route, client)) = routes.next() {
+            match self.document_with_retries(req, &client).await {
+                Ok(doc) => return Ok(doc),
+                Err(e) => {
+                    tracing::warn!("{e}");
+                    routes.failed(&route, e);
                 }
             }
         }
-        Err(last)
+        Err(routes.last_failure().unwrap_or(FetchError::NoSource {
+            label: req.label.to_string(),
+        }))
     }
 
     async fn document_with_retries(

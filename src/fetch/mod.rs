@@ -268,42 +268,37 @@ impl Fetcher {
         };
         let mut no_cache = false;
         for url in src.urls {
-            for group in 0..self.routes.group_count() {
-                let mut tried: Vec<Route> = Vec::new();
-                while let Some((route, client)) = self.routes.pick(group, url, &tried) {
-                    tried.push(route.clone());
-                    let attempt = Attempt {
-                        src,
-                        url,
-                        route: &route,
-                        client: &client,
-                        no_cache,
-                    };
-                    let (returned, result) = self.attempt(attempt, sink, progress).await;
-                    let Some(returned) = returned else {
-                        return Err(result.err().unwrap_or(FetchError::NoSource {
-                            label: src.label.to_string(),
-                        }));
-                    };
-                    sink = returned;
-                    let e = match result {
-                        Ok(fetched) => return Ok((fetched, sink)),
-                        Err(e @ FetchError::Sink { .. }) => return Err(e),
-                        Err(e) => e,
-                    };
-                    let proxy_down = e.is_proxy_down(&route);
-                    if e.is_mismatch() {
-                        tracing::error!("{e}");
-                        no_cache = true;
-                    } else {
-                        tracing::warn!("{e}");
-                    }
-                    last = e;
-                    if !proxy_down {
-                        break;
-                    }
-                    self.routes.mark_failed(&route);
+            let mut routes = self.routes.search(url);
+            while let Some((route, client)) = routes.next() {
+                let attempt = Attempt {
+                    src,
+                    url,
+                    route: &route,
+                    client: &client,
+                    no_cache,
+                };
+                let (returned, result) = self.attempt(attempt, sink, progress).await;
+                let Some(returned) = returned else {
+                    return Err(result.err().unwrap_or(FetchError::NoSource {
+                        label: src.label.to_string(),
+                    }));
+                };
+                sink = returned;
+                let e = match result {
+                    Ok(fetched) => return Ok((fetched, sink)),
+                    Err(e @ FetchError::Sink { .. }) => return Err(e),
+                    Err(e) => e,
+                };
+                if e.is_mismatch() {
+                    tracing::error!("{e}");
+                    no_cache = true;
+                } else {
+                    tracing::warn!("{e}");
                 }
+                routes.failed(&route, e);
+            }
+            if let Some(e) = routes.last_failure() {
+                last = e;
             }
         }
         Err(last)

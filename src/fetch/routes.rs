@@ -102,12 +102,68 @@ impl Routes {
         Some((route, client))
     }
 
+    /// The routes to try for `url`, in order (see [`Search`]).
+    pub fn search<'a>(&'a self, url: &'a Url) -> Search<'a> {
+        Search {
+            routes: self,
+            url,
+            group: 0,
+            tried: Vec::new(),
+            last: None,
+        }
+    }
+
     /// Skips `route` for the reset interval.
     pub fn mark_failed(&self, route: &Route) {
         tracing::warn!(proxy = %route_name(route), "proxy failed; skipping it for {}s", self.reset.as_secs());
         self.failed_until
             .lock()
             .insert(route.clone(), Instant::now() + self.reset);
+    }
+}
+
+/// A walk through the groups for one URL: [`Search::next`] gives the route to try, and
+/// [`Search::failed`] says it failed. A route whose proxy could not be reached is marked failed
+/// and another member of its group comes next; any other failure moves on to the next group.
+pub struct Search<'a> {
+    routes: &'a Routes,
+    url: &'a Url,
+    group: usize,
+    tried: Vec<Route>,
+    last: Option<FetchError>,
+}
+
+impl Search<'_> {
+    /// The next route to try, with its client; `None` once every group is done.
+    pub fn next(&mut self) -> Option<(Route, reqwest::Client)> {
+        while self.group < self.routes.group_count() {
+            if let Some((route, client)) = self.routes.pick(self.group, self.url, &self.tried) {
+                self.tried.push(route.clone());
+                return Some((route, client));
+            }
+            self.next_group();
+        }
+        None
+    }
+
+    /// `route` (the last one [`Search::next`] gave) failed with `e`.
+    pub fn failed(&mut self, route: &Route, e: FetchError) {
+        if e.is_proxy_down(route) {
+            self.routes.mark_failed(route);
+        } else {
+            self.next_group();
+        }
+        self.last = Some(e);
+    }
+
+    /// The last failure, when any route was tried.
+    pub fn last_failure(self) -> Option<FetchError> {
+        self.last
+    }
+
+    fn next_group(&mut self) {
+        self.group += 1;
+        self.tried.clear();
     }
 }
 
@@ -128,6 +184,51 @@ mod tests {
             retries: 1,
             proxy_reset: Duration::from_secs(60),
         }
+    }
+
+    #[test]
+    fn a_search_fails_over_within_a_group_only_when_the_proxy_is_down() {
+        let r = Routes::new(&settings(&[
+            "http://127.0.0.1:1|http://127.0.0.1:2",
+            "DIRECT",
+        ]))
+        .unwrap();
+        let url = Url::parse("http://127.0.0.1/x").unwrap();
+        let unreachable = || FetchError::Unreachable {
+            label: "t".into(),
+            url: url.to_string(),
+            message: "refused".into(),
+        };
+        let status = FetchError::Status {
+            label: "t".into(),
+            url: url.to_string(),
+            status: 404,
+        };
+        // Both proxies down: each is tried once, then DIRECT.
+        let mut search = r.search(&url);
+        let (a, _) = search.next().unwrap();
+        search.failed(&a, unreachable());
+        let (b, _) = search.next().unwrap();
+        assert!(matches!(b, Route::Proxy(_)) && a != b);
+        search.failed(&b, unreachable());
+        let (c, _) = search.next().unwrap();
+        assert_eq!(c, Route::Direct);
+        search.failed(&c, unreachable());
+        assert!(search.next().is_none());
+        assert!(matches!(
+            search.last_failure(),
+            Some(FetchError::Unreachable { .. })
+        ));
+        // Another failure than a dead proxy moves on to the next group at once.
+        let fresh = Routes::new(&settings(&[
+            "http://127.0.0.1:1|http://127.0.0.1:2",
+            "DIRECT",
+        ]))
+        .unwrap();
+        let mut search = fresh.search(&url);
+        let (a, _) = search.next().unwrap();
+        search.failed(&a, status);
+        assert_eq!(search.next().unwrap().0, Route::Direct);
     }
 
     #[test]

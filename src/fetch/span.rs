@@ -20,7 +20,6 @@ use url::Url;
 use super::attempt::{self, Plan};
 use super::validator::Validator;
 use super::{BlobRequest, BlobSink, FetchError, Fetcher};
-use crate::config::Route;
 use crate::digest::Digest;
 use crate::range::ByteRange;
 
@@ -77,43 +76,31 @@ impl Fetcher {
         version: Option<&Validator>,
         sink: SpanSink<'_>,
     ) -> Result<SpanReply, FetchError> {
-        let mut last = FetchError::NoSource {
-            label: label.to_string(),
-        };
         let mut headers = reqwest::header::HeaderMap::new();
         if let Some(v) = version {
             v.add_if_range(&mut headers);
         }
-        for group in 0..self.routes.group_count() {
-            let mut tried: Vec<Route> = Vec::new();
-            while let Some((route, client)) = self.routes.pick(group, url, &tried) {
-                tried.push(route.clone());
-                let plan = Plan {
-                    label,
-                    url,
-                    headers: &headers,
-                    client: &client,
-                    settings: &self.settings,
-                    use_ranges: true,
-                    no_cache,
-                    progress: &|_| {},
-                };
-                let e = match span_attempt(&plan, range, version, sink).await {
-                    Ok(reply) => return Ok(reply),
-                    Err(e @ (FetchError::Sink { .. } | FetchError::Changed { .. })) => {
-                        return Err(e)
-                    }
-                    Err(e) => e,
-                };
-                let proxy_down = e.is_proxy_down(&route);
-                last = e;
-                if !proxy_down {
-                    break;
-                }
-                self.routes.mark_failed(&route);
+        let mut routes = self.routes.search(url);
+        while let Some((route, client)) = routes.next() {
+            let plan = Plan {
+                label,
+                url,
+                headers: &headers,
+                client: &client,
+                settings: &self.settings,
+                use_ranges: true,
+                no_cache,
+                progress: &|_| {},
+            };
+            match span_attempt(&plan, range, version, sink).await {
+                Ok(reply) => return Ok(reply),
+                Err(e @ (FetchError::Sink { .. } | FetchError::Changed { .. })) => return Err(e),
+                Err(e) => routes.failed(&route, e),
             }
         }
-        Err(last)
+        Err(routes.last_failure().unwrap_or(FetchError::NoSource {
+            label: label.to_string(),
+        }))
     }
 
     /// The whole small file at the first of `urls` that delivers bytes hashing to `expected`.
