@@ -79,6 +79,8 @@ pub struct ChunkStore {
     created: AtomicU64,
     /// Bytes in live records (read at open, kept up to date since).
     bytes: AtomicU64,
+    /// Bytes after which the writer starts a new pack ([`PACK_SIZE`]; smaller in tests).
+    pack_size: u64,
     /// Chunks of blobs open in this process, with how many open blobs hold each.
     open: Mutex<HashMap<Digest, u32>>,
 }
@@ -124,6 +126,7 @@ impl ChunkStore {
             writer: Mutex::new(None),
             created: AtomicU64::new(0),
             bytes: AtomicU64::new(bytes),
+            pack_size: PACK_SIZE,
             open: Mutex::new(HashMap::new()),
         };
         store.adopt_chunk_files(&root.join("chunks/sha256"));
@@ -314,11 +317,11 @@ impl ChunkStore {
         let mut writer = self.writer.lock();
         if writer
             .as_ref()
-            .is_none_or(|w| w.end > 0 && w.end + len > PACK_SIZE)
+            .is_none_or(|w| w.end > 0 && w.end + len > self.pack_size)
         {
             let old = writer.replace(self.new_pack()?);
             if let Some(old) = old {
-                old.pack.finish_writing();
+                old.pack.finish_writing(old.end);
                 self.delete_if_empty(old.key);
             }
         }
@@ -327,11 +330,11 @@ impl ChunkStore {
         };
         let offset = w.end;
         w.end += len;
-        if w.end > w.reserved && w.reserved < PACK_SIZE {
+        if w.end > w.reserved && w.reserved < self.pack_size {
             let step = (w.end - w.reserved).max(RESERVE_STEP);
             w.reserved = match w.pack.reserve(w.reserved, step) {
                 true => w.reserved + step,
-                false => PACK_SIZE,
+                false => self.pack_size,
             };
         }
         Ok((w.key, w.pack.clone(), offset))
@@ -441,7 +444,7 @@ impl ChunkStore {
 impl Drop for ChunkStore {
     fn drop(&mut self) {
         if let Some(w) = self.writer.lock().take() {
-            w.pack.finish_writing();
+            w.pack.finish_writing(w.end);
         }
     }
 }
@@ -612,6 +615,27 @@ mod tests {
             again.get(&Digest::of(&bytes)).unwrap().as_deref(),
             Some(&bytes[..])
         );
+    }
+
+    #[test]
+    fn a_full_pack_is_followed_by_a_new_one_and_both_read_back() {
+        let (dir, mut chunks) = store();
+        chunks.pack_size = 3 * (HEADER_LEN + 1000);
+        let pieces: Vec<Vec<u8>> = (0..7u8).map(|i| vec![i; 1000]).collect();
+        for p in &pieces {
+            chunks.put(&Digest::of(p), p).unwrap();
+        }
+        assert_eq!(pack_paths(chunks.dir()).len(), 3);
+        drop(chunks);
+        for p in pack_paths(dir.path().join("chunks/packs").as_path()) {
+            let len = fs::metadata(&p).unwrap().len();
+            assert_eq!(len % (HEADER_LEN + 1000), 0, "no reserved tail left: {len}");
+        }
+        let again = ChunkStore::open(dir.path()).unwrap();
+        for p in &pieces {
+            assert_eq!(again.get(&Digest::of(p)).unwrap().as_deref(), Some(&p[..]));
+        }
+        assert_eq!(again.used_bytes(), 7 * (HEADER_LEN + 1000));
     }
 
     #[test]

@@ -181,10 +181,11 @@ impl Pack {
         super::super::blocks::reserve(&self.file, from, len).is_ok()
     }
 
-    /// Ends this process's writing: frees blocks reserved past the last record (a truncate to
-    /// the file's own size does that) and drops the writer's lock.
-    pub fn finish_writing(&self) {
-        self.free_reserved();
+    /// Ends this process's writing at `end` (past every record it placed, some of which other
+    /// threads may still be writing): frees the blocks reserved beyond (a truncate does that)
+    /// and drops the writer's lock.
+    pub fn finish_writing(&self, end: u64) {
+        let _ = self.file.set_len(end);
         let _ = lock(&self.file, libc::LOCK_UN);
     }
 
@@ -303,7 +304,7 @@ mod tests {
         let writer = Pack::create(&path).unwrap();
         let other = Pack::open(&path).unwrap();
         assert!(!other.delete_if_unwritten());
-        writer.finish_writing();
+        writer.finish_writing(0);
         assert!(other.delete_if_unwritten());
         assert!(!path.exists());
     }
