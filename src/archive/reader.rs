@@ -7,8 +7,9 @@
 //! before the read. Every span a decoder passes is cached, so neighbours of what was read are
 //! served without decoding again. A decoder started at a checkpoint for a read stops at the
 //! read's end (a random read of a small member decodes half as much on average); one continued
-//! by the next read decodes whole slots, and the cache joins the two pieces of a slot. Memory: the cache bound, plus a few idle decoders (about
-//! 100 KiB each) and a small layout cache per reader; nothing grows with the archive.
+//! by the next read decodes whole slots, and the cache joins the two pieces of a slot. Memory:
+//! the cache bound, plus a few idle decoders (about 100 KiB each) and a small layout cache per
+//! reader; nothing grows with the archive.
 
 use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -8,7 +8,6 @@
 //! lock exclusively without waiting. That works across processes (daemon, `lazycas gc`).
 
 use std::fs::File;
-use std::os::fd::AsRawFd;
 use std::path::Path;
 
 use super::{db, Store, StoreError};
@@ -51,26 +50,6 @@ pub fn free_bytes(path: &Path) -> Option<u64> {
         return None;
     }
     Some(st.f_bavail as u64 * st.f_frsize as u64)
-}
-
-/// Takes a shared lock (readers), so eviction (in any process) leaves the blob alone while it
-/// is open.
-pub(super) fn lock_shared(f: &File) -> std::io::Result<()> {
-    loop {
-        // SAFETY: flock on an fd we own.
-        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_SH) } == 0 {
-            return Ok(());
-        }
-        let e = std::io::Error::last_os_error();
-        if e.kind() != std::io::ErrorKind::Interrupted {
-            return Err(e);
-        }
-    }
-}
-
-fn try_lock_exclusive(f: &File) -> bool {
-    // SAFETY: flock on an fd we own.
-    unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) == 0 }
 }
 
 impl Store {
@@ -178,7 +157,7 @@ impl Store {
             }
             Err(e) => return Err(StoreError::Io { path, source: e }),
         };
-        if !try_lock_exclusive(&file) {
+        if !super::flock::try_lock_exclusive(&file) {
             return Ok(false);
         }
         // Forget first: a crash between the two leaves an orphan file, which is adopted or

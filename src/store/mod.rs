@@ -18,6 +18,7 @@ mod chunks;
 pub mod db;
 mod decoded;
 mod evict;
+mod flock;
 mod sink;
 mod stats;
 mod verify;
@@ -231,7 +232,7 @@ impl Store {
             std::io::ErrorKind::NotFound => StoreError::Missing(*d),
             _ => StoreError::io(&path, e),
         })?;
-        evict::lock_shared(&file).map_err(|e| StoreError::io(&path, e))?;
+        flock::lock_shared(&file).map_err(|e| StoreError::io(&path, e))?;
         let size = file.metadata().map_err(|e| StoreError::io(&path, e))?.len();
         self.retain_blob(d);
         self.stats.touch(d);

@@ -21,6 +21,7 @@ use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::digest::Digest;
+use crate::store::flock;
 
 /// Bytes of a record's header.
 pub(super) const HEADER_LEN: u64 = 48;
@@ -70,7 +71,7 @@ impl Pack {
             .create_new(true)
             .mode(0o644)
             .open(path)?;
-        lock(&file, libc::LOCK_SH)?;
+        flock::lock_shared(&file)?;
         Ok(Pack {
             path: path.to_path_buf(),
             file,
@@ -186,15 +187,15 @@ impl Pack {
     /// and drops the writer's lock.
     pub fn finish_writing(&self, end: u64) {
         let _ = self.file.set_len(end);
-        let _ = lock(&self.file, libc::LOCK_UN);
+        flock::unlock(&self.file);
     }
 
     /// Frees blocks a writer that died reserved past the end, unless some process writes to
     /// the pack.
     pub fn free_reserved_if_unwritten(&self) {
-        if lock(&self.file, libc::LOCK_EX | libc::LOCK_NB).is_ok() {
+        if flock::try_lock_exclusive(&self.file) {
             self.free_reserved();
-            let _ = lock(&self.file, libc::LOCK_UN);
+            flock::unlock(&self.file);
         }
     }
 
@@ -206,7 +207,7 @@ impl Pack {
 
     /// Deletes the pack if no process writes to it; whether it was deleted.
     pub fn delete_if_unwritten(&self) -> bool {
-        if lock(&self.file, libc::LOCK_EX | libc::LOCK_NB).is_err() {
+        if !flock::try_lock_exclusive(&self.file) {
             return false;
         }
         std::fs::remove_file(&self.path).is_ok()
@@ -236,20 +237,6 @@ impl Pack {
             len: u64::from_le_bytes(len),
             live,
         }))
-    }
-}
-
-/// `flock(op)` on `file`, retried when interrupted.
-fn lock(file: &File, op: libc::c_int) -> io::Result<()> {
-    loop {
-        // SAFETY: flock on an fd we own.
-        if unsafe { libc::flock(file.as_raw_fd(), op) } == 0 {
-            return Ok(());
-        }
-        let e = io::Error::last_os_error();
-        if e.kind() != io::ErrorKind::Interrupted {
-            return Err(e);
-        }
     }
 }
 
