@@ -65,10 +65,6 @@ impl Sink for TarSide {
         self.drain();
         Ok(!self.tar.ended())
     }
-
-    fn next_member_at(&self) -> Option<u64> {
-        self.tar.next_header_at()
-    }
 }
 
 /// Builds an archive's index from its bytes, fed once and in order (push-style, so it can sit in

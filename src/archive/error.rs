@@ -99,6 +99,15 @@ pub enum ArchiveError {
         #[source]
         source: io::Error,
     },
+    /// Writing or reading a decoded region's copy failed.
+    #[error("decoded region at stream offset {start}: {source}")]
+    Region {
+        /// Stream offset of the region.
+        start: u64,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
     /// A seek index shipped with the archive (`lazycas index`) is unusable.
     #[error(transparent)]
     Published(#[from] super::PublishedIndexError),

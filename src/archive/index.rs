@@ -476,6 +476,18 @@ impl ArchiveIndex {
         row.ok_or_else(|| self.corrupt(format!("no checkpoint at or before stream offset {uoff}")))
     }
 
+    /// The stream offsets of every checkpoint, in order (the starts of the decoded regions).
+    pub(crate) fn checkpoint_offsets(&self) -> Result<Vec<u64>, ArchiveError> {
+        let conn = self.conn.lock();
+        let mut stmt = conn
+            .prepare_cached("SELECT uoff FROM archive_checkpoints WHERE aid = ?1 ORDER BY uoff")?;
+        let rows = stmt.query_map(params![self.aid], |r| r.get::<_, i64>(0))?;
+        let offsets = rows
+            .map(|r| r.map(|u| u as u64))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(offsets)
+    }
+
     /// The offset of the first checkpoint after `uoff`, if there is one.
     pub(crate) fn checkpoint_after(&self, uoff: u64) -> Result<Option<u64>, ArchiveError> {
         let conn = self.conn.lock();

@@ -16,7 +16,8 @@
 //! `checkpoint` (window storage), `scan` (push-style gzip walk that records checkpoints),
 //! `window_worker` (probes and packs the checkpoint windows on a second thread),
 //! `tar` (push-style tar parser: ustar, GNU, PAX, sparse), `tree` (GNU tar extraction semantics),
-//! `builder`, `index` (SQLite), `decoder` + `span_cache` + `reader` (the read path);
+//! `builder`, `index` (SQLite), `decoder` + `span_cache` + `reader` (the read path), `regions`
+//! (the stream between two checkpoints decoded once into the store, for small members);
 //! `published` (the seek index as `lazycas index` ships it) and `span_map` (which compressed
 //! spans a member read needs, for archives read before they are all here).
 //!
@@ -78,6 +79,7 @@ mod inflate;
 pub mod published;
 mod read_ahead;
 mod reader;
+mod regions;
 mod scan;
 mod span_cache;
 mod span_map;
@@ -92,6 +94,7 @@ pub use error::ArchiveError;
 pub use index::ArchiveIndex;
 pub use published::PublishedIndexError;
 pub use reader::ArchiveReader;
+pub use regions::{RegionStore, RegionWriter};
 pub use span_cache::{SpanCache, DEFAULT_SPAN_CACHE_BYTES};
 pub use span_map::SpanMap;
 

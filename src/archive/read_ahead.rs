@@ -15,11 +15,12 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 
 use super::decoder::{StreamDecoder, SPAN_SIZE};
-use super::scan::MEMBER_REACH;
 use super::span_cache::SpanKey;
 use super::{ArchiveError, ArchiveIndex, SpanCache};
 use crate::store::BlobRead;
 
+/// How far past a member's end a read-ahead job may start, and how much it decodes there.
+pub(crate) const MEMBER_REACH: u64 = 256 * 1024;
 /// A read starting this close to where the previous one ended continues a sequential stream.
 const SEQUENTIAL_SLACK: u64 = 1 << 20;
 

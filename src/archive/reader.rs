@@ -10,6 +10,10 @@
 //! by the next read decodes whole slots, and the cache joins the two pieces of a slot. Memory:
 //! the cache bound, plus a few idle decoders (about 100 KiB each) and a small layout cache per
 //! reader; nothing grows with the archive.
+//!
+//! Reads of small members go through [`Regions`] first when the reader has a region store: a
+//! read that would start a decoder at a checkpoint instead starts (or waits for) the decode of
+//! the whole region into the store, and later reads of the region's members read that copy.
 
 use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -23,6 +27,7 @@ use super::checkpoint::Checkpoint;
 use super::decoder::{read_exact, StreamDecoder, SPAN_SIZE};
 use super::index::DataLayout;
 use super::read_ahead::{IdleDecoders, ReadAhead};
+use super::regions::{RegionStore, Regions, REGION_MEMBER_MAX};
 use super::span_cache::{Span, SpanKey};
 use super::{ArchiveError, ArchiveIndex, MemberId, SpanCache};
 use crate::store::BlobRead;
@@ -42,6 +47,7 @@ pub struct ArchiveReader {
     layouts: Mutex<LruCache<MemberId, Arc<DataLayout>>>,
     decoders: IdleDecoders,
     ahead: ReadAhead,
+    regions: Option<Regions>,
     resumes: AtomicU64,
 }
 
@@ -76,8 +82,16 @@ impl ArchiveReader {
             layouts: Mutex::new(LruCache::new(layouts)),
             decoders,
             ahead,
+            regions: None,
             resumes: AtomicU64::new(0),
         }
+    }
+
+    /// Keeps decoded regions in `store` for the small members' reads (only for an archive
+    /// whose blob is all local: a fill decodes past the read).
+    pub fn with_regions(mut self, store: Arc<dyn RegionStore>) -> ArchiveReader {
+        self.regions = Some(Regions::new(store, *self.index.digest()));
+        self
     }
 
     /// The index this reader serves.
@@ -110,13 +124,15 @@ impl ArchiveReader {
             return Ok(Vec::new());
         }
         let end = layout.size.min(offset.saturating_add(u64::from(len)));
+        let small = layout.size < REGION_MEMBER_MAX;
         match &layout.sparse {
             None => self.read_stream(
                 layout.data_offset + offset,
                 (end - offset) as usize,
                 layout.data_offset + layout.size,
+                small,
             ),
-            Some(chunks) => self.read_sparse(chunks, offset, end),
+            Some(chunks) => self.read_sparse(chunks, offset, end, small),
         }
     }
 
@@ -136,6 +152,7 @@ impl ArchiveReader {
         chunks: &[(super::tar::SparseChunk, u64)],
         offset: u64,
         end: u64,
+        small: bool,
     ) -> Result<Vec<u8>, ArchiveError> {
         let mut out = vec![0u8; (end - offset) as usize];
         // Where the member's stored data ends in the stream (after its last chunk).
@@ -147,20 +164,26 @@ impl ArchiveReader {
             }
             let from = c.offset.max(offset);
             let to = (c.offset + c.len).min(end);
-            let bytes =
-                self.read_stream(phys + (from - c.offset), (to - from) as usize, data_end)?;
+            let bytes = self.read_stream(
+                phys + (from - c.offset),
+                (to - from) as usize,
+                data_end,
+                small,
+            )?;
             let at = (from - offset) as usize;
             out[at..at + bytes.len()].copy_from_slice(&bytes);
         }
         Ok(out)
     }
 
-    /// `len` bytes of the tar stream from `start`, for a member whose data ends at `member_end`.
+    /// `len` bytes of the tar stream from `start`, for a member whose data ends at `member_end`
+    /// (`small`: read through regions).
     fn read_stream(
         &self,
         start: u64,
         len: usize,
         member_end: u64,
+        small: bool,
     ) -> Result<Vec<u8>, ArchiveError> {
         let end = start.saturating_add(len as u64);
         if end > self.index.stream_len() {
@@ -174,12 +197,20 @@ impl ArchiveReader {
                 read_exact(self.blob.as_ref(), start, &mut buf)?;
                 Ok(buf)
             }
-            Format::Gzip => self.read_gzip(start, end, member_end),
+            Format::Gzip => self.read_gzip(start, end, member_end, small),
         }
     }
 
-    /// `[start, end)` of a gzip archive's tar stream, from cached spans and decoders.
-    fn read_gzip(&self, start: u64, end: u64, member_end: u64) -> Result<Vec<u8>, ArchiveError> {
+    /// `[start, end)` of a gzip archive's tar stream, from cached spans, decoded regions (when
+    /// `small`) and decoders.
+    fn read_gzip(
+        &self,
+        start: u64,
+        end: u64,
+        member_end: u64,
+        small: bool,
+    ) -> Result<Vec<u8>, ArchiveError> {
+        let regions = self.regions.as_ref().filter(|_| small);
         let mut out = Vec::with_capacity((end - start) as usize);
         let mut pos = start;
         let mut held: Option<StreamDecoder> = None;
@@ -196,6 +227,20 @@ impl ArchiveReader {
                 copy_span(&span, &mut pos, end, &mut out);
                 fresh = false;
                 continue;
+            }
+            // A region kept or being filled serves without a decoder of our own; with no
+            // decoder to continue, one is filled rather than decoding from its checkpoint here.
+            if let Some(regions) = regions {
+                let continuing = match &held {
+                    Some(d) => fresh || self.worth_continuing(d, pos)?,
+                    None => self.has_idle_near(pos),
+                };
+                let before = out.len();
+                if regions.read(&self.index, &self.blob, pos, end, !continuing, &mut out)? {
+                    pos += (out.len() - before) as u64;
+                    fresh = false;
+                    continue;
+                }
             }
             let mut dec = match held.take() {
                 Some(d) if fresh || self.worth_continuing(&d, pos)? => d,
@@ -254,6 +299,14 @@ impl ArchiveReader {
             return Ok(true);
         }
         Ok(self.index.checkpoint_before(pos)?.uoff <= at)
+    }
+
+    /// True if an idle decoder can continue to `pos` without going back to a checkpoint.
+    fn has_idle_near(&self, pos: u64) -> bool {
+        self.decoders
+            .lock()
+            .iter()
+            .any(|d| d.position() <= pos && pos - d.position() <= CONTINUE_LIMIT)
     }
 
     /// A decoder positioned at or before `pos`: the best idle one, else one from a checkpoint

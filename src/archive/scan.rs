@@ -6,16 +6,12 @@
 //! checkpoint record (uncompressed offset, compressed offset + bits, window). The window is read
 //! back from inflate (`inflateGetDictionary`) only when a checkpoint is taken.
 //!
-//! Spacing alone would leave up to `spacing` bytes to decode before the first byte of a member
-//! that happens to start just before the next checkpoint: the cost of every fresh small-file
-//! read. So the sink (the tar parser) also says where the next member starts, and a boundary
-//! within [`MEMBER_REACH`] before a member the last checkpoint cannot reach within
-//! `MEMBER_REACH` gets a checkpoint too: no member's header is more than `MEMBER_REACH` (plus
-//! one deflate block, when blocks are longer) of output past a checkpoint. In a run of small
-//! members that is about one checkpoint per `MEMBER_REACH`; inside a large member, only spacing. Every member's
-//! CRC-32 and ISIZE are checked; multi-member streams (concatenated gzip files) are followed;
-//! bytes after the last member that do not start a new member are ignored with a warning, as
-//! gzip does.
+//! Checkpoints are spacing apart and no denser: their windows are most of the index, and a
+//! fresh read of a small member does not need one next to it. The first read in the stretch
+//! between two checkpoints decodes it whole into the store (`regions`) and the other members
+//! there are read from that copy. Every member's CRC-32 and ISIZE are checked; multi-member
+//! streams (concatenated gzip files) are followed; bytes after the last member that do not start
+//! a new member are ignored with a warning, as gzip does.
 
 use super::checkpoint::{Checkpoint, WINDOW_SIZE};
 use super::gzip::{self, HeaderError, HeaderParse, Trailer, HEADER_CHUNK, TRAILER_LEN};
@@ -23,8 +19,6 @@ use super::inflate::{RawInflate, AT_BLOCK_END, IN_LAST_BLOCK};
 use super::window_worker::WindowWorker;
 use super::ArchiveError;
 
-/// Most output decoded from a checkpoint before a member's header (see the module doc).
-pub(crate) const MEMBER_REACH: u64 = 256 * 1024;
 /// Member starts closer than this to the previous checkpoint get none (many tiny members).
 const MIN_MEMBER_CHECKPOINT_GAP: u64 = 64 * 1024;
 /// Output buffer size.
@@ -48,12 +42,6 @@ enum State {
 pub(crate) trait Sink {
     /// Takes the next decompressed bytes, in order.
     fn write(&mut self, data: &[u8]) -> Result<bool, ArchiveError>;
-
-    /// Offset of the next member's start in the decompressed stream, when the sink knows it
-    /// (checkpoints are placed so that it is reached quickly).
-    fn next_member_at(&self) -> Option<u64> {
-        None
-    }
 }
 
 /// The push-style gzip walker.
@@ -258,7 +246,7 @@ impl GzipScanner {
                 self.pass_probe_input();
                 return Ok(used);
             }
-            self.maybe_checkpoint(step.data_type, sink.next_member_at())?;
+            self.maybe_checkpoint(step.data_type)?;
             if step.consumed == 0 && step.produced == 0 {
                 self.pass_probe_input();
                 return Ok(used);
@@ -266,27 +254,15 @@ impl GzipScanner {
         }
     }
 
-    /// Records a checkpoint if inflate stopped at a block boundary far enough from the last one,
-    /// or shortly before a member (starting at `next_member`) the last one does not reach.
-    fn maybe_checkpoint(
-        &mut self,
-        data_type: i32,
-        next_member: Option<u64>,
-    ) -> Result<(), ArchiveError> {
+    /// Records a checkpoint if inflate stopped at a block boundary far enough from the last one.
+    fn maybe_checkpoint(&mut self, data_type: i32) -> Result<(), ArchiveError> {
         let at_boundary = data_type & AT_BLOCK_END != 0 && data_type & IN_LAST_BLOCK == 0;
         if !at_boundary || !self.want_checkpoints || self.member_out == 0 {
             return Ok(());
         }
         let wanted = match self.checkpoints.last() {
             None => true,
-            Some(last) => {
-                self.uoff - last.uoff >= self.spacing
-                    || next_member.is_some_and(|m| {
-                        m >= self.uoff
-                            && m - self.uoff <= MEMBER_REACH
-                            && m - last.uoff > MEMBER_REACH
-                    })
-            }
+            Some(last) => self.uoff - last.uoff >= self.spacing,
         };
         if !wanted {
             return Ok(());

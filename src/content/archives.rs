@@ -22,11 +22,12 @@ use parking_lot::Mutex;
 
 use super::{Content, ContentError, SingleFlight};
 use crate::archive::{
-    ArchiveError, ArchiveIndex, ArchiveReader, IndexBuilder, MemberId, SpanCache,
+    ArchiveError, ArchiveIndex, ArchiveReader, IndexBuilder, MemberId, RegionStore, RegionWriter,
+    SpanCache,
 };
 use crate::digest::Digest;
 use crate::source::Source;
-use crate::store::{BlobRead, ByteObserver, DecodedWriter, MemberKey, Store};
+use crate::store::{BlobRead, ByteObserver, DecodedWriter, MemberKey, RegionKey, Store};
 
 /// An archive whose index and blob are open.
 pub struct OpenArchive {
@@ -242,7 +243,8 @@ impl Archives {
             digest: info.digest,
             source: src.location.describe(),
             size: info.size,
-            reader: ArchiveReader::new(index.clone(), blob, self.cache.clone()),
+            reader: ArchiveReader::new(index.clone(), blob, self.cache.clone())
+                .with_regions(Arc::new(StoreRegions(self.store.clone()))),
             index,
             spans: None,
             store: self.store.clone(),
@@ -254,6 +256,62 @@ impl Archives {
             .entry(info.digest)
             .or_insert(opened)
             .clone())
+    }
+}
+
+/// The store's decoded cache as the archive reader's region store.
+struct StoreRegions(Arc<Store>);
+
+impl RegionStore for StoreRegions {
+    fn open(&self, archive: &Digest, start: u64) -> Option<Arc<dyn BlobRead>> {
+        let key = RegionKey {
+            archive: *archive,
+            start,
+        };
+        let opened = self.0.decoded_region(&key).and_then(|held| match held {
+            Some(info) => self.0.open_blob(&info.digest).map(Some),
+            None => Ok(None),
+        });
+        match opened {
+            Ok(copy) => copy.map(|c| Arc::new(c) as Arc<dyn BlobRead>),
+            Err(e) => {
+                tracing::warn!("decoded region at {start} of {}: {e}", archive.short());
+                None
+            }
+        }
+    }
+
+    fn writer(&self, archive: &Digest, start: u64, len: u64) -> Option<Box<dyn RegionWriter>> {
+        let key = RegionKey {
+            archive: *archive,
+            start,
+        };
+        match self.0.decoded_region_writer(key, len) {
+            Ok(w) => w.map(|w| Box::new(w) as Box<dyn RegionWriter>),
+            Err(e) => {
+                tracing::warn!(
+                    "keeping region at {start} of {} decoded: {e}",
+                    archive.short()
+                );
+                None
+            }
+        }
+    }
+}
+
+impl RegionWriter for DecodedWriter {
+    fn write_at(&mut self, offset: u64, data: &[u8]) -> std::io::Result<()> {
+        DecodedWriter::write_at(self, offset, data).map(|_| ())
+    }
+
+    fn reader(&self) -> std::io::Result<std::fs::File> {
+        DecodedWriter::reader(self)
+    }
+
+    fn commit(self: Box<Self>) -> Result<(), String> {
+        DecodedWriter::commit(*self)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
     }
 }
 

@@ -1,15 +1,19 @@
-//! The decoded cache: archive members kept decoded on disk, as ordinary blobs.
+//! The decoded cache: archive members and regions kept decoded on disk, as ordinary blobs.
 //!
 //! A member a reader has read whole is worth keeping decoded: the next open is then a complete
 //! local file, which the kernel serves itself (FUSE passthrough) from its page cache, and the
-//! daemon holds none of it in memory. The bytes are what the read path decoded from the
-//! verified archive, written as they are served ([`DecodedWriter`]), named by their own sha256
-//! (so a member shared by two archives is stored once) and committed like a download (fsync,
-//! rename, `blobs` row). They count in the quota and are evicted least-recently-used like any
-//! blob; eviction also forgets the `decoded_members` row, and the next whole read rebuilds them.
+//! daemon holds none of it in memory. A region (the tar stream between two checkpoints of a
+//! gzip archive) is kept for the small members in it: once one of them was read, the others
+//! are a `pread` away instead of a decode from the checkpoint.
 //!
-//! Not here: what a member is or how it is decoded (`archive`), when a handle writes one
-//! (`fs::archive_tree`).
+//! The bytes are what the read path decoded from the verified archive ([`DecodedWriter`]),
+//! named by their own sha256 (so content shared by two archives is stored once) and committed
+//! like a download (fsync, rename, `blobs` row). They count in the quota and are evicted
+//! least-recently-used like any blob; eviction also forgets the `decoded_members` or
+//! `decoded_regions` row, and the next read rebuilds them.
+//!
+//! Not here: what a member or a region is or how it is decoded (`archive`), when a handle writes
+//! one (`fs::archive_tree`, `archive::regions`).
 
 use std::collections::{BTreeMap, HashSet};
 use std::io;
@@ -31,7 +35,23 @@ pub struct MemberKey {
     pub member: u64,
 }
 
-/// Creates the mapping table if missing. Idempotent.
+/// One region of one archive's tar stream: from the checkpoint at `start` to the next one.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub struct RegionKey {
+    /// The archive's digest.
+    pub archive: Digest,
+    /// Stream offset of the region's first byte (a checkpoint's).
+    pub start: u64,
+}
+
+/// What a decoded copy is of.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+enum Target {
+    Member(MemberKey),
+    Region(RegionKey),
+}
+
+/// Creates the mapping tables if missing. Idempotent.
 pub(super) fn init_schema(conn: &Connection) -> rusqlite::Result<()> {
     conn.execute_batch(
         "CREATE TABLE IF NOT EXISTS decoded_members (
@@ -40,7 +60,14 @@ pub(super) fn init_schema(conn: &Connection) -> rusqlite::Result<()> {
              digest  TEXT NOT NULL,               -- the decoded bytes, a blob of `blobs`
              PRIMARY KEY (archive, member)
          );
-         CREATE INDEX IF NOT EXISTS decoded_members_digest ON decoded_members(digest);",
+         CREATE INDEX IF NOT EXISTS decoded_members_digest ON decoded_members(digest);
+         CREATE TABLE IF NOT EXISTS decoded_regions (
+             archive TEXT NOT NULL,               -- the archive blob's digest
+             start   INTEGER NOT NULL,            -- stream offset of the region's checkpoint
+             digest  TEXT NOT NULL,               -- the decoded bytes, a blob of `blobs`
+             PRIMARY KEY (archive, start)
+         );
+         CREATE INDEX IF NOT EXISTS decoded_regions_digest ON decoded_regions(digest);",
     )
 }
 
@@ -50,14 +77,18 @@ pub(super) fn forget(conn: &Connection, d: &Digest) -> rusqlite::Result<()> {
         "DELETE FROM decoded_members WHERE digest = ?1 OR archive = ?1",
         [d.hex()],
     )?;
+    conn.execute(
+        "DELETE FROM decoded_regions WHERE digest = ?1 OR archive = ?1",
+        [d.hex()],
+    )?;
     Ok(())
 }
 
-/// Members being written now (one writer per member per process), and a lock that lets one
-/// copy be hashed and fsynced at a time (a `tar` of a mount completes many members at once).
+/// Copies being written now (one writer per member or region per process), and a lock that
+/// lets one copy be hashed and fsynced at a time (a `tar` of a mount completes many at once).
 #[derive(Default)]
 pub(super) struct Writing {
-    members: Mutex<HashSet<MemberKey>>,
+    targets: Mutex<HashSet<Target>>,
     committing: Mutex<()>,
 }
 
@@ -87,14 +118,48 @@ impl Store {
         })
     }
 
-    /// A writer for the decoded bytes of `key` (`size` bytes), unless another handle of this
-    /// process is writing them already.
+    /// The decoded copy of region `key`, if the store holds one.
+    pub fn decoded_region(&self, key: &RegionKey) -> Result<Option<BlobInfo>, StoreError> {
+        let hex: Option<String> = self.with_db(|c| {
+            c.query_row(
+                "SELECT digest FROM decoded_regions WHERE archive = ?1 AND start = ?2",
+                params![key.archive.hex(), key.start as i64],
+                |r| r.get(0),
+            )
+            .optional()
+        })?;
+        let Some(d) = hex.and_then(|h| Digest::parse(&h).ok()) else {
+            return Ok(None);
+        };
+        self.blob(&d)
+    }
+
+    /// A writer for the decoded bytes of member `key` (`size` bytes), unless another handle of
+    /// this process is writing them already.
     pub fn decoded_writer(
         self: &Arc<Self>,
         key: MemberKey,
         size: u64,
     ) -> Result<Option<DecodedWriter>, StoreError> {
-        if !self.writing.members.lock().insert(key) {
+        self.writer_for(Target::Member(key), size)
+    }
+
+    /// A writer for the decoded bytes of region `key` (`size` bytes), unless another reader of
+    /// this process is writing them already.
+    pub fn decoded_region_writer(
+        self: &Arc<Self>,
+        key: RegionKey,
+        size: u64,
+    ) -> Result<Option<DecodedWriter>, StoreError> {
+        self.writer_for(Target::Region(key), size)
+    }
+
+    fn writer_for(
+        self: &Arc<Self>,
+        key: Target,
+        size: u64,
+    ) -> Result<Option<DecodedWriter>, StoreError> {
+        if !self.writing.targets.lock().insert(key) {
             return Ok(None);
         }
         let claim = Claim {
@@ -115,20 +180,20 @@ impl Store {
     }
 }
 
-/// Releases a member's writer slot when its writer goes (committed or dropped).
+/// Releases a writer slot when its writer goes (committed or dropped).
 struct Claim {
     store: Arc<Store>,
-    key: MemberKey,
+    key: Target,
 }
 
 impl Drop for Claim {
     fn drop(&mut self) {
-        self.store.writing.members.lock().remove(&self.key);
+        self.store.writing.targets.lock().remove(&self.key);
     }
 }
 
-/// Decoded bytes of one member on their way into the store, written at any offset in any
-/// order (FUSE reads arrive from several threads).
+/// Decoded bytes of one member or region on their way into the store, written at any offset
+/// in any order (FUSE reads arrive from several threads).
 pub struct DecodedWriter {
     claim: Claim,
     size: u64,
@@ -155,8 +220,14 @@ impl DecodedWriter {
         Ok(covered.total == self.size)
     }
 
+    /// A second handle on the bytes being written, for reading them back while they are; it
+    /// stays valid once they are committed (the file is renamed, not copied).
+    pub fn reader(&self) -> io::Result<std::fs::File> {
+        self.tmp.as_file().try_clone()
+    }
+
     /// Hashes the written bytes (read back: the page cache still holds them), makes room
-    /// under the quota, commits them as a blob and records which member they are. One commit
+    /// under the quota, commits them as a blob and records which member or region they are. One commit
     /// runs at a time per store; others wait.
     pub fn commit(self) -> Result<BlobInfo, StoreError> {
         let _one_at_a_time = self.claim.store.writing.committing.lock();
@@ -178,12 +249,15 @@ impl DecodedWriter {
             store.enforce_limits(&store.limits(), self.size)?;
             store.commit(self.tmp, &info)?;
         }
-        let key = self.claim.key;
-        store.with_db(|c| {
-            c.execute(
+        store.with_db(|c| match self.claim.key {
+            Target::Member(key) => c.execute(
                 "INSERT OR REPLACE INTO decoded_members(archive, member, digest) VALUES (?1, ?2, ?3)",
                 params![key.archive.hex(), key.member as i64, digest.hex()],
-            )
+            ),
+            Target::Region(key) => c.execute(
+                "INSERT OR REPLACE INTO decoded_regions(archive, start, digest) VALUES (?1, ?2, ?3)",
+                params![key.archive.hex(), key.start as i64, digest.hex()],
+            ),
         })?;
         Ok(info)
     }
@@ -329,5 +403,38 @@ mod tests {
         let report = store.evict_to(0).unwrap();
         assert_eq!(report.removed, vec![(info.digest, 10)]);
         assert_eq!(store.decoded_member(&key).unwrap(), None);
+    }
+
+    #[test]
+    fn a_region_is_readable_while_written_and_after_commit_then_evicted() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(dir.path()).unwrap());
+        let key = RegionKey {
+            archive: Digest::of(b"archive"),
+            start: 4 << 20,
+        };
+        let w = store.decoded_region_writer(key, 8).unwrap().unwrap();
+        assert!(store.decoded_region_writer(key, 8).unwrap().is_none());
+        let member = MemberKey {
+            archive: key.archive,
+            member: key.start,
+        };
+        assert!(
+            store.decoded_writer(member, 8).unwrap().is_some(),
+            "a member and a region with the same number are different copies"
+        );
+        let back = w.reader().unwrap();
+        w.write_at(0, b"abcd").unwrap();
+        let mut buf = [0u8; 4];
+        back.read_exact_at(&mut buf, 0).unwrap();
+        assert_eq!(&buf, b"abcd");
+        assert!(w.write_at(4, b"efgh").unwrap());
+        let info = w.commit().unwrap();
+        assert_eq!(store.decoded_region(&key).unwrap(), Some(info));
+        back.read_exact_at(&mut buf, 4).unwrap();
+        assert_eq!(&buf, b"efgh", "the reader outlives the commit");
+        assert_eq!(store.decoded_member(&member).unwrap(), None);
+        store.evict_to(0).unwrap();
+        assert_eq!(store.decoded_region(&key).unwrap(), None);
     }
 }

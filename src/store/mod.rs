@@ -37,7 +37,7 @@ use crate::digest::Digest;
 pub use blob::{BlobRead, BytesBlob, CompleteBlob};
 pub use chunks::ChunkStore;
 pub use db::BlobRow;
-pub use decoded::{DecodedWriter, MemberKey};
+pub use decoded::{DecodedWriter, MemberKey, RegionKey};
 pub use evict::{free_bytes, EvictReport, Limits};
 pub use sink::{ByteObserver, TempSink};
 pub use stats::{Stats, StatsSnapshot};

@@ -168,18 +168,6 @@ impl TarStream {
         matches!(self.state, State::End)
     }
 
-    /// Stream offset of the next header block, as far as the bytes seen tell (a member's data
-    /// is skipped to its end); `None` once the archive has ended.
-    pub(crate) fn next_header_at(&self) -> Option<u64> {
-        match &self.state {
-            State::End => None,
-            State::Header => Some(self.pos - self.block_len as u64),
-            State::Data { remaining, .. } => Some(self.pos + remaining),
-            State::Ext { padded, done, .. } => Some(self.pos + (padded - done)),
-            State::OldSparse { .. } | State::Map1 { .. } => Some(self.pos),
-        }
-    }
-
     /// Bytes of tar stream seen.
     pub(crate) fn position(&self) -> u64 {
         self.pos

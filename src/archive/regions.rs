@@ -1,0 +1,388 @@
+//! Decoded regions: the tar stream between two checkpoints of a gzip archive, decoded once and
+//! kept on disk (the store's decoded cache), so the small members in it are read without
+//! decoding.
+//!
+//! Checkpoints are few (one per few MiB: their windows are most of the index), so a fresh read
+//! of a small member decodes from the checkpoint before it, up to a few MiB. Its neighbours
+//! would pay the same again. Instead, the first read that would start a decoder at a checkpoint
+//! for a small member starts a *fill*: a thread that decodes the whole region into a decoded
+//! copy in the store ([`RegionStore::writer`]). The read waits until the fill has passed its own
+//! last byte (no longer than decoding for itself) and reads the copy; so does any read of the
+//! region while the fill runs, and every later one reads the committed copy, from the kernel's
+//! page cache. The daemon holds none of it in memory: the kernel gives the pages back under
+//! pressure, and the copies are counted in the quota and evicted least-recently-used like any
+//! blob (a read of an evicted region fills it again).
+//!
+//! Large members are not read through regions (they are kept decoded whole, as members), and
+//! neither are archives read before they are all here (a fill would fetch what nobody asked for).
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io;
+use std::num::NonZeroUsize;
+use std::os::unix::fs::FileExt;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use lru::LruCache;
+use parking_lot::{Condvar, Mutex};
+
+use super::decoder::StreamDecoder;
+use super::{ArchiveError, ArchiveIndex};
+use crate::digest::Digest;
+use crate::store::BlobRead;
+
+/// Members smaller than this are read through regions.
+pub(crate) const REGION_MEMBER_MAX: u64 = 1 << 20;
+/// Regions longer than this are not filled (a gzip stream with no block boundary for that
+/// long: the read decodes for itself).
+const REGION_MAX: u64 = 64 << 20;
+/// Fills running at once per archive; a read that finds no free slot decodes for itself.
+const MAX_FILLS: usize = 3;
+/// Kept regions held open per archive (an open copy is not evicted).
+const OPEN_REGIONS: usize = 8;
+
+/// Where decoded regions are kept (the store's decoded cache, behind `content`).
+pub trait RegionStore: Send + Sync {
+    /// The kept copy of the region of `archive` starting at stream offset `start`, open.
+    fn open(&self, archive: &Digest, start: u64) -> Option<Arc<dyn BlobRead>>;
+
+    /// A writer for that region's `len` bytes, unless one is at work already (or the store
+    /// cannot make one: the implementation logs why).
+    fn writer(&self, archive: &Digest, start: u64, len: u64) -> Option<Box<dyn RegionWriter>>;
+}
+
+/// A region's decoded bytes on their way into the store.
+pub trait RegionWriter: Send {
+    /// Writes `data` at `offset` (from the region's start).
+    fn write_at(&mut self, offset: u64, data: &[u8]) -> io::Result<()>;
+
+    /// A handle reading back what was written; it stays valid after [`RegionWriter::commit`].
+    fn reader(&self) -> io::Result<File>;
+
+    /// Keeps the bytes (all `len` of them were written).
+    fn commit(self: Box<Self>) -> Result<(), String>;
+}
+
+/// What this process knows of one region.
+enum Region {
+    /// The store has (or had, when last asked) a copy.
+    Kept,
+    /// Being decoded by a fill.
+    Filling(Arc<Fill>),
+    /// No copy, none being made.
+    Absent,
+    /// A fill failed: reads decode for themselves from now on.
+    Failed,
+}
+
+/// A fill in progress, shared by its thread and the reads waiting on it.
+struct Fill {
+    /// Stream offsets of the region.
+    start: u64,
+    /// Reads what the fill wrote.
+    file: File,
+    progress: Mutex<Progress>,
+    moved: Condvar,
+}
+
+#[derive(Default)]
+struct Progress {
+    /// Stream offset decoded and written up to.
+    upto: u64,
+    /// The fill stopped before the region's end.
+    failed: bool,
+}
+
+/// The decoded regions of one archive.
+pub(crate) struct Regions {
+    store: Arc<dyn RegionStore>,
+    archive: Digest,
+    /// Checkpoint offsets (region starts), loaded on first use.
+    starts: OnceLock<Vec<u64>>,
+    regions: Arc<Mutex<HashMap<u64, Region>>>,
+    open: Mutex<LruCache<u64, Arc<dyn BlobRead>>>,
+    fills: Arc<AtomicUsize>,
+}
+
+impl Regions {
+    /// Regions of `archive`, kept in `store`.
+    pub(crate) fn new(store: Arc<dyn RegionStore>, archive: Digest) -> Regions {
+        let open = NonZeroUsize::new(OPEN_REGIONS).unwrap_or(NonZeroUsize::MIN);
+        Regions {
+            store,
+            archive,
+            starts: OnceLock::new(),
+            regions: Arc::default(),
+            open: Mutex::new(LruCache::new(open)),
+            fills: Arc::default(),
+        }
+    }
+
+    /// The region holding stream offset `pos`: `[start, end)`.
+    fn bounds(&self, index: &ArchiveIndex, pos: u64) -> Result<(u64, u64), ArchiveError> {
+        let starts = match self.starts.get() {
+            Some(s) => s,
+            None => {
+                let loaded = index.checkpoint_offsets()?;
+                self.starts.get_or_init(|| loaded)
+            }
+        };
+        let at = starts.partition_point(|&s| s <= pos);
+        let start = at
+            .checked_sub(1)
+            .map(|i| starts[i])
+            .ok_or_else(|| index.corrupt(format!("no checkpoint at or before {pos}")))?;
+        let end = starts.get(at).copied().unwrap_or(index.stream_len());
+        Ok((start, end))
+    }
+
+    /// Appends `[pos, end)` of the tar stream to `out`, or as much of it as the region holding
+    /// `pos` has, from the region's kept copy or its fill (waiting for the fill to pass the
+    /// bytes). When the region has neither and `may_fill`, starts its fill. `Ok(false)`: the
+    /// region cannot serve the read; the caller decodes for itself.
+    pub(crate) fn read(
+        &self,
+        index: &Arc<ArchiveIndex>,
+        blob: &Arc<dyn BlobRead>,
+        pos: u64,
+        end: u64,
+        may_fill: bool,
+        out: &mut Vec<u8>,
+    ) -> Result<bool, ArchiveError> {
+        let (start, region_end) = self.bounds(index, pos)?;
+        let upto = end.min(region_end);
+        if let Some(copy) = self.kept(start) {
+            return self.copy_from(copy.as_ref(), start, pos, upto, out);
+        }
+        let fill = {
+            let mut regions = self.regions.lock();
+            match regions.get(&start) {
+                Some(Region::Filling(f)) => f.clone(),
+                Some(Region::Failed) => return Ok(false),
+                Some(Region::Kept) => {
+                    // Evicted since: `kept` found no copy.
+                    regions.insert(start, Region::Absent);
+                    return Ok(false);
+                }
+                Some(Region::Absent) | None => {
+                    if !may_fill || region_end - start > REGION_MAX {
+                        return Ok(false);
+                    }
+                    match self.start_fill(index, blob, start, region_end) {
+                        Some(f) => {
+                            regions.insert(start, Region::Filling(f.clone()));
+                            f
+                        }
+                        None => return Ok(false),
+                    }
+                }
+            }
+        };
+        if !fill.wait_for(upto) {
+            return Ok(false);
+        }
+        let mut buf = vec![0u8; (upto - pos) as usize];
+        fill.file
+            .read_exact_at(&mut buf, pos - fill.start)
+            .map_err(|source| ArchiveError::Region { start, source })?;
+        out.extend_from_slice(&buf);
+        Ok(true)
+    }
+
+    /// The open copy of region `start`, if the store keeps one (asked once per region; a
+    /// region known absent or filling is not asked again).
+    fn kept(&self, start: u64) -> Option<Arc<dyn BlobRead>> {
+        if let Some(copy) = self.open.lock().get(&start) {
+            return Some(copy.clone());
+        }
+        {
+            let mut regions = self.regions.lock();
+            match regions.get(&start) {
+                Some(Region::Kept) | None => {}
+                Some(_) => return None,
+            }
+            // Asked below without the lock; `Absent` until the store says otherwise.
+            regions.insert(start, Region::Absent);
+        }
+        let copy = self.store.open(&self.archive, start)?;
+        let mut regions = self.regions.lock();
+        if matches!(regions.get(&start), Some(Region::Absent)) {
+            regions.insert(start, Region::Kept);
+        }
+        self.open.lock().put(start, copy.clone());
+        Some(copy)
+    }
+
+    /// Copies `[pos, upto)` from a kept copy of the region starting at `start`.
+    fn copy_from(
+        &self,
+        copy: &dyn BlobRead,
+        start: u64,
+        pos: u64,
+        upto: u64,
+        out: &mut Vec<u8>,
+    ) -> Result<bool, ArchiveError> {
+        let at = out.len();
+        out.resize(at + (upto - pos) as usize, 0);
+        match copy.read_exact_at(pos - start, &mut out[at..]) {
+            Ok(()) => Ok(true),
+            Err(e) => {
+                // A copy shorter than its region, or unreadable: forget it, decode instead.
+                tracing::warn!("decoded region at {start} of {}: {e}", self.archive.short());
+                out.truncate(at);
+                self.open.lock().pop(&start);
+                self.regions.lock().insert(start, Region::Failed);
+                Ok(false)
+            }
+        }
+    }
+
+    /// Starts decoding region `[start, end)` into a new copy on a thread of its own, if a fill
+    /// slot is free and the store gives a writer.
+    fn start_fill(
+        &self,
+        index: &Arc<ArchiveIndex>,
+        blob: &Arc<dyn BlobRead>,
+        start: u64,
+        end: u64,
+    ) -> Option<Arc<Fill>> {
+        if self.fills.fetch_add(1, Ordering::AcqRel) >= MAX_FILLS {
+            self.fills.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        let slot = FillSlot(self.fills.clone());
+        let writer = self.store.writer(&self.archive, start, end - start)?;
+        let file = match writer.reader() {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::warn!("decoded region at {start}: {e}");
+                return None;
+            }
+        };
+        let fill = Arc::new(Fill {
+            start,
+            file,
+            progress: Mutex::new(Progress {
+                upto: start,
+                failed: false,
+            }),
+            moved: Condvar::new(),
+        });
+        let job = FillJob {
+            fill: fill.clone(),
+            end,
+            index: index.clone(),
+            blob: blob.clone(),
+            writer,
+            regions: self.regions.clone(),
+            _slot: slot,
+        };
+        let archive = self.archive;
+        let spawned = std::thread::Builder::new()
+            .name("region-fill".into())
+            .spawn(move || job.run(&archive));
+        match spawned {
+            Ok(_) => Some(fill),
+            Err(e) => {
+                tracing::warn!("decoded region at {start}: no thread: {e}");
+                None
+            }
+        }
+    }
+}
+
+/// One running fill's claim on a slot, released when the fill thread ends.
+struct FillSlot(Arc<AtomicUsize>);
+
+impl Drop for FillSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Fill {
+    /// Waits until the fill has passed `upto` (true) or stopped short of it (false).
+    fn wait_for(&self, upto: u64) -> bool {
+        let mut p = self.progress.lock();
+        while p.upto < upto && !p.failed {
+            self.moved.wait(&mut p);
+        }
+        p.upto >= upto
+    }
+
+    fn advance(&self, upto: u64) {
+        self.progress.lock().upto = upto;
+        self.moved.notify_all();
+    }
+
+    fn fail(&self) {
+        self.progress.lock().failed = true;
+        self.moved.notify_all();
+    }
+}
+
+/// What a fill thread needs.
+struct FillJob {
+    fill: Arc<Fill>,
+    end: u64,
+    index: Arc<ArchiveIndex>,
+    blob: Arc<dyn BlobRead>,
+    writer: Box<dyn RegionWriter>,
+    /// Where the fill's outcome is recorded.
+    regions: Arc<Mutex<HashMap<u64, Region>>>,
+    _slot: FillSlot,
+}
+
+impl FillJob {
+    fn run(mut self, archive: &Digest) {
+        let start = self.fill.start;
+        let decoded = self.decode();
+        // Waiting reads are answered (or told to decode for themselves) before the commit.
+        match &decoded {
+            Ok(()) => {}
+            Err(e) => {
+                self.fill.fail();
+                tracing::warn!("decoding region at {start} of {}: {e}", archive.short());
+            }
+        }
+        let kept = decoded.is_ok()
+            && match self.writer.commit() {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::warn!("keeping region at {start} of {}: {e}", archive.short());
+                    false
+                }
+            };
+        let next = if kept { Region::Kept } else { Region::Failed };
+        self.regions.lock().insert(start, next);
+    }
+
+    /// Decodes the region from its checkpoint into the writer, telling waiting reads.
+    fn decode(&mut self) -> Result<(), ArchiveError> {
+        let start = self.fill.start;
+        let cp = self.index.checkpoint_before(start)?;
+        if cp.uoff != start {
+            return Err(self
+                .index
+                .corrupt(format!("no checkpoint at region start {start}")));
+        }
+        let mut dec = StreamDecoder::resume(self.blob.as_ref(), &cp)?;
+        while dec.position() < self.end {
+            let span = dec
+                .next_span_until(self.blob.as_ref(), self.end)?
+                .ok_or_else(|| {
+                    self.index.corrupt(format!(
+                        "tar stream ends inside region {start}..{}",
+                        self.end
+                    ))
+                })?;
+            let take = (span.data.len() as u64).min(self.end - span.start) as usize;
+            self.writer
+                .write_at(span.start - start, &span.data[..take])
+                .map_err(|source| ArchiveError::Region { start, source })?;
+            self.fill.advance(span.start + take as u64);
+        }
+        Ok(())
+    }
+}
