@@ -17,7 +17,7 @@
 #   random reads       p50 / p99 latency of 1,000 reads of random small files (whole file each),
 #                      once on the mount the measures above ran on (after the full tar: the
 #                      tool's own caches are warm, the page cache is dropped) and once on a fresh
-#                      mount (nothing decoded yet)
+#                      mount (store or index made anew, then remounted: nothing decoded yet)
 #   index size         lazycas: pages of its archive_* tables and indexes (SQLite dbstat);
 #                      ratarmount: its .index.sqlite; archivemount: none (kept in memory)
 #   peak RSS           VmHWM of the mount process, the largest over its runs
@@ -315,6 +315,11 @@ bench_tool() {
     t_peak=$(awk -v a="$t_peak" -v b="$(peak_kib)" 'BEGIN { print (a > b ? a : b) }')
     stop_fs
     # The same random reads on a fresh mount: nothing decoded yet, no cache of the tool's warm.
+    # The store (lazycas keeps decoded regions in it across mounts) or the index is made anew
+    # first, then mounted again, so only the index is there.
+    "$reset_fn"
+    "$mount_fn"
+    stop_fs
     drop_caches
     "$mount_fn"
     drop_caches

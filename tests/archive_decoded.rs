@@ -11,8 +11,13 @@
 //!   (The test drops the member's pages from the page cache first: a read the kernel answers
 //!   from its cache needs no copy.)
 //!
-//! The waits for a copy to be kept watch the daemon's log ("kept #N of ... decoded"): the copy is
-//! hashed, fsynced and committed on a thread of its own after the last byte was served.
+//! - Small members are read through decoded regions (the stream between two checkpoints, decoded
+//!   once into the store): the first read keeps its region, `gc` evicts it like any blob, and the
+//!   next read decodes it again, byte-identical, and keeps it again.
+//!
+//! The waits for a copy to be kept watch the daemon's log ("kept #N of ... decoded", "kept
+//! region at ... decoded as HEX"): the copy is hashed, fsynced and committed on a thread of its
+//! own after the last byte was served.
 
 #[path = "archive_support/mod.rs"]
 mod archive_support;
@@ -92,6 +97,29 @@ fn kept(daemon: &Daemon) -> usize {
         .count()
 }
 
+/// The digests of the regions the daemon log says were kept, in order.
+fn kept_regions(daemon: &Daemon) -> Vec<String> {
+    daemon
+        .log()
+        .lines()
+        .filter(|l| l.contains("kept region at "))
+        .filter_map(|l| l.split(" decoded as ").nth(1))
+        .filter_map(|rest| rest.split_whitespace().next())
+        .map(str::to_string)
+        .collect()
+}
+
+/// Waits until the log reports `n` regions kept, and returns their digests.
+#[track_caller]
+fn wait_regions(daemon: &Daemon, n: usize) -> Vec<String> {
+    assert!(
+        wait_until(SETTLE, || kept_regions(daemon).len() >= n),
+        "{n} regions kept expected; log:\n{}",
+        tail(&daemon.log(), 40)
+    );
+    kept_regions(daemon)
+}
+
 /// Waits until the log reports `n` members kept decoded.
 #[track_caller]
 fn wait_kept(daemon: &Daemon, n: usize) {
@@ -162,14 +190,18 @@ fn member_read_whole_is_then_served_by_passthrough() {
         "small.txt",
     );
     wait_kept(&served.daemon, 1);
+    let regions = wait_regions(&served.daemon, 1);
     let a_hex = sha256_hex(&f.a);
     let mut want = vec![archive_hex, a_hex.clone()];
+    want.extend(regions);
     want.sort();
     assert_eq!(
         stored_blob_names(&served.node),
         want,
-        "the member read whole is kept, under its own sha256; the small one is not"
+        "the member read whole is kept, under its own sha256; the small one is not (its \
+         region is)"
     );
+    assert_eq!(kept(&served.daemon), 1, "one member kept");
     assert_eq!(
         sha256_file(&served.node.blob_path(&a_hex)),
         a_hex,
@@ -263,6 +295,66 @@ fn decoded_copies_are_evicted_under_quota_and_rebuilt_on_the_next_read() {
     assert_reads_whole(&a_path, &f.a, "a.bin from its rebuilt copy");
     drop_cached_pages(&b_path);
     assert_reads_whole(&b_path, &f.b, "b.bin after its copy was evicted");
+    let log = served.daemon.log();
+    assert!(!log.contains("panicked"), "{}", tail(&log, 40));
+}
+
+#[test]
+fn small_members_are_read_from_regions_evicted_by_gc_and_rebuilt() {
+    require_fuse!();
+    let work = tempfile::Builder::new()
+        .prefix("lazycas-regions-test-")
+        .tempdir()
+        .expect("tempdir");
+    let mut t = SourceTree::new(&work.path().join("src"), Meta::new(0o755, T0));
+    // 3,000 files of 4 KiB to 6 KiB: about 15 MiB of tar, several regions of 4 MiB.
+    let bodies: Vec<Vec<u8>> = (0..3000u64)
+        .map(|i| random_bytes(4096 + (i as usize * 61) % 2048, 5000 + i))
+        .collect();
+    for (i, body) in bodies.iter().enumerate() {
+        t.file(format!("s/f{i:04}"), body, Meta::new(0o644, T0));
+    }
+    let src = t.finish();
+    let tar = work.path().join("small.tar");
+    tar_create(&src, &tar, &["--format=gnu"]);
+    let archive = work.path().join("small.tar.gz");
+    pigz(&tar, &archive, &[]);
+    let served = Served::start(&[("small", &archive)]);
+    let root = served.path("small");
+    let path = |i: usize| root.join(format!("s/f{i:04}"));
+
+    assert_reads_whole(&path(1500), &bodies[1500], "f1500, first read");
+    let first = wait_regions(&served.daemon, 1);
+    assert!(
+        served.node.blob_path(&first[0]).exists(),
+        "the region is a blob of the store"
+    );
+    for (i, body) in bodies.iter().enumerate().take(1510).skip(1490) {
+        assert_reads_whole(&path(i), body, "a neighbour of f1500");
+    }
+
+    served.node.cli(&["gc", "--to", "0"]).assert_success();
+    assert!(
+        !served.node.blob_path(&first[0]).exists(),
+        "gc evicted the region (no reader holds it between reads)"
+    );
+    let before = kept_regions(&served.daemon).len();
+    drop_cached_pages(&path(1500));
+    assert_reads_whole(
+        &path(1500),
+        &bodies[1500],
+        "f1500 after its region was evicted",
+    );
+    let again = wait_regions(&served.daemon, before + 1);
+    assert_eq!(
+        again.last(),
+        Some(&first[0]),
+        "the region decoded again is the same bytes"
+    );
+    for i in (0..3000).step_by(149) {
+        drop_cached_pages(&path(i));
+        assert_reads_whole(&path(i), &bodies[i], "a member anywhere");
+    }
     let log = served.daemon.log();
     assert!(!log.contains("panicked"), "{}", tail(&log, 40));
 }

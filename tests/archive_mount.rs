@@ -107,9 +107,49 @@ fn assert_store_holds_only_blob_and_index(served: &Served, name: &str, index_bud
     assert_store_holds_blob_index_and_kept(served, name, index_budget, &[]);
 }
 
+/// Waits until no copy is being written (decoded regions are filled and committed on threads
+/// of their own, after the reads they served).
+#[track_caller]
+fn wait_no_temp_files(node: &Lazycas) {
+    assert!(
+        wait_until(Duration::from_secs(60), || node.temp_files().is_empty()),
+        "temp files left: {:?}",
+        node.temp_files()
+    );
+}
+
+/// The decoded regions the node's store records for archive `archive_hex`: (stream offset,
+/// the copy's sha256 hex).
+fn region_copies(node: &Lazycas, archive_hex: &str) -> Vec<(u64, String)> {
+    let db = node.store.join("lazycas.db");
+    let conn =
+        rusqlite::Connection::open_with_flags(&db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .unwrap_or_else(|e| panic!("open {}: {e}", db.display()));
+    let mut st = conn
+        .prepare("SELECT start, digest FROM decoded_regions WHERE archive = ?1 ORDER BY start")
+        .expect("query decoded_regions");
+    let rows = st
+        .query_map([archive_hex], |r| {
+            Ok((r.get::<_, i64>(0)? as u64, r.get(1)?))
+        })
+        .expect("decoded_regions rows");
+    rows.map(|r| r.expect("decoded_regions row")).collect()
+}
+
+/// The tar stream of gzip archive `file`.
+fn gunzip_file(file: &Path) -> Vec<u8> {
+    let mut out = Vec::new();
+    let f = fs::File::open(file).unwrap_or_else(|e| panic!("open {}: {e}", file.display()));
+    io::Read::read_to_end(&mut flate2::read::MultiGzDecoder::new(f), &mut out)
+        .unwrap_or_else(|e| panic!("gunzip {}: {e}", file.display()));
+    out
+}
+
 /// Nothing was extracted to disk but the decoded copies of members read whole (`kept`: their
-/// sha256 hex): the store holds the archive blob, those copies (each a blob named by the sha256
-/// of its bytes), the database and nothing else; the database is at most `index_budget` bytes.
+/// sha256 hex) and of the regions small members were read from: the store holds the archive
+/// blob, those copies (each a blob named by the sha256 of its bytes; a region's bytes are its
+/// stretch of the tar stream), the database and nothing else; the database is at most
+/// `index_budget` bytes.
 #[track_caller]
 fn assert_store_holds_blob_index_and_kept(
     served: &Served,
@@ -120,12 +160,30 @@ fn assert_store_holds_blob_index_and_kept(
     let archive = served.archive(name);
     let blob = served.node.blob_path(&archive.sha256);
     let kept_paths: Vec<PathBuf> = kept.iter().map(|h| served.node.blob_path(h)).collect();
+    wait_no_temp_files(&served.node);
+    let regions = region_copies(&served.node, &archive.sha256);
+    let mut tar: Option<Vec<u8>> = None;
     let files = store_files(&served.node);
     let mut db_bytes = 0;
     for (p, len) in &files {
         let file_name = p.file_name().unwrap_or_default().to_string_lossy();
+        let region = regions
+            .iter()
+            .find(|(_, hex)| served.node.blob_path(hex) == *p);
         if *p == blob {
             assert_eq!(*len, archive.size, "stored blob size");
+        } else if let Some((start, hex)) = region {
+            assert_eq!(
+                sha256_file(p),
+                *hex,
+                "a region copy holds the bytes its name says"
+            );
+            let tar = tar.get_or_insert_with(|| gunzip_file(&archive.file));
+            let start = *start as usize;
+            assert!(
+                fs::read(p).expect("read region copy")[..] == tar[start..start + *len as usize],
+                "region copy at {start} is that stretch of the tar stream"
+            );
         } else if kept_paths.contains(p) {
             let hex = p.file_name().unwrap_or_default().to_string_lossy();
             assert_eq!(
@@ -834,7 +892,8 @@ fn twenty_thousand_small_files_match_gnu_tar() {
     let flat = list_dir_within(served.path("many/flat"), WALK_TIMEOUT).expect("list flat");
     assert_eq!(flat.len(), 10_000, "entries of the 10,000-file directory");
     // A member table of 20,000 entries, not an extraction: well under 256 bytes per member
-    // (small members are not kept decoded: the page cache holds them).
+    // (small members are not kept decoded one by one; the regions they were read from are,
+    // and each is checked against its stretch of the tar stream).
     assert_store_holds_only_blob_and_index(&served, "many", 20_000 * 256);
     assert_peak_rss_small(&served.daemon, "reading 20,000 files");
 }
@@ -902,7 +961,7 @@ fn member_of_200_mib_matches_gnu_tar_and_is_kept_decoded_only_once_read() {
     // `archive_cache`; the rest is SQLite, inflate state, buffers and threads.
     assert_peak_rss_small(&served.daemon, "reading the 200 MiB member");
     // The member read whole is then kept decoded in the store, as a blob of its own sha256
-    // (the small files are not); the decoded cache is evicted like any blob.
+    // (the small files are not, their regions are); the decoded cache is evicted like any blob.
     wait_kept(&served.daemon, 1);
     let member = sha256_file(&work.path().join("extracted-data_big/big/member.bin"));
     assert_store_holds_blob_index_and_kept(&served, "data/big", 4 << 20, &[member]);
@@ -1346,13 +1405,19 @@ fn index_is_built_once_per_content_and_serves_from_cache_after_restart_offline()
 }
 
 /// The store holds the archive blob once; every other blob is the decoded copy of a member read
-/// whole (named by the sha256 of a file GNU tar extracted to `extracted`).
+/// whole (named by the sha256 of a file GNU tar extracted to `extracted`) or of a region small
+/// members were read from.
 #[track_caller]
 fn assert_blobs_are_archive_and_kept_members(node: &Lazycas, archive: &str, extracted: &Path) {
     let members: std::collections::HashSet<String> = files_under(extracted)
         .iter()
         .filter(|p| fs::symlink_metadata(p).is_ok_and(|m| m.is_file()))
         .map(|p| sha256_file(p))
+        .collect();
+    wait_no_temp_files(node);
+    let regions: Vec<String> = region_copies(node, archive)
+        .into_iter()
+        .map(|(_, hex)| hex)
         .collect();
     let blobs = node.stored_blobs();
     let names: Vec<String> = blobs
@@ -1371,8 +1436,8 @@ fn assert_blobs_are_archive_and_kept_members(node: &Lazycas, archive: &str, extr
     );
     for n in names.iter().filter(|n| *n != archive) {
         assert!(
-            members.contains(n),
-            "blob {n} is neither the archive nor a member's decoded copy"
+            members.contains(n) || regions.contains(n),
+            "blob {n} is neither the archive nor a member's or region's decoded copy"
         );
     }
 }

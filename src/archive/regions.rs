@@ -19,12 +19,10 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::io;
-use std::num::NonZeroUsize;
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
-use lru::LruCache;
 use parking_lot::{Condvar, Mutex};
 
 use super::decoder::StreamDecoder;
@@ -39,13 +37,16 @@ pub(crate) const REGION_MEMBER_MAX: u64 = 1 << 20;
 const REGION_MAX: u64 = 64 << 20;
 /// Fills running at once per archive; a read that finds no free slot decodes for itself.
 const MAX_FILLS: usize = 3;
-/// Kept regions held open per archive (an open copy is not evicted).
-const OPEN_REGIONS: usize = 8;
 
 /// Where decoded regions are kept (the store's decoded cache, behind `content`).
 pub trait RegionStore: Send + Sync {
-    /// The kept copy of the region of `archive` starting at stream offset `start`, open.
-    fn open(&self, archive: &Digest, start: u64) -> Option<Arc<dyn BlobRead>>;
+    /// The digest of the kept copy of the region of `archive` starting at stream offset
+    /// `start`, if there is one.
+    fn find(&self, archive: &Digest, start: u64) -> Option<Digest>;
+
+    /// Opens kept copy `copy` (`None`: evicted since). Held only for one read, so eviction
+    /// can take it between reads.
+    fn open(&self, copy: &Digest) -> Option<Arc<dyn BlobRead>>;
 
     /// A writer for that region's `len` bytes, unless one is at work already (or the store
     /// cannot make one: the implementation logs why).
@@ -60,14 +61,14 @@ pub trait RegionWriter: Send {
     /// A handle reading back what was written; it stays valid after [`RegionWriter::commit`].
     fn reader(&self) -> io::Result<File>;
 
-    /// Keeps the bytes (all `len` of them were written).
-    fn commit(self: Box<Self>) -> Result<(), String>;
+    /// Keeps the bytes (all `len` of them were written); returns the copy's digest.
+    fn commit(self: Box<Self>) -> Result<Digest, String>;
 }
 
 /// What this process knows of one region.
 enum Region {
-    /// The store has (or had, when last asked) a copy.
-    Kept,
+    /// The store has (or had, when last asked) this copy.
+    Kept(Digest),
     /// Being decoded by a fill.
     Filling(Arc<Fill>),
     /// No copy, none being made.
@@ -101,20 +102,17 @@ pub(crate) struct Regions {
     /// Checkpoint offsets (region starts), loaded on first use.
     starts: OnceLock<Vec<u64>>,
     regions: Arc<Mutex<HashMap<u64, Region>>>,
-    open: Mutex<LruCache<u64, Arc<dyn BlobRead>>>,
     fills: Arc<AtomicUsize>,
 }
 
 impl Regions {
     /// Regions of `archive`, kept in `store`.
     pub(crate) fn new(store: Arc<dyn RegionStore>, archive: Digest) -> Regions {
-        let open = NonZeroUsize::new(OPEN_REGIONS).unwrap_or(NonZeroUsize::MIN);
         Regions {
             store,
             archive,
             starts: OnceLock::new(),
             regions: Arc::default(),
-            open: Mutex::new(LruCache::new(open)),
             fills: Arc::default(),
         }
     }
@@ -160,12 +158,7 @@ impl Regions {
             match regions.get(&start) {
                 Some(Region::Filling(f)) => f.clone(),
                 Some(Region::Failed) => return Ok(false),
-                Some(Region::Kept) => {
-                    // Evicted since: `kept` found no copy.
-                    regions.insert(start, Region::Absent);
-                    return Ok(false);
-                }
-                Some(Region::Absent) | None => {
+                Some(Region::Kept(_)) | Some(Region::Absent) | None => {
                     if !may_fill || region_end - start > REGION_MAX {
                         return Ok(false);
                     }
@@ -190,28 +183,41 @@ impl Regions {
         Ok(true)
     }
 
-    /// The open copy of region `start`, if the store keeps one (asked once per region; a
-    /// region known absent or filling is not asked again).
+    /// The copy of region `start`, opened, if the store keeps one (the store is asked once per
+    /// region; a region known absent or filling is not asked again). A copy evicted since it
+    /// was last read makes the region absent.
     fn kept(&self, start: u64) -> Option<Arc<dyn BlobRead>> {
-        if let Some(copy) = self.open.lock().get(&start) {
-            return Some(copy.clone());
-        }
-        {
-            let mut regions = self.regions.lock();
-            match regions.get(&start) {
-                Some(Region::Kept) | None => {}
-                Some(_) => return None,
+        let known = match self.regions.lock().get(&start) {
+            Some(Region::Kept(d)) => Some(*d),
+            None => None,
+            Some(_) => return None,
+        };
+        let digest = match known {
+            Some(d) => d,
+            None => match self.store.find(&self.archive, start) {
+                Some(d) => d,
+                None => {
+                    self.regions.lock().entry(start).or_insert(Region::Absent);
+                    return None;
+                }
+            },
+        };
+        match self.store.open(&digest) {
+            Some(copy) => {
+                self.regions
+                    .lock()
+                    .entry(start)
+                    .or_insert(Region::Kept(digest));
+                Some(copy)
             }
-            // Asked below without the lock; `Absent` until the store says otherwise.
-            regions.insert(start, Region::Absent);
+            None => {
+                let mut regions = self.regions.lock();
+                if matches!(regions.get(&start), Some(Region::Kept(d)) if *d == digest) {
+                    regions.insert(start, Region::Absent);
+                }
+                None
+            }
         }
-        let copy = self.store.open(&self.archive, start)?;
-        let mut regions = self.regions.lock();
-        if matches!(regions.get(&start), Some(Region::Absent)) {
-            regions.insert(start, Region::Kept);
-        }
-        self.open.lock().put(start, copy.clone());
-        Some(copy)
     }
 
     /// Copies `[pos, upto)` from a kept copy of the region starting at `start`.
@@ -231,7 +237,6 @@ impl Regions {
                 // A copy shorter than its region, or unreadable: forget it, decode instead.
                 tracing::warn!("decoded region at {start} of {}: {e}", self.archive.short());
                 out.truncate(at);
-                self.open.lock().pop(&start);
                 self.regions.lock().insert(start, Region::Failed);
                 Ok(false)
             }
@@ -346,15 +351,14 @@ impl FillJob {
                 tracing::warn!("decoding region at {start} of {}: {e}", archive.short());
             }
         }
-        let kept = decoded.is_ok()
-            && match self.writer.commit() {
-                Ok(()) => true,
-                Err(e) => {
-                    tracing::warn!("keeping region at {start} of {}: {e}", archive.short());
-                    false
-                }
-            };
-        let next = if kept { Region::Kept } else { Region::Failed };
+        let next = match decoded.map(|()| self.writer.commit()) {
+            Ok(Ok(copy)) => Region::Kept(copy),
+            Ok(Err(e)) => {
+                tracing::warn!("keeping region at {start} of {}: {e}", archive.short());
+                Region::Failed
+            }
+            Err(_) => Region::Failed,
+        };
         self.regions.lock().insert(start, next);
     }
 

@@ -263,19 +263,26 @@ impl Archives {
 struct StoreRegions(Arc<Store>);
 
 impl RegionStore for StoreRegions {
-    fn open(&self, archive: &Digest, start: u64) -> Option<Arc<dyn BlobRead>> {
+    fn find(&self, archive: &Digest, start: u64) -> Option<Digest> {
         let key = RegionKey {
             archive: *archive,
             start,
         };
-        let opened = self.0.decoded_region(&key).and_then(|held| match held {
-            Some(info) => self.0.open_blob(&info.digest).map(Some),
-            None => Ok(None),
-        });
-        match opened {
-            Ok(copy) => copy.map(|c| Arc::new(c) as Arc<dyn BlobRead>),
+        match self.0.decoded_region(&key) {
+            Ok(held) => held.map(|info| info.digest),
             Err(e) => {
                 tracing::warn!("decoded region at {start} of {}: {e}", archive.short());
+                None
+            }
+        }
+    }
+
+    fn open(&self, copy: &Digest) -> Option<Arc<dyn BlobRead>> {
+        match self.0.open_blob(copy) {
+            Ok(c) => Some(Arc::new(c)),
+            Err(crate::store::StoreError::Missing(_)) => None,
+            Err(e) => {
+                tracing::warn!("decoded region {}: {e}", copy.short());
                 None
             }
         }
@@ -287,7 +294,9 @@ impl RegionStore for StoreRegions {
             start,
         };
         match self.0.decoded_region_writer(key, len) {
-            Ok(w) => w.map(|w| Box::new(w) as Box<dyn RegionWriter>),
+            Ok(w) => {
+                w.map(|writer| Box::new(StoreRegionWriter { key, writer }) as Box<dyn RegionWriter>)
+            }
             Err(e) => {
                 tracing::warn!(
                     "keeping region at {start} of {} decoded: {e}",
@@ -299,19 +308,32 @@ impl RegionStore for StoreRegions {
     }
 }
 
-impl RegionWriter for DecodedWriter {
+/// A region's copy on its way into the store's decoded cache.
+struct StoreRegionWriter {
+    key: RegionKey,
+    writer: DecodedWriter,
+}
+
+impl RegionWriter for StoreRegionWriter {
     fn write_at(&mut self, offset: u64, data: &[u8]) -> std::io::Result<()> {
-        DecodedWriter::write_at(self, offset, data).map(|_| ())
+        self.writer.write_at(offset, data).map(|_| ())
     }
 
     fn reader(&self) -> std::io::Result<std::fs::File> {
-        DecodedWriter::reader(self)
+        self.writer.reader()
     }
 
-    fn commit(self: Box<Self>) -> Result<(), String> {
-        DecodedWriter::commit(*self)
-            .map(|_| ())
-            .map_err(|e| e.to_string())
+    fn commit(self: Box<Self>) -> Result<Digest, String> {
+        let key = self.key;
+        let info = self.writer.commit().map_err(|e| e.to_string())?;
+        tracing::info!(
+            "kept region at {} of {} decoded as {} ({} bytes)",
+            key.start,
+            key.archive.short(),
+            info.digest.hex(),
+            info.size
+        );
+        Ok(info.digest)
     }
 }
 
