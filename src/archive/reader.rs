@@ -211,6 +211,7 @@ impl ArchiveReader {
         small: bool,
     ) -> Result<Vec<u8>, ArchiveError> {
         let regions = self.regions.as_ref().filter(|_| small);
+        let sequential = regions.is_some() && self.ahead.continues_stream(start);
         let mut out = Vec::with_capacity((end - start) as usize);
         let mut pos = start;
         let mut held: Option<StreamDecoder> = None;
@@ -228,12 +229,14 @@ impl ArchiveReader {
                 fresh = false;
                 continue;
             }
-            // A region kept or being filled serves without a decoder of our own; with no
-            // decoder to continue, one is filled rather than decoding from its checkpoint here.
+            // A region kept or being filled serves without a decoder of our own. A random read
+            // with no decoder to continue fills the region rather than decoding from its
+            // checkpoint here; a sequential reader (`tar`, `cp -r`) is served best by decoders
+            // and decode-ahead, and a copy of all it reads would only be written, never read.
             if let Some(regions) = regions {
                 let continuing = match &held {
                     Some(d) => fresh || self.worth_continuing(d, pos)?,
-                    None => self.has_idle_near(pos),
+                    None => sequential || self.has_idle_near(pos),
                 };
                 let before = out.len();
                 if regions.read(&self.index, &self.blob, pos, end, !continuing, &mut out)? {

@@ -275,6 +275,7 @@ impl Regions {
             moved: Condvar::new(),
         });
         let job = FillJob {
+            _ends: EndsFill(fill.clone()),
             fill: fill.clone(),
             end,
             index: index.clone(),
@@ -327,8 +328,19 @@ impl Fill {
     }
 }
 
+/// Tells the reads waiting on a fill that it will not go further, however its thread ends
+/// (after a complete decode this changes nothing: they wait only for bytes before its end).
+struct EndsFill(Arc<Fill>);
+
+impl Drop for EndsFill {
+    fn drop(&mut self) {
+        self.0.fail();
+    }
+}
+
 /// What a fill thread needs.
 struct FillJob {
+    _ends: EndsFill,
     fill: Arc<Fill>,
     end: u64,
     index: Arc<ArchiveIndex>,
