@@ -124,14 +124,11 @@ impl ReadAhead {
     /// [`ReadAhead::after_read`], with the index's errors.
     fn start_job(&self, start: u64, end: u64, member_end: u64) -> Result<(), ArchiveError> {
         let budget = self.shared.cache.capacity() / 4;
-        if budget < 2 * SPAN_SIZE {
-            return Ok(());
-        }
         {
             let mut state = self.shared.state.lock();
             let sequential = start.abs_diff(state.last_end) <= SEQUENTIAL_SLACK;
             state.last_end = end;
-            if !sequential || state.running {
+            if !sequential || state.running || budget < 2 * SPAN_SIZE {
                 return Ok(());
             }
         }
