@@ -92,10 +92,11 @@ impl ReadAhead {
         self.shared.state.lock().jobs
     }
 
-    /// True if a read starting at `start` continues where the last one ended (a sequential
-    /// reader, such as `tar` or `cp -r` going through the members in stream order).
+    /// True if a read starting at `start` continues where the last one ended, forward (a
+    /// sequential reader, such as `tar` or `cp -r` going through the members in stream order).
     pub(crate) fn continues_stream(&self, start: u64) -> bool {
-        start.abs_diff(self.shared.state.lock().last_end) <= SEQUENTIAL_SLACK
+        let last_end = self.shared.state.lock().last_end;
+        start >= last_end && start - last_end <= SEQUENTIAL_SLACK
     }
 
     /// True while a job is decoding.
