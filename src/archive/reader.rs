@@ -27,7 +27,7 @@ use super::checkpoint::Checkpoint;
 use super::decoder::{read_exact, StreamDecoder, SPAN_SIZE};
 use super::index::DataLayout;
 use super::read_ahead::{IdleDecoders, ReadAhead};
-use super::regions::{RegionStore, Regions, REGION_MEMBER_MAX};
+use super::regions::{RegionClaim, RegionRead, RegionStore, Regions, REGION_MEMBER_MAX};
 use super::span_cache::{Span, SpanKey};
 use super::{ArchiveError, ArchiveIndex, MemberId, SpanCache};
 use crate::store::BlobRead;
@@ -223,26 +223,48 @@ impl ArchiveReader {
         // after are wanted, and a small member's read decodes half as much on average. A
         // decoder continued from an earlier read (a sequential reader) decodes whole slots.
         let mut resumed = false;
+        // A region this read claimed: its decoder started at the region's start, and every
+        // span it produced goes to the region's fill afterwards.
+        let mut claim: Option<RegionClaim> = None;
+        let mut claimed_spans: Vec<Arc<Span>> = Vec::new();
         while pos < end {
-            if let Some(span) = self.cached(pos) {
-                copy_span(&span, &mut pos, end, &mut out);
-                fresh = false;
-                continue;
+            if claim.is_none() {
+                if let Some(span) = self.cached(pos) {
+                    copy_span(&span, &mut pos, end, &mut out);
+                    fresh = false;
+                    continue;
+                }
             }
             // A region kept or being filled serves without a decoder of our own. A random read
-            // with no decoder to continue fills the region rather than decoding from its
-            // checkpoint here; a sequential reader (`tar`, `cp -r`) is served best by decoders
-            // and decode-ahead, and a copy of all it reads would only be written, never read.
-            if let Some(regions) = regions {
+            // with no decoder to continue claims the region: it decodes from the region's start
+            // as far as it needs, then a fill decodes the rest into the store. A sequential
+            // reader (`tar`, `cp -r`) is served best by decoders and decode-ahead, and a copy of
+            // all it reads would only be written, never read.
+            if let (Some(regions), None) = (regions, &claim) {
                 let continuing = match &held {
                     Some(d) => fresh || self.worth_continuing(d, pos)?,
                     None => sequential || self.has_idle_near(pos),
                 };
                 let before = out.len();
-                if regions.read(&self.index, &self.blob, pos, end, !continuing, &mut out)? {
-                    pos += (out.len() - before) as u64;
-                    fresh = false;
-                    continue;
+                match regions.read(&self.index, &self.blob, pos, end, !continuing, &mut out)? {
+                    RegionRead::Served => {
+                        pos += (out.len() - before) as u64;
+                        fresh = false;
+                        continue;
+                    }
+                    RegionRead::Decode => {}
+                    RegionRead::Claimed(c) => {
+                        let cp = self.index.checkpoint_before(pos)?;
+                        if cp.uoff == c.start() {
+                            if let Some(d) = held.take() {
+                                self.park(d);
+                            }
+                            held = Some(self.resume(&cp)?);
+                            resumed = true;
+                            fresh = true;
+                            claim = Some(*c);
+                        }
+                    }
                 }
             }
             let mut dec = match held.take() {
@@ -267,10 +289,21 @@ impl ArchiveReader {
                 })?;
             let span = Arc::new(span);
             self.cache.insert(self.key(span.start), span.clone());
+            if claim.is_some() {
+                claimed_spans.push(span.clone());
+            }
             if span.contains(pos) {
                 copy_span(&span, &mut pos, end, &mut out);
             }
             held = Some(dec);
+        }
+        if let Some(c) = claim {
+            // The fill takes the decoder if it is still inside the region; else the region is
+            // given up (a later read claims it again).
+            match held.take() {
+                Some(d) if d.position() <= c.end() => c.hand_over(d, claimed_spans),
+                other => held = other,
+            }
         }
         if let Some(d) = held {
             self.park(d);

@@ -4,14 +4,15 @@
 //!
 //! Checkpoints are few (one per few MiB: their windows are most of the index), so a fresh read
 //! of a small member decodes from the checkpoint before it, up to a few MiB. Its neighbours
-//! would pay the same again. Instead, the first read that would start a decoder at a checkpoint
-//! for a small member starts a *fill*: a thread that decodes the whole region into a decoded
-//! copy in the store ([`RegionStore::writer`]). The read waits until the fill has passed its own
-//! last byte (no longer than decoding for itself) and reads the copy; so does any read of the
-//! region while the fill runs, and every later one reads the committed copy, from the kernel's
-//! page cache. The daemon holds none of it in memory: the kernel gives the pages back under
-//! pressure, and the copies are counted in the quota and evicted least-recently-used like any
-//! blob (a read of an evicted region fills it again).
+//! would pay the same again. Instead, the first random read that decodes from a region's
+//! checkpoint *claims* the region: it decodes for itself as far as it needs (on its own thread,
+//! nothing in its way) and then hands its decoder and what it decoded to a *fill*, a thread
+//! that writes those bytes and decodes the rest of the region into a decoded copy in the store
+//! ([`RegionStore::writer`]). Reads of the region while the fill runs wait until it has passed
+//! their last byte and read the copy being written; every later one reads the committed copy,
+//! from the kernel's page cache. The daemon holds none of it in memory: the kernel gives the
+//! pages back under pressure, and the copies are counted in the quota and evicted
+//! least-recently-used like any blob (a read of an evicted region claims it again).
 //!
 //! Large members are not read through regions (they are kept decoded whole, as members), and
 //! neither are archives read before they are all here (a fill would fetch what nobody asked for).
@@ -26,6 +27,7 @@ use std::sync::{Arc, OnceLock};
 use parking_lot::{Condvar, Mutex};
 
 use super::decoder::StreamDecoder;
+use super::span_cache::Span;
 use super::{ArchiveError, ArchiveIndex};
 use crate::digest::Digest;
 use crate::store::BlobRead;
@@ -137,8 +139,10 @@ impl Regions {
 
     /// Appends `[pos, end)` of the tar stream to `out`, or as much of it as the region holding
     /// `pos` has, from the region's kept copy or its fill (waiting for the fill to pass the
-    /// bytes). When the region has neither and `may_fill`, starts its fill. `Ok(false)`: the
-    /// region cannot serve the read; the caller decodes for itself.
+    /// bytes): [`RegionRead::Served`]. When the region has neither and `may_fill`, the caller
+    /// gets it claimed ([`RegionRead::Claimed`]): it decodes from the region's start and hands
+    /// over to a fill ([`RegionClaim::hand_over`]). Else [`RegionRead::Decode`]: the caller
+    /// decodes for itself.
     pub(crate) fn read(
         &self,
         index: &Arc<ArchiveIndex>,
@@ -147,7 +151,7 @@ impl Regions {
         end: u64,
         may_fill: bool,
         out: &mut Vec<u8>,
-    ) -> Result<bool, ArchiveError> {
+    ) -> Result<RegionRead, ArchiveError> {
         let (start, region_end) = self.bounds(index, pos)?;
         let upto = end.min(region_end);
         if let Some(copy) = self.kept(start) {
@@ -157,30 +161,30 @@ impl Regions {
             let mut regions = self.regions.lock();
             match regions.get(&start) {
                 Some(Region::Filling(f)) => f.clone(),
-                Some(Region::Failed) => return Ok(false),
+                Some(Region::Failed) => return Ok(RegionRead::Decode),
                 Some(Region::Kept(_)) | Some(Region::Absent) | None => {
                     if !may_fill || region_end - start > REGION_MAX {
-                        return Ok(false);
+                        return Ok(RegionRead::Decode);
                     }
-                    match self.start_fill(index, blob, start, region_end) {
-                        Some(f) => {
-                            regions.insert(start, Region::Filling(f.clone()));
-                            f
+                    return Ok(match self.claim(index, blob, start, region_end) {
+                        Some((claim, fill)) => {
+                            regions.insert(start, Region::Filling(fill));
+                            RegionRead::Claimed(Box::new(claim))
                         }
-                        None => return Ok(false),
-                    }
+                        None => RegionRead::Decode,
+                    });
                 }
             }
         };
         if !fill.wait_for(upto) {
-            return Ok(false);
+            return Ok(RegionRead::Decode);
         }
         let mut buf = vec![0u8; (upto - pos) as usize];
         fill.file
             .read_exact_at(&mut buf, pos - fill.start)
             .map_err(|source| ArchiveError::Region { start, source })?;
         out.extend_from_slice(&buf);
-        Ok(true)
+        Ok(RegionRead::Served)
     }
 
     /// The copy of region `start`, opened, if the store keeps one (the store is asked once per
@@ -228,30 +232,30 @@ impl Regions {
         pos: u64,
         upto: u64,
         out: &mut Vec<u8>,
-    ) -> Result<bool, ArchiveError> {
+    ) -> Result<RegionRead, ArchiveError> {
         let at = out.len();
         out.resize(at + (upto - pos) as usize, 0);
         match copy.read_exact_at(pos - start, &mut out[at..]) {
-            Ok(()) => Ok(true),
+            Ok(()) => Ok(RegionRead::Served),
             Err(e) => {
                 // A copy shorter than its region, or unreadable: forget it, decode instead.
                 tracing::warn!("decoded region at {start} of {}: {e}", self.archive.short());
                 out.truncate(at);
                 self.regions.lock().insert(start, Region::Failed);
-                Ok(false)
+                Ok(RegionRead::Decode)
             }
         }
     }
 
-    /// Starts decoding region `[start, end)` into a new copy on a thread of its own, if a fill
-    /// slot is free and the store gives a writer.
-    fn start_fill(
+    /// Claims region `[start, end)` for a fill, if a fill slot is free and the store gives a
+    /// writer.
+    fn claim(
         &self,
         index: &Arc<ArchiveIndex>,
         blob: &Arc<dyn BlobRead>,
         start: u64,
         end: u64,
-    ) -> Option<Arc<Fill>> {
+    ) -> Option<(RegionClaim, Arc<Fill>)> {
         if self.fills.fetch_add(1, Ordering::AcqRel) >= MAX_FILLS {
             self.fills.fetch_sub(1, Ordering::AcqRel);
             return None;
@@ -274,26 +278,74 @@ impl Regions {
             }),
             moved: Condvar::new(),
         });
-        let job = FillJob {
-            _ends: EndsFill(fill.clone()),
-            fill: fill.clone(),
+        let claim = RegionClaim {
+            start,
             end,
-            index: index.clone(),
-            blob: blob.clone(),
-            writer,
-            regions: self.regions.clone(),
-            _slot: slot,
+            job: Some(FillJob {
+                _ends: EndsFill(fill.clone()),
+                fill: fill.clone(),
+                end,
+                index: index.clone(),
+                blob: blob.clone(),
+                writer,
+                regions: self.regions.clone(),
+                archive: self.archive,
+                decoder: None,
+                spans: Vec::new(),
+                _slot: slot,
+            }),
         };
-        let archive = self.archive;
+        Some((claim, fill))
+    }
+}
+
+/// What [`Regions::read`] did.
+pub(crate) enum RegionRead {
+    /// The bytes were appended.
+    Served,
+    /// The caller decodes for itself.
+    Decode,
+    /// The caller decodes from the region's start and hands over.
+    Claimed(Box<RegionClaim>),
+}
+
+/// A region claimed by a read: it decodes from the region's start (the checkpoint at
+/// [`RegionClaim::start`]) and hands its decoder and spans to the fill. Dropped without being
+/// handed over, the region is given up (reads waiting on it decode for themselves) and may be
+/// claimed again.
+pub(crate) struct RegionClaim {
+    /// Always `Some` until handed over.
+    job: Option<FillJob>,
+    start: u64,
+    end: u64,
+}
+
+impl RegionClaim {
+    /// Stream offset of the region's start.
+    pub(crate) fn start(&self) -> u64 {
+        self.start
+    }
+
+    /// Stream offset of the region's end.
+    pub(crate) fn end(&self) -> u64 {
+        self.end
+    }
+
+    /// Hands `decoder` (started at the region's start) and the spans it produced, in order,
+    /// to a fill thread that writes them and decodes the rest of the region.
+    pub(crate) fn hand_over(mut self, decoder: StreamDecoder, spans: Vec<Arc<Span>>) {
+        let start = self.start;
+        let Some(mut job) = self.job.take() else {
+            return;
+        };
+        job.decoder = Some(decoder);
+        job.spans = spans;
+        let archive = job.archive;
         let spawned = std::thread::Builder::new()
             .name("region-fill".into())
             .spawn(move || job.run(&archive));
-        match spawned {
-            Ok(_) => Some(fill),
-            Err(e) => {
-                tracing::warn!("decoded region at {start}: no thread: {e}");
-                None
-            }
+        if let Err(e) = spawned {
+            tracing::warn!("decoded region at {start}: no thread: {e}");
         }
     }
 }
@@ -348,7 +400,28 @@ struct FillJob {
     writer: Box<dyn RegionWriter>,
     /// Where the fill's outcome is recorded.
     regions: Arc<Mutex<HashMap<u64, Region>>>,
+    archive: Digest,
+    /// The claiming read's decoder and the spans it produced from the region's start.
+    decoder: Option<StreamDecoder>,
+    spans: Vec<Arc<Span>>,
     _slot: FillSlot,
+}
+
+impl Drop for RegionClaim {
+    fn drop(&mut self) {
+        // Not handed over: give the region up so a later read can claim it (the job's
+        // `EndsFill` tells the reads waiting on it to decode for themselves).
+        if let Some(job) = self.job.take() {
+            let mut regions = job.regions.lock();
+            let ours = matches!(
+                regions.get(&self.start),
+                Some(Region::Filling(f)) if Arc::ptr_eq(f, &job.fill)
+            );
+            if ours {
+                regions.insert(self.start, Region::Absent);
+            }
+        }
+    }
 }
 
 impl FillJob {
@@ -374,16 +447,39 @@ impl FillJob {
         self.regions.lock().insert(start, next);
     }
 
-    /// Decodes the region from its checkpoint into the writer, telling waiting reads.
+    /// Writes the claiming read's spans, then decodes the rest of the region with its decoder
+    /// into the writer, telling waiting reads.
     fn decode(&mut self) -> Result<(), ArchiveError> {
         let start = self.fill.start;
-        let cp = self.index.checkpoint_before(start)?;
-        if cp.uoff != start {
-            return Err(self
-                .index
-                .corrupt(format!("no checkpoint at region start {start}")));
+        let mut dec = match self.decoder.take() {
+            Some(d) => d,
+            None => {
+                return Err(self
+                    .index
+                    .corrupt(format!("region {start} filled without a decoder")))
+            }
+        };
+        let mut at = start;
+        for span in std::mem::take(&mut self.spans) {
+            if span.start != at {
+                return Err(self.index.corrupt(format!(
+                    "region {start}: span at {} where {at} was expected",
+                    span.start
+                )));
+            }
+            let take = (span.data.len() as u64).min(self.end - span.start) as usize;
+            self.writer
+                .write_at(span.start - start, &span.data[..take])
+                .map_err(|source| ArchiveError::Region { start, source })?;
+            at = span.start + take as u64;
+            self.fill.advance(at);
         }
-        let mut dec = StreamDecoder::resume(self.blob.as_ref(), &cp)?;
+        if dec.position() != at {
+            return Err(self.index.corrupt(format!(
+                "region {start}: decoder at {} after spans ending at {at}",
+                dec.position()
+            )));
+        }
         while dec.position() < self.end {
             let span = dec
                 .next_span_until(self.blob.as_ref(), self.end)?
