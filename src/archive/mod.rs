@@ -90,6 +90,7 @@ mod window_worker;
 use std::fmt;
 
 pub use builder::{BuiltIndex, IndexBuilder};
+pub use decoder::warm_up;
 pub use error::ArchiveError;
 pub use index::ArchiveIndex;
 pub use published::PublishedIndexError;

@@ -90,7 +90,7 @@ impl ArchiveReader {
     /// Keeps decoded regions in `store` for the small members' reads (only for an archive
     /// whose blob is all local: a fill decodes past the read).
     pub fn with_regions(mut self, store: Arc<dyn RegionStore>) -> ArchiveReader {
-        self.regions = Some(Regions::new(store, *self.index.digest()));
+        self.regions = Some(Regions::new(store, &self.index));
         self
     }
 

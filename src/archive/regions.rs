@@ -42,9 +42,8 @@ const MAX_FILLS: usize = 3;
 
 /// Where decoded regions are kept (the store's decoded cache, behind `content`).
 pub trait RegionStore: Send + Sync {
-    /// The digest of the kept copy of the region of `archive` starting at stream offset
-    /// `start`, if there is one.
-    fn find(&self, archive: &Digest, start: u64) -> Option<Digest>;
+    /// The kept copies of regions of `archive`: (stream offset, the copy's digest).
+    fn kept_regions(&self, archive: &Digest) -> Vec<(u64, Digest)>;
 
     /// Opens kept copy `copy` (`None`: evicted since). Held only for one read, so eviction
     /// can take it between reads.
@@ -83,8 +82,8 @@ enum Region {
 struct Fill {
     /// Stream offsets of the region.
     start: u64,
-    /// Reads what the fill wrote.
-    file: File,
+    /// Reads what the fill wrote (set by the fill before its first progress).
+    file: OnceLock<File>,
     progress: Mutex<Progress>,
     moved: Condvar,
 }
@@ -101,20 +100,36 @@ struct Progress {
 pub(crate) struct Regions {
     store: Arc<dyn RegionStore>,
     archive: Digest,
-    /// Checkpoint offsets (region starts), loaded on first use.
+    /// Checkpoint offsets (region starts), loaded at open (or on first use, if that failed).
     starts: OnceLock<Vec<u64>>,
     regions: Arc<Mutex<HashMap<u64, Region>>>,
     fills: Arc<AtomicUsize>,
 }
 
 impl Regions {
-    /// Regions of `archive`, kept in `store`.
-    pub(crate) fn new(store: Arc<dyn RegionStore>, archive: Digest) -> Regions {
+    /// Regions of the archive `index` describes, kept in `store`. What the first read needs is
+    /// loaded now (the region bounds, the copies kept), so that read asks SQLite nothing more
+    /// than where its checkpoint is; a region not kept now is absent until this process fills
+    /// it.
+    pub(crate) fn new(store: Arc<dyn RegionStore>, index: &ArchiveIndex) -> Regions {
+        let archive = *index.digest();
+        let starts = OnceLock::new();
+        match index.checkpoint_offsets() {
+            Ok(s) => {
+                let _ = starts.set(s);
+            }
+            Err(e) => tracing::warn!("region bounds of {}: {e}", archive.short()),
+        }
+        let kept = store
+            .kept_regions(&archive)
+            .into_iter()
+            .map(|(start, copy)| (start, Region::Kept(copy)))
+            .collect();
         Regions {
             store,
             archive,
-            starts: OnceLock::new(),
-            regions: Arc::default(),
+            starts,
+            regions: Arc::new(Mutex::new(kept)),
             fills: Arc::default(),
         }
     }
@@ -179,41 +194,26 @@ impl Regions {
         if !fill.wait_for(upto) {
             return Ok(RegionRead::Decode);
         }
+        let file = fill
+            .file
+            .get()
+            .ok_or_else(|| index.corrupt(format!("region {start}: progress without a copy")))?;
         let mut buf = vec![0u8; (upto - pos) as usize];
-        fill.file
-            .read_exact_at(&mut buf, pos - fill.start)
+        file.read_exact_at(&mut buf, pos - fill.start)
             .map_err(|source| ArchiveError::Region { start, source })?;
         out.extend_from_slice(&buf);
         Ok(RegionRead::Served)
     }
 
-    /// The copy of region `start`, opened, if the store keeps one (the store is asked once per
-    /// region; a region known absent or filling is not asked again). A copy evicted since it
-    /// was last read makes the region absent.
+    /// The copy of region `start`, opened, if one is kept. A copy evicted since it was last
+    /// read makes the region absent.
     fn kept(&self, start: u64) -> Option<Arc<dyn BlobRead>> {
-        let known = match self.regions.lock().get(&start) {
-            Some(Region::Kept(d)) => Some(*d),
-            None => None,
-            Some(_) => return None,
-        };
-        let digest = match known {
-            Some(d) => d,
-            None => match self.store.find(&self.archive, start) {
-                Some(d) => d,
-                None => {
-                    self.regions.lock().entry(start).or_insert(Region::Absent);
-                    return None;
-                }
-            },
+        let digest = match self.regions.lock().get(&start) {
+            Some(Region::Kept(d)) => *d,
+            _ => return None,
         };
         match self.store.open(&digest) {
-            Some(copy) => {
-                self.regions
-                    .lock()
-                    .entry(start)
-                    .or_insert(Region::Kept(digest));
-                Some(copy)
-            }
+            Some(copy) => Some(copy),
             None => {
                 let mut regions = self.regions.lock();
                 if matches!(regions.get(&start), Some(Region::Kept(d)) if *d == digest) {
@@ -247,8 +247,8 @@ impl Regions {
         }
     }
 
-    /// Claims region `[start, end)` for a fill, if a fill slot is free and the store gives a
-    /// writer.
+    /// Claims region `[start, end)` for a fill, if a fill slot is free (the fill asks the store
+    /// for a writer, after the claiming read was answered).
     fn claim(
         &self,
         index: &Arc<ArchiveIndex>,
@@ -261,17 +261,9 @@ impl Regions {
             return None;
         }
         let slot = FillSlot(self.fills.clone());
-        let writer = self.store.writer(&self.archive, start, end - start)?;
-        let file = match writer.reader() {
-            Ok(f) => f,
-            Err(e) => {
-                tracing::warn!("decoded region at {start}: {e}");
-                return None;
-            }
-        };
         let fill = Arc::new(Fill {
             start,
-            file,
+            file: OnceLock::new(),
             progress: Mutex::new(Progress {
                 upto: start,
                 failed: false,
@@ -287,7 +279,7 @@ impl Regions {
                 end,
                 index: index.clone(),
                 blob: blob.clone(),
-                writer,
+                store: self.store.clone(),
                 regions: self.regions.clone(),
                 archive: self.archive,
                 decoder: None,
@@ -397,7 +389,7 @@ struct FillJob {
     end: u64,
     index: Arc<ArchiveIndex>,
     blob: Arc<dyn BlobRead>,
-    writer: Box<dyn RegionWriter>,
+    store: Arc<dyn RegionStore>,
     /// Where the fill's outcome is recorded.
     regions: Arc<Mutex<HashMap<u64, Region>>>,
     archive: Digest,
@@ -427,7 +419,17 @@ impl Drop for RegionClaim {
 impl FillJob {
     fn run(mut self, archive: &Digest) {
         let start = self.fill.start;
-        let decoded = self.decode();
+        let Some(mut writer) = self.store.writer(archive, start, self.end - start) else {
+            self.regions.lock().insert(start, Region::Failed);
+            return;
+        };
+        let decoded = writer
+            .reader()
+            .map_err(|source| ArchiveError::Region { start, source })
+            .and_then(|file| {
+                let _ = self.fill.file.set(file);
+                self.decode(writer.as_mut())
+            });
         // Waiting reads are answered (or told to decode for themselves) before the commit.
         match &decoded {
             Ok(()) => {}
@@ -436,7 +438,7 @@ impl FillJob {
                 tracing::warn!("decoding region at {start} of {}: {e}", archive.short());
             }
         }
-        let next = match decoded.map(|()| self.writer.commit()) {
+        let next = match decoded.map(|()| writer.commit()) {
             Ok(Ok(copy)) => Region::Kept(copy),
             Ok(Err(e)) => {
                 tracing::warn!("keeping region at {start} of {}: {e}", archive.short());
@@ -449,7 +451,7 @@ impl FillJob {
 
     /// Writes the claiming read's spans, then decodes the rest of the region with its decoder
     /// into the writer, telling waiting reads.
-    fn decode(&mut self) -> Result<(), ArchiveError> {
+    fn decode(&mut self, writer: &mut dyn RegionWriter) -> Result<(), ArchiveError> {
         let start = self.fill.start;
         let mut dec = match self.decoder.take() {
             Some(d) => d,
@@ -468,7 +470,7 @@ impl FillJob {
                 )));
             }
             let take = (span.data.len() as u64).min(self.end - span.start) as usize;
-            self.writer
+            writer
                 .write_at(span.start - start, &span.data[..take])
                 .map_err(|source| ArchiveError::Region { start, source })?;
             at = span.start + take as u64;
@@ -490,7 +492,7 @@ impl FillJob {
                     ))
                 })?;
             let take = (span.data.len() as u64).min(self.end - span.start) as usize;
-            self.writer
+            writer
                 .write_at(span.start - start, &span.data[..take])
                 .map_err(|source| ArchiveError::Region { start, source })?;
             self.fill.advance(span.start + take as u64);

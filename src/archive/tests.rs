@@ -981,11 +981,15 @@ struct DirRegionWriter {
 }
 
 impl RegionStore for Arc<DirRegions> {
-    fn find(&self, _: &Digest, start: u64) -> Option<Digest> {
-        let path = self.kept.lock().get(&start).cloned()?;
-        let d = Digest::of(&fs::read(&path).ok()?);
-        self.paths.lock().insert(d, path);
-        Some(d)
+    fn kept_regions(&self, _: &Digest) -> Vec<(u64, Digest)> {
+        let kept = self.kept.lock().clone();
+        kept.into_iter()
+            .filter_map(|(start, path)| {
+                let d = Digest::of(&fs::read(&path).ok()?);
+                self.paths.lock().insert(d, path);
+                Some((start, d))
+            })
+            .collect()
     }
 
     fn open(&self, copy: &Digest) -> Option<Arc<dyn crate::store::BlobRead>> {
@@ -1131,4 +1135,9 @@ fn small_members_are_read_from_their_decoded_region() {
         resumes,
         "read again from the rebuilt copies"
     );
+}
+
+#[test]
+fn warm_up_runs_the_read_path() {
+    warm_up().unwrap();
 }

@@ -143,6 +143,10 @@ impl Archives {
                 .map(|_| ())
                 .map_err(|e| Box::new(e) as crate::store::HookError)
         }));
+        // The first read after a start should not wait for the inflate code to be paged in.
+        if let Err(e) = crate::archive::warm_up() {
+            tracing::warn!("archive read path warm-up: {e}");
+        }
         Ok(Archives {
             store,
             cache: Arc::new(SpanCache::new(cache_bytes)),
@@ -263,18 +267,11 @@ impl Archives {
 struct StoreRegions(Arc<Store>);
 
 impl RegionStore for StoreRegions {
-    fn find(&self, archive: &Digest, start: u64) -> Option<Digest> {
-        let key = RegionKey {
-            archive: *archive,
-            start,
-        };
-        match self.0.decoded_region(&key) {
-            Ok(held) => held.map(|info| info.digest),
-            Err(e) => {
-                tracing::warn!("decoded region at {start} of {}: {e}", archive.short());
-                None
-            }
-        }
+    fn kept_regions(&self, archive: &Digest) -> Vec<(u64, Digest)> {
+        self.0.decoded_regions_of(archive).unwrap_or_else(|e| {
+            tracing::warn!("decoded regions of {}: {e}", archive.short());
+            Vec::new()
+        })
     }
 
     fn open(&self, copy: &Digest) -> Option<Arc<dyn BlobRead>> {

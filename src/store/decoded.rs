@@ -134,6 +134,21 @@ impl Store {
         self.blob(&d)
     }
 
+    /// The regions of `archive` with a decoded copy recorded: (stream offset, the copy's digest;
+    /// some may have been evicted since).
+    pub fn decoded_regions_of(&self, archive: &Digest) -> Result<Vec<(u64, Digest)>, StoreError> {
+        let rows: Vec<(i64, String)> = self.with_db(|c| {
+            let mut st =
+                c.prepare("SELECT start, digest FROM decoded_regions WHERE archive = ?1")?;
+            let rows = st.query_map([archive.hex()], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            rows.collect()
+        })?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(start, hex)| Some((start as u64, Digest::parse(&hex).ok()?)))
+            .collect())
+    }
+
     /// A writer for the decoded bytes of member `key` (`size` bytes), unless another handle of
     /// this process is writing them already.
     pub fn decoded_writer(
