@@ -118,22 +118,6 @@ impl Store {
         })
     }
 
-    /// The decoded copy of region `key`, if the store holds one.
-    pub fn decoded_region(&self, key: &RegionKey) -> Result<Option<BlobInfo>, StoreError> {
-        let hex: Option<String> = self.with_db(|c| {
-            c.query_row(
-                "SELECT digest FROM decoded_regions WHERE archive = ?1 AND start = ?2",
-                params![key.archive.hex(), key.start as i64],
-                |r| r.get(0),
-            )
-            .optional()
-        })?;
-        let Some(d) = hex.and_then(|h| Digest::parse(&h).ok()) else {
-            return Ok(None);
-        };
-        self.blob(&d)
-    }
-
     /// The regions of `archive` with a decoded copy recorded: (stream offset, the copy's digest;
     /// some may have been evicted since).
     pub fn decoded_regions_of(&self, archive: &Digest) -> Result<Vec<(u64, Digest)>, StoreError> {
@@ -445,11 +429,14 @@ mod tests {
         assert_eq!(&buf, b"abcd");
         assert!(w.write_at(4, b"efgh").unwrap());
         let info = w.commit().unwrap();
-        assert_eq!(store.decoded_region(&key).unwrap(), Some(info));
+        assert_eq!(
+            store.decoded_regions_of(&key.archive).unwrap(),
+            vec![(key.start, info.digest)]
+        );
         back.read_exact_at(&mut buf, 4).unwrap();
         assert_eq!(&buf, b"efgh", "the reader outlives the commit");
         assert_eq!(store.decoded_member(&member).unwrap(), None);
         store.evict_to(0).unwrap();
-        assert_eq!(store.decoded_region(&key).unwrap(), None);
+        assert!(store.decoded_regions_of(&key.archive).unwrap().is_empty());
     }
 }
