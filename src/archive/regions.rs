@@ -5,10 +5,11 @@
 //! Checkpoints are few (one per few MiB: their windows are most of the index), so a fresh read
 //! of a small member decodes from the checkpoint before it, up to a few MiB. Its neighbours
 //! would pay the same again. Instead, the first random read that decodes from a region's
-//! checkpoint *claims* the region: it decodes for itself as far as it needs (on its own thread,
+//! checkpoint *claims* the region: it decodes for itself as far as it needs (on the FUSE thread,
 //! nothing in its way) and then hands its decoder and what it decoded to a *fill*, a thread
 //! that writes those bytes and decodes the rest of the region into a decoded copy in the store
-//! ([`RegionStore::writer`]). Reads of the region while the fill runs wait until it has passed
+//! ([`RegionStore::writer`]). A sequential reader (`tar`) claims nothing: decoders and
+//! decode-ahead serve it, and copies of all it reads would only be written. Reads of the region while the fill runs wait until it has passed
 //! their last byte and read the copy being written; every later one reads the committed copy,
 //! from the kernel's page cache. The daemon holds none of it in memory: the kernel gives the
 //! pages back under pressure, and the copies are counted in the quota and evicted
@@ -49,8 +50,8 @@ pub trait RegionStore: Send + Sync {
     /// can take it between reads.
     fn open(&self, copy: &Digest) -> Option<Arc<dyn BlobRead>>;
 
-    /// A writer for that region's `len` bytes, unless one is at work already (or the store
-    /// cannot make one: the implementation logs why).
+    /// A writer for the `len` bytes of the region of `archive` at stream offset `start`, unless
+    /// one is at work already (or the store cannot make one: the implementation logs why).
     fn writer(&self, archive: &Digest, start: u64, len: u64) -> Option<Box<dyn RegionWriter>>;
 }
 
@@ -68,7 +69,7 @@ pub trait RegionWriter: Send {
 
 /// What this process knows of one region.
 enum Region {
-    /// The store has (or had, when last asked) this copy.
+    /// The store has this copy (or had it: eviction is noticed when it fails to open).
     Kept(Digest),
     /// Being decoded by a fill.
     Filling(Arc<Fill>),
