@@ -55,6 +55,19 @@ runs=${BENCH_RUNS:-3}
 
 source "$(dirname "$0")/lib.sh"
 
+# Every measure starts on a quiet machine: lazycas commits decoded copies (hash, fsync) on
+# threads of its own after the reads that made them, so before dropping the page cache this
+# waits (up to 60 s) until its store's tmp/ holds no copy being written. The other tools have
+# nothing to wait for.
+drop_caches() {
+    local _
+    for _ in $(seq 600); do
+        [ -n "$(ls -A "${work:-/nonexistent}/store/tmp" 2>/dev/null)" ] || break
+        sleep 0.1
+    done
+    if [ "$dropping" = yes ]; then sync; echo 3 >/proc/sys/vm/drop_caches; fi
+}
+
 require_tools nginx curl fusermount3 python3 pigz tar archivemount
 
 ratarmount_bin=${RATARMOUNT:-$(command -v ratarmount || true)}

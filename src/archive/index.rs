@@ -476,16 +476,17 @@ impl ArchiveIndex {
         row.ok_or_else(|| self.corrupt(format!("no checkpoint at or before stream offset {uoff}")))
     }
 
-    /// The stream offsets of every checkpoint, in order (the starts of the decoded regions).
-    pub(crate) fn checkpoint_offsets(&self) -> Result<Vec<u64>, ArchiveError> {
+    /// Where every checkpoint is, in order: (stream offset, compressed offset). The stream
+    /// offsets are the starts of the decoded regions.
+    pub(crate) fn checkpoint_positions(&self) -> Result<Vec<(u64, u64)>, ArchiveError> {
         let conn = self.conn.lock();
-        let mut stmt = conn
-            .prepare_cached("SELECT uoff FROM archive_checkpoints WHERE aid = ?1 ORDER BY uoff")?;
-        let rows = stmt.query_map(params![self.aid], |r| r.get::<_, i64>(0))?;
-        let offsets = rows
-            .map(|r| r.map(|u| u as u64))
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(offsets)
+        let mut stmt = conn.prepare_cached(
+            "SELECT uoff, cbyte FROM archive_checkpoints WHERE aid = ?1 ORDER BY uoff",
+        )?;
+        let rows = stmt.query_map(params![self.aid], |r| {
+            Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64))
+        })?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
     }
 
     /// The offset of the first checkpoint after `uoff`, if there is one.

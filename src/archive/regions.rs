@@ -38,6 +38,8 @@ pub(crate) const REGION_MEMBER_MAX: u64 = 1 << 20;
 /// Regions longer than this are not filled (a gzip stream with no block boundary for that
 /// long: the read decodes for itself).
 const REGION_MAX: u64 = 64 << 20;
+/// Compressed bytes read ahead for a claiming read (the first few hundred KiB of output).
+const PREFETCH: u64 = 256 << 10;
 /// Fills running at once per archive; a read that finds no free slot decodes for itself.
 const MAX_FILLS: usize = 3;
 
@@ -101,8 +103,9 @@ struct Progress {
 pub(crate) struct Regions {
     store: Arc<dyn RegionStore>,
     archive: Digest,
-    /// Checkpoint offsets (region starts), loaded at open (or on first use, if that failed).
-    starts: OnceLock<Vec<u64>>,
+    /// Checkpoint positions (stream offset: a region's start; compressed offset), loaded at
+    /// open (or on first use, if that failed).
+    starts: OnceLock<Vec<(u64, u64)>>,
     regions: Arc<Mutex<HashMap<u64, Region>>>,
     fills: Arc<AtomicUsize>,
 }
@@ -115,7 +118,7 @@ impl Regions {
     pub(crate) fn new(store: Arc<dyn RegionStore>, index: &ArchiveIndex) -> Regions {
         let archive = *index.digest();
         let starts = OnceLock::new();
-        match index.checkpoint_offsets() {
+        match index.checkpoint_positions() {
             Ok(s) => {
                 let _ = starts.set(s);
             }
@@ -135,22 +138,23 @@ impl Regions {
         }
     }
 
-    /// The region holding stream offset `pos`: `[start, end)`.
-    fn bounds(&self, index: &ArchiveIndex, pos: u64) -> Result<(u64, u64), ArchiveError> {
+    /// The region holding stream offset `pos`: `[start, end)`, and the compressed offset of
+    /// its checkpoint.
+    fn bounds(&self, index: &ArchiveIndex, pos: u64) -> Result<(u64, u64, u64), ArchiveError> {
         let starts = match self.starts.get() {
             Some(s) => s,
             None => {
-                let loaded = index.checkpoint_offsets()?;
+                let loaded = index.checkpoint_positions()?;
                 self.starts.get_or_init(|| loaded)
             }
         };
-        let at = starts.partition_point(|&s| s <= pos);
-        let start = at
+        let at = starts.partition_point(|&(s, _)| s <= pos);
+        let (start, cbyte) = at
             .checked_sub(1)
             .map(|i| starts[i])
             .ok_or_else(|| index.corrupt(format!("no checkpoint at or before {pos}")))?;
-        let end = starts.get(at).copied().unwrap_or(index.stream_len());
-        Ok((start, end))
+        let end = starts.get(at).map_or(index.stream_len(), |&(s, _)| s);
+        Ok((start, end, cbyte))
     }
 
     /// Appends `[pos, end)` of the tar stream to `out`, or as much of it as the region holding
@@ -168,7 +172,7 @@ impl Regions {
         may_fill: bool,
         out: &mut Vec<u8>,
     ) -> Result<RegionRead, ArchiveError> {
-        let (start, region_end) = self.bounds(index, pos)?;
+        let (start, region_end, cbyte) = self.bounds(index, pos)?;
         let upto = end.min(region_end);
         if let Some(copy) = self.kept(start) {
             return self.copy_from(copy.as_ref(), start, pos, upto, out);
@@ -184,6 +188,10 @@ impl Regions {
                     }
                     return Ok(match self.claim(index, blob, start, region_end) {
                         Some((claim, fill)) => {
+                            // The claiming read decodes from the checkpoint: its compressed
+                            // bytes are asked of the disk now, while the checkpoint's window
+                            // is read from SQLite.
+                            blob.prefetch(cbyte.saturating_sub(1), PREFETCH);
                             regions.insert(start, Region::Filling(fill));
                             RegionRead::Claimed(Box::new(claim))
                         }

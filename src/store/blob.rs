@@ -32,6 +32,24 @@ pub trait BlobRead: Send + Sync {
         None
     }
 
+    /// Says that `[offset, offset + len)` will be read soon: a local file is asked of the disk
+    /// now (`POSIX_FADV_WILLNEED`, which does not wait). A hint: nothing fails.
+    fn prefetch(&self, offset: u64, len: u64) {
+        if let Some(file) = self.complete_file() {
+            let offset = offset.min(i64::MAX as u64) as libc::off_t;
+            let len = len.min(i64::MAX as u64) as libc::off_t;
+            // SAFETY: posix_fadvise on a descriptor `file` keeps open; it only advises.
+            unsafe {
+                libc::posix_fadvise(
+                    std::os::fd::AsRawFd::as_raw_fd(file),
+                    offset,
+                    len,
+                    libc::POSIX_FADV_WILLNEED,
+                );
+            }
+        }
+    }
+
     /// Fills `buf` from `offset`, or fails with `UnexpectedEof` if the blob ends first.
     fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
         let mut done = 0;
