@@ -82,6 +82,9 @@ CREATE TABLE IF NOT EXISTS archive_checkpoints (
 );
 ";
 
+/// How much of the database file an index connection maps (SQLite `mmap_size`).
+const INDEX_MMAP_BYTES: i64 = 1 << 30;
+
 /// Member columns, in the order [`member_from_row`] reads them.
 const MEMBER_COLS: &str =
     "m.id, m.kind, m.mode, m.uid, m.gid, m.size, m.mtime, m.mtime_ns, m.nlink, m.rdev, m.implied";
@@ -213,6 +216,10 @@ impl ArchiveIndex {
         let conn = Connection::open_with_flags(db_path, flags)?;
         conn.busy_timeout(Duration::from_secs(10))?;
         conn.pragma_update(None, "query_only", true)?;
+        // Index pages are read through a mapping of the database file: a page once read stays
+        // in this process's memory (reclaimable, as any clean file page) even when another
+        // connection's write, the stats flush for one, makes SQLite drop its own page cache.
+        conn.pragma_update(None, "mmap_size", INDEX_MMAP_BYTES)?;
         let row = conn
             .query_row(
                 "SELECT aid, format, stream_len FROM archive_archives WHERE digest = ?1",
