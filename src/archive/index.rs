@@ -28,7 +28,7 @@ use super::builder::{BuiltIndex, Format};
 use super::checkpoint::Checkpoint;
 use super::tar::{decode_sparse, encode_sparse, SparseChunk};
 use super::tree::Content;
-use super::{ArchiveError, DirEntry, Member, MemberId, MemberKind, Xattr};
+use super::{ArchiveError, DirEntry, DirName, Member, MemberId, MemberKind, Xattr};
 use crate::digest::Digest;
 
 const SCHEMA: &str = "
@@ -300,20 +300,7 @@ impl ArchiveIndex {
         offset: u64,
         max: usize,
     ) -> Result<Vec<DirEntry>, ArchiveError> {
-        if max == 0 {
-            return Ok(Vec::new());
-        }
-        let after = match offset {
-            0 => None,
-            _ => self.cursors.lock().get(&(dir, offset)).cloned(),
-        };
-        let rows = self.readdir_rows(dir, offset, after, max)?;
-        if rows.is_empty() && offset == 0 && self.member(dir)?.kind != MemberKind::Dir {
-            return Err(ArchiveError::WrongKind {
-                id: dir,
-                expected: "directory",
-            });
-        }
+        let rows = self.listing(dir, offset, max, MEMBER_COLS, |r| member_from_row(r, 1))?;
         let mut out = Vec::with_capacity(rows.len());
         for (i, (name, raw)) in rows.into_iter().enumerate() {
             out.push(DirEntry {
@@ -322,28 +309,82 @@ impl ArchiveIndex {
                 offset: offset + i as u64 + 1,
             });
         }
-        if let Some(last) = out.last() {
-            self.cursors
-                .lock()
-                .put((dir, last.offset), last.name.clone());
+        Ok(out)
+    }
+
+    /// [`ArchiveIndex::readdir`] with only what a directory listing shows of each member: its
+    /// id and kind (a `find` reads no other column).
+    pub fn readdir_kinds(
+        &self,
+        dir: MemberId,
+        offset: u64,
+        max: usize,
+    ) -> Result<Vec<DirName>, ArchiveError> {
+        let rows = self.listing(dir, offset, max, "m.id, m.kind", |r| {
+            Ok((r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
+        })?;
+        let mut out = Vec::with_capacity(rows.len());
+        for (i, (name, (id, kind))) in rows.into_iter().enumerate() {
+            let kind = MemberKind::from_code(kind)
+                .ok_or_else(|| self.corrupt(format!("member {id} has unknown kind {kind}")))?;
+            out.push(DirName {
+                name,
+                id: MemberId(id as u64),
+                kind,
+                offset: offset + i as u64 + 1,
+            });
         }
         Ok(out)
     }
 
+    /// The rows of a directory page (name, then `cols` of the member mapped by `map`), with
+    /// the continuation cursor remembered; an empty first page of a non-directory is an error.
+    fn listing<T>(
+        &self,
+        dir: MemberId,
+        offset: u64,
+        max: usize,
+        cols: &str,
+        map: impl Fn(&Row<'_>) -> rusqlite::Result<T>,
+    ) -> Result<Vec<(Vec<u8>, T)>, ArchiveError> {
+        if max == 0 {
+            return Ok(Vec::new());
+        }
+        let after = match offset {
+            0 => None,
+            _ => self.cursors.lock().get(&(dir, offset)).cloned(),
+        };
+        let rows = self.readdir_rows(dir, offset, after, max, cols, map)?;
+        if rows.is_empty() && offset == 0 && self.member(dir)?.kind != MemberKind::Dir {
+            return Err(ArchiveError::WrongKind {
+                id: dir,
+                expected: "directory",
+            });
+        }
+        if let Some((name, _)) = rows.last() {
+            self.cursors
+                .lock()
+                .put((dir, offset + rows.len() as u64), name.clone());
+        }
+        Ok(rows)
+    }
+
     /// The raw rows of a `readdir` page: after a known name, or skipping `offset` rows.
-    fn readdir_rows(
+    fn readdir_rows<T>(
         &self,
         dir: MemberId,
         offset: u64,
         after: Option<Vec<u8>>,
         max: usize,
-    ) -> Result<Vec<(Vec<u8>, RawMember)>, ArchiveError> {
+        cols: &str,
+        map: impl Fn(&Row<'_>) -> rusqlite::Result<T>,
+    ) -> Result<Vec<(Vec<u8>, T)>, ArchiveError> {
         let base = format!(
-            "SELECT e.name, {MEMBER_COLS} FROM archive_entries e
+            "SELECT e.name, {cols} FROM archive_entries e
              JOIN archive_members m ON m.aid = e.aid AND m.id = e.member
              WHERE e.aid = ?1 AND e.parent = ?2"
         );
-        let map = |r: &Row<'_>| Ok((r.get::<_, Vec<u8>>(0)?, member_from_row(r, 1)?));
+        let map = |r: &Row<'_>| Ok((r.get::<_, Vec<u8>>(0)?, map(r)?));
         let conn = self.conn.lock();
         let rows = match after {
             Some(name) => {

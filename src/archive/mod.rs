@@ -202,5 +202,19 @@ pub struct DirEntry {
     pub offset: u64,
 }
 
+/// One directory entry with only the member's id and kind, as
+/// [`ArchiveIndex::readdir_kinds`] returns it.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct DirName {
+    /// The entry's name (one path component, bytes).
+    pub name: Vec<u8>,
+    /// The member it names.
+    pub id: MemberId,
+    /// The member's kind.
+    pub kind: MemberKind,
+    /// The cookie to pass as `offset` to continue after this entry.
+    pub offset: u64,
+}
+
 #[cfg(test)]
 mod tests;

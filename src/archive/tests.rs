@@ -728,6 +728,24 @@ fn readdir_pages_are_stable_in_a_20000_entry_directory() {
     let f = ix.index.lookup(many.id, b"f00042").unwrap().unwrap();
     assert_eq!(ix.reader.read(f.id, 0, 100).unwrap(), b"file 42\n");
     assert!(ix.index.readdir(f.id, 0, 10).is_err());
+    assert!(ix.index.readdir_kinds(f.id, 0, 10).is_err());
+    // The id-and-kind listing gives the same entries in the same pages.
+    let mut names = Vec::new();
+    loop {
+        let offset = names.last().map_or(0, |e: &DirName| e.offset);
+        let batch = fresh.readdir_kinds(many.id, offset, 256).unwrap();
+        if batch.is_empty() {
+            break;
+        }
+        names.extend(batch);
+    }
+    assert_eq!(names.len(), all.len());
+    for (n, e) in names.iter().zip(&all) {
+        assert_eq!(
+            (&n.name, n.id, n.kind, n.offset),
+            (&e.name, e.member.id, e.member.kind, e.offset)
+        );
+    }
     let size = fs::metadata(&ix.db).unwrap().len()
         + fs::metadata(ix.db.with_extension("db-wal")).map_or(0, |m| m.len());
     assert!(size < 3 << 20, "index of 20,000 files takes {size} bytes");

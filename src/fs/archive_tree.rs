@@ -79,7 +79,7 @@ impl ArchiveTree {
         loop {
             let batch = a
                 .index
-                .readdir(dir, cookie, 256)
+                .readdir_kinds(dir, cookie, 256)
                 .map_err(|e| tree_error(a, e))?;
             if batch.is_empty() {
                 return Ok(());
@@ -87,8 +87,8 @@ impl ArchiveTree {
             for entry in batch {
                 cookie = entry.offset;
                 let full = add(DirEntry {
-                    node: self.node(a, entry.member.id),
-                    kind: file_type(entry.member.kind),
+                    node: self.node(a, entry.id),
+                    kind: file_type(entry.kind),
                     name: entry.name,
                     cookie: entry.offset,
                 });

@@ -9,6 +9,8 @@
 
 use std::collections::HashMap;
 
+use foldhash::fast::RandomState;
+
 use parking_lot::RwLock;
 
 use super::namespace::NodeRef;
@@ -32,8 +34,8 @@ struct Slot {
 }
 
 struct Table {
-    by_node: HashMap<NodeRef, u64>,
-    slots: HashMap<u64, Slot>,
+    by_node: HashMap<NodeRef, u64, RandomState>,
+    slots: HashMap<u64, Slot, RandomState>,
     next: u64,
     unlooked: usize,
     round: u64,
@@ -44,9 +46,9 @@ struct Table {
 impl Inodes {
     /// A table whose inode 1 is `root`.
     pub fn new(root: NodeRef) -> Inodes {
-        let mut by_node = HashMap::new();
+        let mut by_node = HashMap::default();
         by_node.insert(root.clone(), 1);
-        let mut slots = HashMap::new();
+        let mut slots = HashMap::default();
         slots.insert(
             1,
             Slot {
