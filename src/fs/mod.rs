@@ -51,10 +51,6 @@ pub use namespace::Namespace;
 /// The FUSE filesystem.
 pub struct LazyFs {
     inner: Arc<Dispatch>,
-    /// The kernel takes "no OPENDIR" (`FUSE_NO_OPENDIR_SUPPORT`): directories need no handle
-    /// here, so the first OPENDIR answers ENOSYS and the kernel sends no OPENDIR or RELEASEDIR
-    /// again (two round trips fewer per directory a `find` enters).
-    no_opendir: bool,
 }
 
 struct Dispatch {
@@ -103,7 +99,6 @@ impl LazyFs {
                 runtime,
                 notifier,
             }),
-            no_opendir: false,
         }
     }
 }
@@ -203,23 +198,8 @@ impl Filesystem for LazyFs {
         let ok = config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
             && config.set_max_stack_depth(1).is_ok();
         self.inner.handles.set_passthrough(ok);
-        self.no_opendir = config
-            .add_capabilities(InitFlags::FUSE_NO_OPENDIR_SUPPORT)
-            .is_ok();
-        tracing::info!(
-            passthrough = ok,
-            no_opendir = self.no_opendir,
-            "FUSE session started"
-        );
+        tracing::info!(passthrough = ok, "FUSE session started");
         Ok(())
-    }
-
-    fn opendir(&self, _req: &Request, _ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        if self.no_opendir {
-            reply.error(Errno::ENOSYS);
-        } else {
-            reply.opened(FileHandle(0), fuser::FopenFlags::empty());
-        }
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
