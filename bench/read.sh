@@ -13,7 +13,8 @@
 # Each figure is the best of BENCH_RUNS runs. Needs root (FUSE, drop_caches), nginx, curl,
 # fusermount3. Knobs: BENCH_SIZE_MIB (default 1024), BENCH_RUNS (default 2), BENCH_DIR (where the
 # blob, downloads and store go; default target/), BENCH_CONFIG (extra top-level TOML lines for
-# lazycas, e.g. 'fetch_parallel = 8').
+# lazycas, e.g. 'fetch_parallel = 8'), BENCH_PERF (a file: one extra cold read first, under
+# `perf record -g` of the daemon, written there).
 # Everything it starts (nginx, the lazycas daemon) is stopped by PID on exit, and the mount and
 # the work dir are removed.
 set -euo pipefail
@@ -126,6 +127,18 @@ for run in $(seq "$runs"); do
     say "cold run $run/$runs"
     fresh_mount
     sync
+    if [ -n "${BENCH_PERF:-}" ] && [ "$run" -eq 1 ]; then
+        # One more cold read, under `perf record -g` of the daemon (not measured).
+        perf record -q -g -F 4999 -p "$daemon_pid" -o "$BENCH_PERF" 2>/dev/null &
+        perf_pid=$!
+        sleep 0.5
+        read_file "$mnt/blob"
+        kill -INT "$perf_pid" 2>/dev/null || true
+        wait "$perf_pid" 2>/dev/null || true
+        say "profile of a cold read: $BENCH_PERF"
+        fresh_mount
+        sync
+    fi
     measure cold read_file "$mnt/blob"
     [ -f "$stored" ] || die "no verified blob at $stored after the cold read"
     rm -f "$work/download"
