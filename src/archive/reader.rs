@@ -11,9 +11,10 @@
 //! the cache bound, plus a few idle decoders (about 100 KiB each) and a small layout cache per
 //! reader; nothing grows with the archive.
 //!
-//! Reads of small members go through [`Regions`] first when the reader has a region store: a
-//! read that would start a decoder at a checkpoint instead starts (or waits for) the decode of
-//! the whole region into the store, and later reads of the region's members read that copy.
+//! Reads of small members go through [`Regions`] first when the reader has a region store. A
+//! random read that would start a decoder at a checkpoint claims the region: it decodes for
+//! itself, then hands its decoder to a fill that keeps the whole region in the store. Reads of
+//! a region being filled wait for the fill; later reads of the region's members read the copy.
 
 use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicU64, Ordering};
