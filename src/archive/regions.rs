@@ -478,12 +478,7 @@ impl FillJob {
                     span.start
                 )));
             }
-            let take = (span.data.len() as u64).min(self.end - span.start) as usize;
-            writer
-                .write_at(span.start - start, &span.data[..take])
-                .map_err(|source| ArchiveError::Region { start, source })?;
-            at = span.start + take as u64;
-            self.fill.advance(at);
+            at = self.keep(writer, &span)?;
         }
         if dec.position() != at {
             return Err(self.index.corrupt(format!(
@@ -500,12 +495,21 @@ impl FillJob {
                         self.end
                     ))
                 })?;
-            let take = (span.data.len() as u64).min(self.end - span.start) as usize;
-            writer
-                .write_at(span.start - start, &span.data[..take])
-                .map_err(|source| ArchiveError::Region { start, source })?;
-            self.fill.advance(span.start + take as u64);
+            self.keep(writer, &span)?;
         }
         Ok(())
+    }
+
+    /// Writes the part of `span` inside the region and tells waiting reads; returns the stream
+    /// offset written up to.
+    fn keep(&self, writer: &mut dyn RegionWriter, span: &Span) -> Result<u64, ArchiveError> {
+        let start = self.fill.start;
+        let take = (span.data.len() as u64).min(self.end - span.start) as usize;
+        writer
+            .write_at(span.start - start, &span.data[..take])
+            .map_err(|source| ArchiveError::Region { start, source })?;
+        let upto = span.start + take as u64;
+        self.fill.advance(upto);
+        Ok(upto)
     }
 }
